@@ -1,0 +1,20 @@
+"""graphrt: run the model definitions people already have as one optimized dataflow graph.
+
+Frontends turn a definition (Keras ``Sequential``, Torch7 ``nn`` containers, Caffe prototxt, MXNet
+symbols) into a :class:`Graph`; :func:`run_reference` runs any graph with numpy::
+
+    import graphrt
+    from graphrt.frontends import keras
+    model = keras.Sequential()
+    model.add(keras.Dense(10, input_dim=20))
+    y = graphrt.run_reference(model.to_graph(), x)
+
+Every user-facing error is a :class:`GraphrtError` subclass.
+"""
+from .errors import (AttrError, GraphError, GraphrtError, InputError, ParseError,  # noqa: F401
+                     ShapeError, UnsupportedError, WeightError)
+from .graph import Graph, Node, Source, TensorSpec  # noqa: F401
+from .reference import run_reference  # noqa: F401
+from . import ops  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""Convolution: ``conv2d`` over NCHW with OIHW weights, via im2col and one BLAS GEMM per group.
+
+Inputs: ``x`` (N, C, H, W), ``weight`` (O, C/groups, KH, KW), optional ``bias`` (O,).
+Attributes: ``stride`` (sh, sw), ``pads`` (top, bottom, left, right), ``dilation`` (dh, dw),
+``groups``. Output (N, O, OH, OW) with OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import TensorSpec, spec_error
+from .registry import (Attr, OpDef, OpPattern, float_dtype, nonnegative, pads4, pair, positive,
+                       register, to_int)
+
+
+def conv_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int = 1) -> int:
+    return (size + pad_lo + pad_hi - dilation * (k - 1) - 1) // stride + 1
+
+
+def _infer(attrs, ins, node):
+    x, w = ins[0], ins[1]
+    dtype = float_dtype(x, node)
+    if len(x.shape) != 4:
+        raise spec_error(node, f"conv2d expects a 4-D NCHW input, got shape {x}")
+    if len(w.shape) != 4:
+        raise spec_error(node, f"conv2d expects a 4-D OIHW weight, got shape {w}")
+    n, c, h, wd = x.shape
+    o, ci, kh, kw = w.shape
+    g = attrs["groups"]
+    if c is not None and c != ci * g:
+        raise spec_error(node, f"conv2d weight {w} with groups={g} expects {ci * g} input "
+                               f"channels, got {c} (input shape {x})")
+    if o % g:
+        raise spec_error(node, f"conv2d: {o} output channels are not divisible by groups={g}")
+    if len(ins) == 3 and ins[2].shape != (o,):
+        raise spec_error(node, f"conv2d bias must have shape ({o},), got {ins[2]}")
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    t, b, l, r = attrs["pads"]
+    oh = conv_out_size(h, kh, sh, t, b, dh)
+    ow = conv_out_size(wd, kw, sw, l, r, dw)
+    if oh < 1 or ow < 1:
+        raise spec_error(node, f"conv2d kernel {kh}x{kw} (dilation {dh}x{dw}) is larger than the "
+                               f"padded input {h + t + b}x{wd + l + r} (input shape {x})")
+    return [TensorSpec((n, o, oh, ow), dtype)]
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride, pads, dilation) -> np.ndarray:
+    """A strided (N, OH, OW, C, KH, KW) view of the padded input: the GEMM's left operand."""
+    t, b, l, r = pads
+    if any(pads):
+        # negative pads never reach here (validated); pad once, then window by strides
+        x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+    n, c, h, w = x.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (w - dw * (kw - 1) - 1) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, oh, ow, c, kh, kw), (s[0], s[2] * sh, s[3] * sw, s[1], s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+def _forward(attrs, inputs, outputs):
+    x, w = inputs[0], inputs[1]
+    out = outputs[0]
+    g = attrs["groups"]
+    o, ci, kh, kw = w.shape
+    cols = im2col(x, kh, kw, attrs["stride"], attrs["pads"], attrs["dilation"])
+    n, oh, ow = cols.shape[:3]
+    og = o // g
+    for gi in range(g):
+        part = cols[:, :, :, gi * ci:(gi + 1) * ci].reshape(n * oh * ow, ci * kh * kw)
+        wg = w[gi * og:(gi + 1) * og].reshape(og, ci * kh * kw)
+        res = (part @ wg.T).reshape(n, oh, ow, og)
+        out[:, gi * og:(gi + 1) * og] = res.transpose(0, 3, 1, 2)
+    if len(inputs) == 3:
+        out += inputs[2].reshape(1, o, 1, 1)
+
+
+def _cost(attrs, ins, outs, batch):
+    o, ci, kh, kw = ins[1].shape
+    n_out = int(np.prod(outs[0].concrete(batch)))
+    return 2 * n_out * ci * kh * kw, sum(s.nbytes(batch) for s in list(ins) + list(outs))
+
+
+CONV2D = register(OpDef(
+    name="conv2d", family="conv", arity=(2, 3),
+    attrs={"stride": Attr(positive(pair), (1, 1)), "pads": Attr(nonnegative(pads4), (0, 0, 0, 0)),
+           "dilation": Attr(positive(pair), (1, 1)), "groups": Attr(positive(to_int), 1)},
+    infer=_infer, forward=_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
+    doc=__doc__))

@@ -1,0 +1,221 @@
+"""`OpDef`: everything graphrt knows about one op, declared in one place.
+
+Each op family module (``conv.py``, ``pool.py``, ...) registers its ops with :func:`register`. An
+``OpDef`` holds the attribute schema, shape/dtype inference, the numpy reference forward (writing
+into preallocated outputs), the cost model, the fusion pattern class (as TVM's FuseOps names them),
+which input the output may overwrite, and the slot for the backward (VJP) rule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import AttrError, UnsupportedError
+
+REQUIRED = object()
+
+
+class OpPattern(enum.Enum):
+    """Fusion pattern class of an op (TVM's FuseOps vocabulary)."""
+
+    ELEMWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2
+    REDUCTION = 3
+    OUT_ELEMWISE_FUSABLE = 4
+    OPAQUE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Attr:
+    """One attribute: a converter (raises ValueError/TypeError on bad values) and a default."""
+
+    convert: Callable[[Any], Any]
+    default: Any = REQUIRED
+    doc: str = ""
+
+
+# ---- attribute converters ---------------------------------------------------------------------
+def to_int(v) -> int:
+    if isinstance(v, bool) or not float(v).is_integer():
+        raise ValueError(f"expected an integer, got {v!r}")
+    return int(v)
+
+
+def to_float(v) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def to_bool(v) -> bool:
+    if isinstance(v, (bool, np.bool_)) or v in (0, 1):
+        return bool(v)
+    raise ValueError(f"expected a boolean, got {v!r}")
+
+
+def to_str(v) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+def positive(conv):
+    def check(v):
+        v = conv(v)
+        if (v if not isinstance(v, tuple) else min(v, default=1)) <= 0:
+            raise ValueError(f"expected a positive value, got {v!r}")
+        return v
+    return check
+
+
+def nonnegative(conv):
+    def check(v):
+        v = conv(v)
+        if (v if not isinstance(v, tuple) else min(v, default=0)) < 0:
+            raise ValueError(f"expected a value >= 0, got {v!r}")
+        return v
+    return check
+
+
+def pair(v) -> tuple:
+    """An int or a sequence of two ints -> (h, w)."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v), int(v))
+    v = tuple(to_int(x) for x in v)
+    if len(v) != 2:
+        raise ValueError(f"expected one or two integers, got {v!r}")
+    return v
+
+
+def pads4(v) -> tuple:
+    """Padding as (top, bottom, left, right); an int or (pad_h, pad_w) pads symmetrically."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v),) * 4
+    v = tuple(to_int(x) for x in v)
+    if len(v) == 2:
+        return (v[0], v[0], v[1], v[1])
+    if len(v) != 4:
+        raise ValueError(f"expected 1, 2 or 4 integers (top, bottom, left, right), got {v!r}")
+    return v
+
+
+def ints(v) -> tuple:
+    return tuple(to_int(x) for x in v)
+
+
+def floats(v) -> tuple:
+    return tuple(to_float(x) for x in v)
+
+
+def choice(*options):
+    def check(v):
+        if v not in options:
+            raise ValueError(f"expected one of {options}, got {v!r}")
+        return v
+    return check
+
+
+# ---- the op definition ------------------------------------------------------------------------
+def _no_cost(attrs, ins, outs, batch):
+    return 0, sum(s.nbytes(batch) for s in list(ins) + list(outs))
+
+
+@dataclasses.dataclass(frozen=True)
+class OpDef:
+    """The complete description of one op.
+
+    ``infer(attrs, in_specs, node) -> [TensorSpec]`` raises ShapeError via ``spec_error(node, ...)``;
+    ``forward(attrs, inputs, outputs)`` computes with numpy into the preallocated ``outputs``;
+    ``cost(attrs, in_specs, out_specs, batch) -> (flops, bytes)``;
+    ``inplace``: index of the input whose buffer the output may reuse, or None;
+    ``backward``: the VJP rule, filled by the training issue.
+    """
+
+    name: str
+    family: str
+    arity: tuple  # (min, max) number of inputs, max None for variadic
+    attrs: Mapping[str, Attr]
+    infer: Callable
+    forward: Callable
+    pattern: OpPattern
+    cost: Callable = _no_cost
+    inplace: int | None = None
+    outputs: Callable[[Mapping], int] = lambda attrs: 1
+    backward: Callable | None = None
+    doc: str = ""
+
+    def normalize_attrs(self, attrs: dict, node: str | None = None) -> dict:
+        """Check names, convert values and fill defaults; AttrError names the node."""
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            raise AttrError(f"{self.name} has no attribute {unknown[0]!r} (known: "
+                            f"{', '.join(sorted(self.attrs)) or 'none'})", node=node, op=self.name)
+        out = {}
+        for key, spec in self.attrs.items():
+            if key not in attrs or attrs[key] is None:
+                if spec.default is REQUIRED:
+                    raise AttrError(f"{self.name} needs attribute {key!r}", node=node, op=self.name)
+                out[key] = spec.default
+                continue
+            try:
+                out[key] = spec.convert(attrs[key])
+            except (ValueError, TypeError) as err:
+                raise AttrError(f"attribute {key!r} of {self.name}: {err}", node=node,
+                                op=self.name) from None
+        return out
+
+    def num_outputs(self, attrs: Mapping) -> int:
+        return self.outputs(attrs)
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _REGISTRY:
+        raise ValueError(f"op {opdef.name!r} registered twice")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnsupportedError(f"unknown op {name!r}; graphrt has: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    return dict(_REGISTRY)
+
+
+def check_arity(opdef: OpDef, n: int, node=None):
+    from ..graph import spec_error
+
+    lo, hi = opdef.arity
+    if n < lo or (hi is not None and n > hi):
+        want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any number of'}"
+        raise spec_error(node, f"{opdef.name} takes {want} inputs, got {n}")
+
+
+def elementwise_cost(flops_per_element: int = 1):
+    def cost(attrs, ins, outs, batch):
+        n = sum(int(np.prod(s.concrete(batch))) for s in outs)
+        return flops_per_element * n, sum(s.nbytes(batch) for s in list(ins) + list(outs))
+    return cost
+
+
+def float_dtype(spec, node, what="input"):
+    from ..graph import spec_error
+
+    if not np.issubdtype(np.dtype(spec.dtype), np.floating):
+        raise spec_error(node, f"{what} must be floating point, got {spec.dtype}")
+    return spec.dtype
+
+
+def describe_shapes(specs: Sequence) -> str:
+    return ", ".join(str(s) for s in specs)
