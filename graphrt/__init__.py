@@ -15,6 +15,7 @@ from .errors import (AttrError, GraphError, GraphrtError, InputError, ParseError
                      ShapeError, UnsupportedError, WeightError)
 from .graph import Graph, Node, Source, TensorSpec  # noqa: F401
 from .reference import run_reference  # noqa: F401
+from .loading import load  # noqa: F401
 from . import ops  # noqa: F401
 
 __version__ = "0.1.0"

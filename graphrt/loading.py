@@ -1,0 +1,75 @@
+"""``graphrt.load``: open a model file with the frontend its extension (or ``format``) names.
+
+| format  | files                                  | weights                      |
+|---------|----------------------------------------|------------------------------|
+| caffe   | ``.prototxt``                          | ``.caffemodel``              |
+| mxnet   | ``-symbol.json``                       | ``.params``                  |
+| keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive / none    |
+
+A ``.json`` file is told apart by its content: MXNet symbols have ``nodes`` and ``heads``, Keras
+configs ``class_name`` and ``config``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .errors import GraphrtError, ParseError, UnsupportedError
+from .graph import Graph
+
+FORMATS = ("caffe", "mxnet", "keras")
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".prototxt", ".pbtxt")):
+        return "caffe"
+    if name.endswith(".keras") or name.endswith(".h5"):
+        return "keras"
+    if name.endswith(".json"):
+        try:
+            head = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ParseError(f"cannot read JSON model file: {err}", file=str(path)) from None
+        if isinstance(head, dict) and "nodes" in head and "heads" in head:
+            return "mxnet"
+        if isinstance(head, dict) and "class_name" in head:
+            return "keras"
+        raise ParseError("JSON file is neither an MXNet symbol (nodes, heads) nor a Keras config "
+                         "(class_name, config)", file=str(path))
+    if name.endswith(".onnx"):
+        raise UnsupportedError("ONNX files are not supported yet", file=str(path))
+    raise UnsupportedError(f"cannot tell the format of {path.name!r} from its extension; pass "
+                           f"format= one of {', '.join(FORMATS)}", file=str(path))
+
+
+def load(path: str | Path, format: str | None = None, weights: str | Path | None = None, *,
+         phase: str = "TEST", stage: Sequence[str] = (), input_shape: Sequence[int] | None = None,
+         classes: int | None = None, seed: int = 0) -> Graph:
+    """Load a model file as a :class:`Graph` with its parameters filled.
+
+    ``phase``/``stage``/``classes`` apply to Caffe; ``input_shape`` (C, H, W) gives inputs whose shape
+    the file does not state (Caffe data layers, MXNet symbols); ``seed`` seeds the initializers used
+    when no weights are given.
+
+    >>> g = graphrt.load("lenet.prototxt", weights="lenet_iter_10000.caffemodel")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GraphrtError("no such model file", file=str(path))
+    fmt = format or detect_format(path)
+    if fmt == "caffe":
+        from .frontends.caffe import load_caffe
+
+        return load_caffe(path, weights, phase=phase, stage=stage, input_shape=input_shape,
+                          classes=classes, seed=seed)
+    if fmt == "mxnet":
+        from .frontends.mxnet import load_mxnet
+
+        return load_mxnet(path, params=weights, input_shape=input_shape, seed=seed)
+    if fmt == "keras":
+        from .frontends.keras_files import load_keras
+
+        return load_keras(path, seed=seed)
+    raise UnsupportedError(f"unknown format {fmt!r}; graphrt reads {', '.join(FORMATS)}", file=str(path))
