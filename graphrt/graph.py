@@ -81,7 +81,8 @@ def freeze(value: Any) -> Any:
 class Node:
     """One op application: ordered input and output tensor names and frozen attributes.
 
-    ``absorbed`` lists the source layers a fused node stands for (empty for plain nodes).
+    ``absorbed`` lists the source layers a fused node stands for (empty for plain nodes);
+    ``device`` is set by the ``place`` pass ("host" or the executable's device kind).
     """
 
     name: str
@@ -91,6 +92,7 @@ class Node:
     attrs: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     source: Source = dataclasses.field(default_factory=Source)
     absorbed: tuple = ()
+    device: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -153,7 +155,11 @@ class Graph:
         """
         from .ops import get_op
 
-        opdef = get_op(op)
+        try:
+            opdef = get_op(op)
+        except GraphrtError as err:  # name the node that asked for the unknown op
+            raise err.locate(node=name, op=op, file=source and source.file,
+                             line=source and source.line)
         name = name or self.unique_name(op)
         if name in self.nx:
             raise GraphError(f"duplicate node name {name!r}", node=name, op=op)
@@ -181,6 +187,9 @@ class Graph:
         opdef = get_op(node.op)
         try:
             check_arity(opdef, len(node.inputs), node)
+            for t in node.inputs:
+                if t not in self.specs:
+                    raise GraphError(f"input {t!r} is not a graph input, parameter or node output")
             return opdef.infer(node.attrs, [self.specs[t] for t in node.inputs], node)
         except GraphrtError as err:
             raise err.locate(node=node.name, op=node.source.type or node.op,
@@ -274,7 +283,9 @@ class Graph:
         for n in g.nx.nodes:
             g.nx.nodes[n].update(self.nx.nodes[n])
         g.inputs, g.outputs = list(self.inputs), list(self.outputs)
-        g.params, g.param_info = dict(self.params), dict(self.param_info)
+        # ParamInfo is mutable: each copy gets its own, so freezing a layer in one leaves the other
+        g.params = dict(self.params)
+        g.param_info = {k: dataclasses.replace(v) for k, v in self.param_info.items()}
         g.specs, g._producer, g._order = dict(self.specs), dict(self._producer), self._order
         return g
 
@@ -291,6 +302,7 @@ class Graph:
         old = self.node(name)
         if new.outputs != old.outputs:
             raise GraphError("replace_node keeps the outputs", node=name)
+        specs = self.infer_node(new)  # before touching the graph, so a bad node leaves it intact
         order = self.nx.nodes[name]["order"]
         succ = list(self.nx.successors(name))
         self.nx.remove_node(name)
@@ -304,9 +316,52 @@ class Graph:
         for t in new.inputs:
             if t in self._producer:
                 self._add_edge(self._producer[t], new.name, t)
-        for t, spec in zip(new.outputs, self.infer_node(new)):
+        for t, spec in zip(new.outputs, specs):
             self.specs[t] = spec
         self._topo = None
+
+    def splice(self, remove: Sequence[str], add: Sequence[Node]) -> None:
+        """Replace the nodes ``remove`` by the nodes ``add`` (in order), rewiring edges by tensor name.
+
+        The new nodes take the schedule position of the first removed node. Tensors that only the
+        removed nodes produced disappear; consumers of a tensor a new node produces read it from there.
+        """
+        if remove:
+            base = min(self.nx.nodes[r]["order"] for r in remove)
+        else:
+            base, self._order = self._order, self._order + 1
+        for r in remove:
+            self.remove_node(r)
+        for i, node in enumerate(add):
+            for t in node.inputs:
+                if t not in self.specs:
+                    raise GraphError(f"input {t!r} does not exist", node=node.name, op=node.op)
+            self.nx.add_node(node.name, node=node, order=base + i / (len(add) + 1))
+            specs = self.infer_node(node)
+            for t, spec in zip(node.outputs, specs):
+                self.specs[t] = spec
+                self._producer[t] = node.name
+            for t in node.inputs:
+                if t in self._producer:
+                    self._add_edge(self._producer[t], node.name, t)
+            for other in list(self.nx.nodes):
+                if other != node.name and set(self.node(other).inputs) & set(node.outputs):
+                    for t in set(self.node(other).inputs) & set(node.outputs):
+                        self._add_edge(node.name, other, t)
+        self._topo = None
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Make every consumer of tensor ``old`` (and the graph outputs) read ``new`` instead."""
+        for c in self.consumers(old):
+            self.rename_input(c.name, old, new)
+        self.outputs = [new if t == old else t for t in self.outputs]
+
+    def single_consumer(self, tensor: str) -> Node | None:
+        """The only node reading ``tensor``, if exactly one does and it is not a graph output."""
+        users = self.consumers(tensor)
+        if len(users) != 1 or tensor in self.outputs:
+            return None
+        return users[0]
 
     def rename_input(self, node_name: str, old: str, new: str):
         """Make ``node_name`` read tensor ``new`` where it read ``old``."""

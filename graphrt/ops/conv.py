@@ -2,13 +2,15 @@
 
 Inputs: ``x`` (N, C, H, W), ``weight`` (O, C/groups, KH, KW), optional ``bias`` (O,).
 Attributes: ``stride`` (sh, sw), ``pads`` (top, bottom, left, right), ``dilation`` (dh, dw),
-``groups``. Output (N, O, OH, OW) with OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1.
+``groups``, and the fused epilogue ``activation`` (none, relu, tanh, sigmoid; ``negative_slope`` for
+relu) that the optimizer sets when it absorbs the next layer. Output (N, O, OH, OW) with OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
+from .elementwise import EPILOGUE_ATTRS, activate
 from .registry import (Attr, OpDef, OpPattern, float_dtype, nonnegative, pads4, pair, positive,
                        register, to_int)
 
@@ -75,6 +77,7 @@ def _forward(attrs, inputs, outputs):
         out[:, gi * og:(gi + 1) * og] = res.transpose(0, 3, 1, 2)
     if len(inputs) == 3:
         out += inputs[2].reshape(1, o, 1, 1)
+    activate(out, attrs["activation"], attrs["negative_slope"])
 
 
 def _cost(attrs, ins, outs, batch):
@@ -86,6 +89,6 @@ def _cost(attrs, ins, outs, batch):
 CONV2D = register(OpDef(
     name="conv2d", family="conv", arity=(2, 3),
     attrs={"stride": Attr(positive(pair), (1, 1)), "pads": Attr(nonnegative(pads4), (0, 0, 0, 0)),
-           "dilation": Attr(positive(pair), (1, 1)), "groups": Attr(positive(to_int), 1)},
+           "dilation": Attr(positive(pair), (1, 1)), "groups": Attr(positive(to_int), 1), **EPILOGUE_ATTRS},
     infer=_infer, forward=_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
     doc=__doc__))

@@ -1,13 +1,15 @@
 """``dense``: y = x @ weight.T + bias with weight (out, in) — Caffe InnerProduct, Torch Linear,
 MXNet FullyConnected, Keras Dense (whose (in, out) kernel frontends transpose on load).
 
-The input must be 2-D (N, in); frontends insert ``flatten`` where the source flattens implicitly.
+``activation`` (none, relu, tanh, sigmoid) and ``negative_slope`` are the fused epilogue the
+optimizer sets. The input must be 2-D (N, in); frontends insert ``flatten`` where the source flattens implicitly.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
+from .elementwise import EPILOGUE_ATTRS, activate
 from .registry import OpDef, OpPattern, float_dtype, register
 
 
@@ -32,6 +34,7 @@ def _forward(attrs, inputs, outputs):
     np.matmul(inputs[0], inputs[1].T, out=outputs[0])
     if len(inputs) == 3:
         outputs[0] += inputs[2]
+    activate(outputs[0], attrs["activation"], attrs["negative_slope"])
 
 
 def _cost(attrs, ins, outs, batch):
@@ -41,5 +44,5 @@ def _cost(attrs, ins, outs, batch):
 
 
 DENSE = register(OpDef(
-    name="dense", family="dense", arity=(2, 3), attrs={}, infer=_infer, forward=_forward,
+    name="dense", family="dense", arity=(2, 3), attrs=EPILOGUE_ATTRS, infer=_infer, forward=_forward,
     cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE, doc=__doc__))

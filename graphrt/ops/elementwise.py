@@ -7,14 +7,16 @@
 - ``mul``: y = prod_i x_i (Caffe Eltwise PROD).
 - ``dropout``: the identity in inference; ``rate`` is kept for training.
 - ``identity``: y = x.
+- ``elementwise_chain``: a fused run of the unary ops above, ``steps`` = ((op, attrs), ...), applied
+  in order in one pass over the data (made by the ``fuse_elementwise`` pass).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
-from .registry import (Attr, OpDef, OpPattern, elementwise_cost, float_dtype, floats, register,
-                       to_float)
+from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
+                       register, to_float)
 
 
 def _unary(attrs, ins, node):
@@ -34,13 +36,26 @@ def _same_shapes(attrs, ins, node):
     return [TensorSpec(first.shape, first.dtype)]
 
 
+ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
+
+
+def activate(out: np.ndarray, activation: str, negative_slope: float = 0.0) -> None:
+    """Apply a fused activation epilogue in place (conv2d/dense ``activation`` attribute)."""
+    if activation == "relu":
+        _relu({"negative_slope": negative_slope}, [out], [out])
+    elif activation == "tanh":
+        np.tanh(out, out=out)
+    elif activation == "sigmoid":
+        _sigmoid({}, [out], [out])
+
+
 def _relu(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
     slope = attrs["negative_slope"]
     if slope == 0.0:
         np.maximum(x, 0, out=out)
     else:
-        np.multiply(x, np.where(x > 0, 1, slope).astype(x.dtype), out=out)
+        np.multiply(x, np.where(x > 0, x.dtype.type(1), x.dtype.type(slope)), out=out)
 
 
 def _tanh(attrs, inputs, outputs):
@@ -98,6 +113,8 @@ def _unary_op(name, forward, flops=1, attrs=None, pattern=OpPattern.ELEMWISE):
                           pattern=pattern, inplace=0, doc=__doc__))
 
 
+EPILOGUE_ATTRS = {"activation": Attr(choice(*ACTIVATIONS), "none"),
+                  "negative_slope": Attr(to_float, 0.0)}
 RELU = _unary_op("relu", _relu, attrs={"negative_slope": Attr(to_float, 0.0)})
 TANH = _unary_op("tanh", _tanh, flops=4)
 SIGMOID = _unary_op("sigmoid", _sigmoid, flops=4)
@@ -111,3 +128,35 @@ ADD = register(OpDef(name="add", family="elementwise", arity=(1, None),
 MUL = register(OpDef(name="mul", family="elementwise", arity=(1, None), attrs={},
                      infer=_same_shapes, forward=_mul, cost=elementwise_cost(1),
                      pattern=OpPattern.ELEMWISE, inplace=0, doc=__doc__))
+
+
+def _steps(v) -> tuple:
+    steps = []
+    for step in v:
+        op, attrs = step
+        opdef = UNARY.get(op)
+        if opdef is None:
+            raise ValueError(f"elementwise_chain step {op!r} is not one of {sorted(UNARY)}")
+        steps.append((op, opdef.normalize_attrs(dict(attrs))))
+    if not steps:
+        raise ValueError("elementwise_chain needs at least one step")
+    return tuple(steps)
+
+
+def _chain(attrs, inputs, outputs):
+    x, out = inputs[0], outputs[0]
+    for op, step_attrs in attrs["steps"]:
+        UNARY[op].forward(step_attrs, [x], [out])
+        x = out
+
+
+def _chain_cost(attrs, ins, outs, batch):
+    flops = sum(UNARY[op].cost(a, ins, outs, batch)[0] for op, a in attrs["steps"])
+    return flops, ins[0].nbytes(batch) + outs[0].nbytes(batch)
+
+
+UNARY = {op.name: op for op in (RELU, TANH, SIGMOID, SCALE, DROPOUT, IDENTITY)}
+ELEMENTWISE_CHAIN = register(OpDef(
+    name="elementwise_chain", family="elementwise", arity=(1, 1), attrs={"steps": Attr(_steps)},
+    infer=_unary, forward=_chain, cost=_chain_cost, pattern=OpPattern.ELEMWISE, inplace=0,
+    doc=__doc__))

@@ -194,12 +194,17 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def check_arity(opdef: OpDef, n: int, node=None):
-    from ..graph import spec_error
+    from ..errors import GraphError
 
     lo, hi = opdef.arity
     if n < lo or (hi is not None and n > hi):
         want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any number of'}"
-        raise spec_error(node, f"{opdef.name} takes {want} inputs, got {n}")
+        # a wrong input count is a structural error (GraphError), not a shape mismatch
+        err = GraphError(f"{opdef.name} takes {want} inputs, got {n}")
+        if node is not None:
+            err.locate(node=node.name, op=node.source.type or node.op, file=node.source.file,
+                       line=node.source.line)
+        raise err
 
 
 def elementwise_cost(flops_per_element: int = 1):

@@ -7,6 +7,10 @@
   NCHW, Torch View(-1)).
 - ``reshape``: ``shape`` gives the dimensions after the batch; one may be -1 (inferred).
 - ``transpose``: ``perm`` as numpy's; the batch dimension stays first.
+- ``alias`` (concat, split): the memory plan makes the concat's inputs (the split's outputs) views
+  of slices of its output (input), so the op costs nothing when compiled.
+- ``split``: the inverse of concat: ``sizes`` along ``axis``, one output per size (made by the
+  ``merge_sibling_convs`` pass; the memory plan makes its outputs views of the input).
 - ``zero_pad``: ``pads`` (top, bottom, left, right) on the last two axes; negative pads crop
   (Torch SpatialZeroPadding).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
-from .registry import Attr, OpDef, OpPattern, ints, pads4, register, to_int
+from .registry import Attr, OpDef, OpPattern, ints, pads4, register, to_bool, to_int
 
 
 def _concat_infer(attrs, ins, node):
@@ -84,8 +88,9 @@ def _transpose(attrs, inputs, outputs):
 
 def _pad_infer(attrs, ins, node):
     x = ins[0]
-    if len(x.shape) < 2:
-        raise spec_error(node, f"zero_pad expects at least 2-D input, got {x}")
+    if len(x.shape) < 2 or None in x.shape[-2:]:
+        raise spec_error(node, f"zero_pad expects at least 2-D input whose last two axes are not "
+                               f"the batch, got {x}")
     t, b, l, r = attrs["pads"]
     h, w = x.shape[-2] + t + b, x.shape[-1] + l + r
     if h < 1 or w < 1:
@@ -98,8 +103,24 @@ def _zero_pad(attrs, inputs, outputs):
     t, b, l, r = attrs["pads"]
     h, w = x.shape[-2:]
     out[...] = 0
-    src = x[..., max(0, -t):h - max(0, -b), max(0, -l):w - max(0, -r)]
+    # clamp the stops: a crop deeper than the input on one side must not wrap to a negative index
+    src = x[..., max(0, -t):max(0, h - max(0, -b)), max(0, -l):max(0, w - max(0, -r))]
     out[..., max(0, t):max(0, t) + src.shape[-2], max(0, l):max(0, l) + src.shape[-1]] = src
+
+
+def _split_infer(attrs, ins, node):
+    x, axis, sizes = ins[0], attrs["axis"], attrs["sizes"]
+    if not 1 <= axis < len(x.shape) or sum(sizes) != x.shape[axis] or min(sizes) < 1:
+        raise spec_error(node, f"split sizes {sizes} along axis {axis} do not add up to input {x}")
+    return [TensorSpec(x.shape[:axis] + (n,) + x.shape[axis + 1:], x.dtype) for n in sizes]
+
+
+def _split(attrs, inputs, outputs):
+    start = 0
+    for out in outputs:
+        n = out.shape[attrs["axis"]]
+        out[...] = np.take(inputs[0], range(start, start + n), axis=attrs["axis"])
+        start += n
 
 
 def _move_cost(attrs, ins, outs, batch):
@@ -112,8 +133,14 @@ def _shape_op(name, infer, forward, attrs, arity=(1, 1)):
                           doc=__doc__))
 
 
-CONCAT = _shape_op("concat", _concat_infer, _concat, {"axis": Attr(to_int, 1)}, arity=(1, None))
+CONCAT = _shape_op("concat", _concat_infer, _concat, {"axis": Attr(to_int, 1),
+                                                     "alias": Attr(to_bool, False)}, arity=(1, None))
 FLATTEN = _shape_op("flatten", _flatten_infer, _reshape_to, {"axis": Attr(to_int, 1)})
 RESHAPE = _shape_op("reshape", _reshape_infer, _reshape_to, {"shape": Attr(ints)})
 TRANSPOSE = _shape_op("transpose", _transpose_infer, _transpose, {"perm": Attr(ints)})
+SPLIT = register(OpDef(name="split", family="shape", arity=(1, 1),
+                       attrs={"axis": Attr(to_int, 1), "sizes": Attr(ints), "alias": Attr(to_bool, False)},
+                       infer=_split_infer,
+                       forward=_split, cost=_move_cost, pattern=OpPattern.INJECTIVE,
+                       outputs=lambda attrs: len(attrs["sizes"]), doc=__doc__))
 ZERO_PAD = _shape_op("zero_pad", _pad_infer, _zero_pad, {"pads": Attr(pads4)})

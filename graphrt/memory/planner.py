@@ -1,0 +1,234 @@
+"""The memory plan: every device tensor and kernel workspace gets an offset in one arena.
+
+Algorithm (the plan is data; applying it — making views of an arena — is the executable's job):
+
+1. **Schedule.** Steps are the placed graph's topological order; step ``i`` runs node ``i``.
+2. **Views.** Some tensors are not buffers of their own but views of another tensor's buffer (its
+   *root*): the inputs of an ``alias`` concat are slices of the concat output along its axis; the
+   outputs of an ``alias`` split are slices of its input; ``flatten``/``reshape`` outputs are the
+   input's bytes reshaped; and an op whose ``OpDef.inplace`` names an input writes over that input
+   when the input's root is last used by that very op and has the same size. Views of views resolve
+   to the root. A strided slice is never reshaped or written over in place.
+3. **Liveness.** Each root buffer lives from the first step that defines any tensor viewing it to
+   the last step that reads any of them; a workspace lives for its node's step only. With
+   ``input_slots=2`` (prefetch) a second input slot per input lives for the whole step.
+4. **Offsets.** Buffers, sizes rounded up to ``alignment``, are placed largest first; each takes the
+   best-fitting gap (the smallest that holds it) among the buffers already placed whose lifetimes
+   overlap its own, or goes above them all. Invariant (checked by :meth:`MemoryPlan.check`): two
+   buffers live at a common step never share a byte.
+5. **Bounds.** ``lower_bound_bytes`` is the largest total size of the buffers live at one step — no
+   plan of these buffers can use less; ``naive_bytes`` gives every tensor and workspace its own buffer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from ..graph import Graph, Node
+from ..ops import get_op
+
+ALIGNMENT = 64
+
+
+def align(n: int, alignment: int = ALIGNMENT) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """Where a tensor lives: in ``buffer``, whole (``axis`` None) or as ``[start:stop]`` along ``axis``."""
+
+    buffer: str
+    axis: int | None = None
+    start: int = 0
+    stop: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One buffer of the arena: its bytes, offset and the steps it is live (inclusive)."""
+
+    name: str
+    kind: str  # "activation", "input", "workspace"
+    size: int
+    offset: int
+    start: int
+    end: int
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    """Offsets and sizes of every arena buffer, how each tensor maps onto one, and the totals."""
+
+    batch: int
+    alignment: int
+    steps: list[str]
+    blocks: dict[str, Block]
+    views: dict[str, View]
+    workspaces: dict[str, str]  # node -> block name
+    input_slots: dict[str, list[str]]  # graph input tensor on device -> its slot blocks
+    arena_bytes: int
+    lower_bound_bytes: int
+    naive_bytes: int
+
+    def check(self) -> None:
+        """Raise AssertionError if two buffers live at a common step share a byte."""
+        blocks = sorted(self.blocks.values(), key=lambda b: b.offset)
+        for i, a in enumerate(blocks):
+            assert a.offset % self.alignment == 0 and a.offset + a.size <= self.arena_bytes, a
+            for b in blocks[i + 1:]:
+                if b.offset >= a.offset + a.size:
+                    break
+                assert a.end < b.start or b.end < a.start, f"{a.name} and {b.name} overlap"
+
+    def table(self) -> str:
+        """One row per buffer: name, kind, bytes, offset, live steps, tensors viewing it."""
+        users: dict[str, list[str]] = {}
+        for t, v in self.views.items():
+            users.setdefault(v.buffer, []).append(t)
+        rows = [f"{'buffer':40s} {'kind':10s} {'bytes':>12s} {'offset':>12s}  steps    tensors"]
+        for b in sorted(self.blocks.values(), key=lambda b: (b.start, b.offset)):
+            shared = ", ".join(t for t in users.get(b.name, []) if t != b.name)
+            rows.append(f"{b.name[:40]:40s} {b.kind:10s} {b.size:12d} {b.offset:12d}  "
+                        f"{b.start:3d}-{b.end:<3d}  {shared}")
+        rows.append(f"arena {self.arena_bytes} bytes, lower bound {self.lower_bound_bytes}, "
+                    f"naive {self.naive_bytes} ({self.arena_bytes / max(self.lower_bound_bytes, 1):.3f}"
+                    " x lower bound)")
+        return "\n".join(rows)
+
+
+WorkspaceFn = Callable[[Node, Graph, int], int]
+
+
+def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = None,
+                alignment: int = ALIGNMENT, input_slots: int = 1) -> MemoryPlan:
+    """Plan the arena for a placed graph at ``batch``; see the module docstring."""
+    steps = graph.topological_order()
+    nodes = [graph.node(n) for n in steps]
+    device = {t for n in nodes if n.device != "host" for t in n.outputs}
+    defined = {t: i for i, n in enumerate(nodes) for t in n.outputs}
+    last_use = {t: defined[t] for t in device}
+    for i, n in enumerate(nodes):
+        for t in n.inputs:
+            if t in device:
+                last_use[t] = i
+    nbytes = {t: align(graph.specs[t].nbytes(batch), alignment) for t in device}
+    views = _assign_views(graph, nodes, device, last_use, nbytes)
+
+    live: dict[str, list[int]] = {}
+    for t, v in views.items():
+        span = live.setdefault(v.buffer, [defined[t], last_use[t]])
+        span[0], span[1] = min(span[0], defined[t]), max(span[1], last_use[t])
+    requests = [(b, "input" if nodes[s].op == "copy_to_device" else "activation", nbytes[b], s, e)
+                for b, (s, e) in live.items()]
+    slots = {}
+    for n in nodes:
+        if n.op == "copy_to_device":
+            slots[n.outputs[0]] = [n.outputs[0]] + [f"{n.outputs[0]}#slot{k}" for k in range(1, input_slots)]
+            requests += [(s, "input", nbytes[n.outputs[0]], 0, len(nodes) - 1) for s in slots[n.outputs[0]][1:]]
+    ws_blocks = {}
+    for i, n in enumerate(nodes):
+        size = workspace(n, graph, batch) if workspace and n.device != "host" else 0
+        if size:
+            ws_blocks[n.name] = f"{n.name}#workspace"
+            requests.append((ws_blocks[n.name], "workspace", align(size, alignment), i, i))
+    blocks = _assign_offsets(requests)
+    arena = max((b.offset + b.size for b in blocks.values()), default=0)
+    lower = max((sum(b.size for b in blocks.values() if b.start <= i <= b.end)
+                 for i in range(len(nodes))), default=0)
+    naive = sum(nbytes.values()) + sum(r[2] for r in requests if r[1] == "workspace")
+    return MemoryPlan(batch, alignment, steps, blocks, views, ws_blocks, slots, arena, lower, naive)
+
+
+def _assign_views(graph: Graph, nodes, device, last_use, nbytes) -> dict[str, View]:
+    views: dict[str, View] = {}
+    for n in nodes:  # concat branches write into their slices of the concat output
+        if n.op == "concat" and n.attrs.get("alias") and all(t in device for t in n.inputs):
+            start = 0
+            for t in n.inputs:
+                size = graph.specs[t].shape[n.attrs["axis"]]
+                views[t] = View(n.outputs[0], n.attrs["axis"], start, start + size)
+                start += size
+    root_last = dict(last_use)
+    for i, n in enumerate(nodes):
+        for t in n.outputs:
+            if t not in device or t in views:
+                continue
+            views[t] = _view_of_output(graph, n, t, i, views, root_last, nbytes) or View(t)
+            root_last[views[t].buffer] = max(root_last.get(views[t].buffer, i), last_use[t])
+    # a concat output may itself have become a view: re-root its branch slices
+    for t, v in list(views.items()):
+        outer = views.get(v.buffer)
+        if v.axis is not None and outer is not None and outer.buffer != v.buffer:
+            views[t] = View(outer.buffer, v.axis, v.start, v.stop)
+    return views
+
+
+def _view_of_output(graph, n, t, i, views, root_last, nbytes) -> View | None:
+    src = n.inputs[0] if n.inputs else None
+    whole = src in views and views[src].axis is None
+    if n.op in ("flatten", "reshape") and whole:
+        return View(views[src].buffer)
+    if n.op == "split" and n.attrs.get("alias") and whole:
+        axis, start = n.attrs["axis"], 0
+        for out, size in zip(n.outputs, n.attrs["sizes"]):
+            if out == t:
+                return View(views[src].buffer, axis, start, start + size)
+            start += size
+    k = get_op(n.op).inplace
+    if k is not None and k < len(n.inputs):
+        x = n.inputs[k]
+        root = views[x].buffer if x in views else None
+        if (root is not None and views[x].axis is None and nbytes.get(root) == nbytes[t]
+                and root_last.get(root) == i and graph.producer(root).op != "copy_to_device"
+                and n.inputs.count(x) == 1):
+            return View(root)
+    return None
+
+
+def _assign_offsets(requests) -> dict[str, Block]:
+    placed: list[Block] = []
+    for name, kind, size, start, end in sorted(requests, key=lambda r: (-r[2], r[3], r[0])):
+        overlapping = sorted((b for b in placed if not (b.end < start or end < b.start)),
+                             key=lambda b: b.offset)
+        best, best_gap, cursor = None, None, 0
+        for b in overlapping:
+            gap = b.offset - cursor
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, b.offset + b.size)
+        offset = best if best is not None else cursor
+        placed.append(Block(name, kind, size, offset, start, end))
+    return {b.name: b for b in placed}
+
+
+def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int) -> dict[str, np.ndarray]:
+    """Apply the plan: numpy views of every device tensor at ``batch`` (<= the planned batch) in the
+    uint8 ``arena``. Roots come first, slices and reshapes of them after."""
+    def whole(buffer: str, spec) -> np.ndarray:
+        shape = spec.concrete(batch)
+        count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+        offset = plan.blocks[buffer].offset
+        return arena[offset: offset + count].view(spec.dtype).reshape(shape)
+
+    out: dict[str, np.ndarray] = {}
+    for t, v in plan.views.items():
+        if v.axis is None:
+            out[t] = whole(v.buffer, graph.specs[t])
+    for t, v in plan.views.items():
+        if v.axis is not None:
+            root = out.get(v.buffer)
+            if root is None:
+                root = out[v.buffer] = whole(v.buffer, graph.specs[v.buffer])
+            out[t] = root[(slice(None),) * v.axis + (slice(v.start, v.stop),)]
+    return out
+
+
+def slot_view(plan: MemoryPlan, arena: np.ndarray, slot: str, spec, batch: int) -> np.ndarray:
+    """The view of an extra input slot (``<input>#slotK``) shaped like its input."""
+    shape = spec.concrete(batch)
+    count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+    offset = plan.blocks[slot].offset
+    return arena[offset: offset + count].view(spec.dtype).reshape(shape)

@@ -1,0 +1,25 @@
+"""eliminate_dead_code: remove every node none of whose outputs reaches a graph output, and the
+parameters nothing reads any more.
+
+    x -> conv -> relu -> (output)          x -> conv -> relu -> (output)
+           \\-> pool (unused)        ==>
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..graph import Graph
+from .pipeline import register_pass
+
+
+@register_pass("eliminate_dead_code", opt_level=1)
+def eliminate_dead_code(graph: Graph) -> Graph:
+    g = graph.copy()
+    live = {g.producer(t).name for t in g.outputs if g.producer(t) is not None}
+    for name in list(live):
+        live |= nx.ancestors(g.nx, name)
+    dead = [n for n in g.topological_order() if n not in live]
+    for name in reversed(dead):
+        g.remove_node(name)
+    g.prune_unused_params()
+    return g

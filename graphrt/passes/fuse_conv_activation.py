@@ -1,0 +1,33 @@
+"""fuse_conv_activation: absorb the activation (relu with any slope, tanh, sigmoid) that alone reads
+a convolution's or dense layer's output into that layer's epilogue, so bias and activation are
+applied while the GEMM result is still in cache.
+
+    conv(W, b) -> relu    ==>    conv(W, b, activation="relu")
+
+The fused node keeps the layer's name, takes over the activation's output tensor and lists the
+activation in ``absorbed``.
+"""
+from __future__ import annotations
+
+from ..graph import Graph
+from .pipeline import each_node, register_pass
+
+FUSABLE = {"relu", "tanh", "sigmoid"}
+
+
+@register_pass("fuse_conv_activation", opt_level=2)
+def fuse_conv_activation(graph: Graph) -> Graph:
+    g = graph.copy()
+    for node in each_node(g):
+        if node.op not in FUSABLE:
+            continue
+        prod = g.producer(node.inputs[0])
+        if (prod is None or prod.op not in ("conv2d", "dense") or prod.attrs["activation"] != "none"
+                or g.single_consumer(prod.outputs[0]) is None):
+            continue
+        attrs = dict(prod.attrs, activation=node.op,
+                     negative_slope=node.attrs.get("negative_slope", 0.0))
+        fused = prod.replace(attrs=attrs, outputs=node.outputs,
+                             absorbed=prod.absorbed + (node.source.layer or node.name,) + node.absorbed)
+        g.splice([prod.name, node.name], [fused])
+    return g

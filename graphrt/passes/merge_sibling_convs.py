@@ -1,0 +1,55 @@
+"""merge_sibling_convs: convolutions that read the same tensor with the same geometry (kernel size,
+stride, pads, dilation, no groups, same epilogue) — an inception module's 1x1 branches — become one
+wider convolution whose output a ``split`` node hands back as the original tensors.
+
+    x -> conv_a (64)  \\                x -> conv_a+conv_b (160) -> split(64, 96) -> a, b
+    x -> conv_b (96)  /      ==>
+
+One GEMM with a larger N instead of several small ones; the memory plan makes the split's outputs
+views of the wide output, so the split copies nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Graph, Node
+from .pipeline import add_derived_param, register_pass
+
+
+def _key(g: Graph, node: Node):
+    if node.op != "conv2d" or node.attrs["groups"] != 1 or any(t not in g.params for t in node.inputs[1:]):
+        return None
+    kh, kw = g.specs[node.inputs[1]].shape[2:]
+    a = node.attrs
+    return (node.inputs[0], kh, kw, a["stride"], a["pads"], a["dilation"], a["activation"],
+            a["negative_slope"], len(node.inputs))
+
+
+@register_pass("merge_sibling_convs", opt_level=3)
+def merge_sibling_convs(graph: Graph) -> Graph:
+    g = graph.copy()
+    groups: dict[tuple, list[Node]] = {}
+    for node in g.nodes:
+        key = _key(g, node)
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        name = "+".join(m.name for m in members)
+        params = [add_derived_param(g, f"{name}_weight",
+                                    np.concatenate([g.params[m.inputs[1]] for m in members]),
+                                    like=first.inputs[1])]
+        if len(first.inputs) == 3:
+            params.append(add_derived_param(g, f"{name}_bias",
+                                            np.concatenate([g.params[m.inputs[2]] for m in members]),
+                                            like=first.inputs[2]))
+        wide = first.replace(name=name, inputs=(first.inputs[0], *params), outputs=(name,),
+                             absorbed=tuple(a for m in members for a in (m.source.layer or m.name,) + m.absorbed))
+        sizes = tuple(g.params[m.inputs[1]].shape[0] for m in members)
+        split = Node(f"{name}/split", "split", (name,), tuple(m.outputs[0] for m in members),
+                     {"axis": 1, "sizes": sizes, "alias": True}, source=first.source)
+        g.splice([m.name for m in members], [wide, split])
+    g.prune_unused_params()
+    return g

@@ -1,0 +1,36 @@
+"""place: put every node on the executable's device and make each host<->device crossing explicit.
+
+Every graph input gets a ``copy_to_device`` node (its output, ``<input>@device``, is the arena's input
+slot) and every graph output a ``copy_to_host`` node (``<output>@host``); after this pass no edge
+crosses between host and device without a copy node, and the transfer ledger counts exactly those.
+Parameters are not copied per step: the executable uploads them once when it is built.
+"""
+from __future__ import annotations
+
+from ..graph import Graph, Node
+from .pipeline import register_pass
+
+
+def place_on(graph: Graph, device: str) -> Graph:
+    g = graph.copy()
+    for node in g.nodes:
+        g.replace_node(node.name, node.replace(device=device))
+    for t in list(g.inputs):
+        dev = f"{t}@device"
+        users = g.consumers(t)
+        g.splice([], [Node(f"{t}/copy_to_device", "copy_to_device", (t,), (dev,), device=device)])
+        for user in users:
+            g.rename_input(user.name, t, dev)
+    outputs = []
+    for t in g.outputs:
+        host = f"{t}@host"
+        g.splice([], [Node(f"{t}/copy_to_host", "copy_to_host", (t,), (host,), device="host")])
+        outputs.append(host)
+    g.outputs = outputs
+    return g
+
+
+@register_pass("place", opt_level=0)
+def place(graph: Graph) -> Graph:
+    """Placement on the generic device (the executable calls :func:`place_on` with its own kind)."""
+    return place_on(graph, "device")
