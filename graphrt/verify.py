@@ -21,6 +21,7 @@ def verify(graph: Graph) -> None:
     """Raise a GraphrtError naming the first node that breaks an invariant."""
     from .ops import get_op
 
+    graph._topo = None  # never trust a cached order: a pass may have edited graph.nx directly
     order = graph.topological_order()  # raises GraphError on a cycle
     produced: dict[str, str] = {}
     for name in order:

@@ -40,7 +40,9 @@ def _lrn_forward(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
     size, alpha, beta, k = attrs["size"], attrs["alpha"], attrs["beta"], attrs["k"]
     c = x.shape[1]
-    sq = np.square(x, dtype=np.float32 if x.dtype == np.float32 else x.dtype)
+    # float64: window sums are differences of prefix sums, which cancel catastrophically in float32
+    # when channel magnitudes differ (relative errors of 1e-4 and more on the small channels)
+    sq = np.square(x, dtype=np.float64)
     pre = (size - 1) // 2
     # prefix sums over channels give every window sum in one subtraction
     csum = np.zeros((x.shape[0], c + 1) + x.shape[2:], dtype=sq.dtype)

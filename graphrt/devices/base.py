@@ -1,0 +1,74 @@
+"""The ``Device`` protocol: what the scheduler needs from a device, and nothing more.
+
+A device allocates the arena, uploads parameters once, supplies a kernel per op (``kernel(op)``
+returns ``fn(attrs, inputs, outputs, workspace)``) and each kernel's workspace size, copies between
+host and device, and provides streams and events (see :mod:`graphrt.devices.cpu` for the reference
+implementation). ``get_device("auto")`` picks CUDA when CuPy sees a GPU, else the cpu device.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import GraphrtError
+from ..graph import Graph, Node
+
+Kernel = Callable[[Any, list, list, Any], None]
+
+
+class Device(abc.ABC):
+    """A place where a compiled program runs."""
+
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    def alloc_arena(self, nbytes: int) -> Any:
+        """One zeroed byte buffer of ``nbytes`` for the whole memory plan."""
+
+    @abc.abstractmethod
+    def upload(self, array: np.ndarray) -> Any:
+        """A device copy of a parameter, made once when an executable is built."""
+
+    @abc.abstractmethod
+    def kernel(self, op: str) -> Kernel:
+        """The kernel that runs ``op`` on this device."""
+
+    def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
+        """Scratch bytes ``node``'s kernel needs at ``batch`` (planned in the arena like a tensor)."""
+        return 0
+
+    @abc.abstractmethod
+    def available_bytes(self) -> int:
+        """Memory the device can still give an arena."""
+
+    @abc.abstractmethod
+    def to_device(self, host: np.ndarray, dst: Any, stream: Any = None) -> None:
+        """Copy a host array into a device view (asynchronously on ``stream`` where supported)."""
+
+    @abc.abstractmethod
+    def to_host(self, src: Any, dst: np.ndarray, stream: Any = None) -> None:
+        """Copy a device view into a host array."""
+
+    def synchronize(self) -> None:
+        """Wait for all work queued on the device."""
+
+
+def get_device(name: str | Device = "auto") -> Device:
+    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when CuPy sees a GPU, else cpu); a Device passes through."""
+    if isinstance(name, Device):
+        return name
+    if name == "cpu":
+        from .cpu import CpuDevice
+
+        return CpuDevice()
+    if name == "cuda":
+        from .cuda import CudaDevice
+
+        return CudaDevice()
+    if name == "auto":
+        from .cuda import cuda_available
+
+        return get_device("cuda" if cuda_available() else "cpu")
+    raise GraphrtError(f"unknown device {name!r}: use 'cpu', 'cuda' or 'auto'")

@@ -1,0 +1,141 @@
+"""``graphrt.compile``: optimize, place, plan and bind a graph into an :class:`Executable`.
+
+    exe = graphrt.compile(graph, device="cpu", batch_size=32, opt_level=2)
+    y = exe(x)            # fresh numpy arrays the caller owns (a dict for several outputs)
+    exe.graph, exe.plan   # the optimized, placed graph and its MemoryPlan
+    exe.ledger.summary()  # copies made so far
+
+Any batch up to ``batch_size`` runs in the same arena (views of its first rows); a larger batch runs
+in chunks of ``batch_size``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..devices import get_device
+from ..errors import GraphrtError
+from ..graph import Graph
+from ..memory import plan_memory
+from ..passes import optimize, place_on
+from ..reference import check_feeds
+from .ledger import Ledger
+from .program import Program
+
+
+class OutOfMemoryError(GraphrtError):
+    """The memory plan does not fit the device."""
+
+
+def as_graph(model) -> Graph:
+    """A Graph, or a builder model with ``to_graph()`` (Keras-style Sequential)."""
+    if isinstance(model, Graph):
+        return model
+    to_graph = getattr(model, "to_graph", None)
+    if to_graph is None:
+        raise GraphrtError(f"cannot compile a {type(model).__name__}: pass a graphrt.Graph or a "
+                           "model with to_graph()")
+    try:
+        return to_graph()
+    except TypeError as err:
+        raise GraphrtError(f"{type(model).__name__}.to_graph() needs arguments ({err}); call it "
+                           "yourself, e.g. model.to_graph(input_shape=(C, H, W))") from None
+
+
+class Executable:
+    """A graph compiled for one device and a maximum batch size; see the module docstring."""
+
+    def __init__(self, graph: Graph, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
+                 disabled: Sequence[str] = (), debug: bool = False, input_slots: int = 1):
+        if int(batch_size) < 1:
+            raise GraphrtError(f"batch_size must be at least 1, got {batch_size}")
+        self.source = graph
+        self.device = get_device(device)
+        self.batch_size = int(batch_size)
+        self.opt_level = opt_level
+        optimized = optimize(graph, opt_level, disabled=disabled, debug=debug)
+        self.graph = place_on(optimized, self.device.kind)
+        if debug:
+            self.graph.verify()
+        self.output_names = list(graph.outputs)
+        self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
+                                input_slots=input_slots)
+        available = self.device.available_bytes()
+        if self.plan.arena_bytes > available:
+            raise OutOfMemoryError(
+                f"the memory plan needs an arena of {self.plan.arena_bytes / 2**20:.1f} MiB at batch "
+                f"{self.batch_size} but the {self.device.kind} device has {available / 2**20:.1f} MiB "
+                "available; compile with a smaller batch_size")
+        self.ledger = Ledger()
+        self.arena = self.device.alloc_arena(self.plan.arena_bytes)
+        self.params = self._upload_params()
+        self._programs: dict[int, Program] = {}
+
+    def _upload_params(self) -> dict:
+        used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}
+        params = {}
+        for name in sorted(used):
+            start = time.perf_counter()
+            params[name] = self.device.upload(self.graph.params[name])
+            self.ledger.record_upload(self.graph.params[name].nbytes, time.perf_counter() - start)
+        return params
+
+    def program(self, batch: int) -> Program:
+        """The launch list bound to arena views for ``batch`` (built once per batch size)."""
+        if batch not in self._programs:
+            self._programs[batch] = Program(self.graph, self.plan, self.device, self.arena,
+                                            self.params, batch)
+        return self._programs[batch]
+
+    @property
+    def kernels_per_step(self) -> int:
+        return len(self.program(self.batch_size))
+
+    def __call__(self, x, *, copy: bool = True):
+        """Run on ``x`` (an array, a tuple or a dict of arrays); see the module docstring."""
+        feeds, batch = check_feeds(self.source, x)
+        if batch > self.batch_size:
+            return self._run_chunks(feeds, batch)
+        outs = self._step(feeds, batch, copy)
+        return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
+
+    def _step(self, feeds: dict, batch: int, copy: bool) -> list:
+        program = self.program(batch)
+        for name, slot in program.inputs:
+            start = time.perf_counter()
+            self.device.to_device(feeds[name], slot)
+            self.ledger.record("HtoD", feeds[name].nbytes, time.perf_counter() - start)
+        program.run()
+        outs = []
+        for name, view in program.outputs:
+            start = time.perf_counter()
+            if copy:
+                host = np.empty(view.shape, view.dtype)
+                self.device.to_host(view, host)
+            else:
+                host = view
+            self.ledger.record("DtoH", view.nbytes, time.perf_counter() - start)
+            outs.append(host)
+        return outs
+
+    def _run_chunks(self, feeds: dict, batch: int):
+        parts = []
+        for start in range(0, batch, self.batch_size):
+            chunk = {k: (v[start:start + self.batch_size] if self.source.specs[k].batched else v)
+                     for k, v in feeds.items()}
+            parts.append(self._step(chunk, min(self.batch_size, batch - start), copy=True))
+        outs = [np.concatenate(p) if p[0].ndim else np.mean(p) for p in zip(*parts)]
+        return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
+
+    def __repr__(self) -> str:
+        return (f"<Executable {self.source.name!r} on {self.device.kind}, batch {self.batch_size}, "
+                f"opt_level {self.opt_level}: {self.kernels_per_step} kernels, "
+                f"arena {self.plan.arena_bytes / 2**20:.2f} MiB>")
+
+
+def compile(model, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
+            disabled: Sequence[str] = (), debug: bool = False) -> Executable:
+    """Compile a Graph (or a model with ``to_graph()``) into an :class:`Executable`."""
+    return Executable(as_graph(model), device, batch_size, opt_level, disabled=disabled, debug=debug)

@@ -1,0 +1,79 @@
+"""A compiled program: the placed graph flattened into launches bound to arena views.
+
+Compilation resolves, once per batch size, each node's kernel, attributes, input and output views
+and workspace; running a step is a loop over that list — no graph walking, no shape inference, no
+allocation. Nodes the memory plan made free (views: aliased concat/split, reshape/flatten of a
+whole buffer) have no launch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from ..devices.base import Device
+from ..graph import Graph
+from ..memory import MemoryPlan, make_views
+
+
+@dataclasses.dataclass
+class Launch:
+    node: str
+    op: str
+    fn: Callable
+    attrs: Any
+    inputs: list
+    outputs: list
+    workspace: Any
+
+
+def is_free(node, plan: MemoryPlan) -> bool:
+    """True when the plan already made the node's outputs views of its inputs (or vice versa)."""
+    views = plan.views
+    if node.op in ("reshape", "flatten"):
+        src = views.get(node.inputs[0])
+        return src is not None and views[node.outputs[0]].buffer == src.buffer
+    if node.op == "concat" and node.attrs.get("alias"):
+        return all(t in views and views[t].buffer == views[node.outputs[0]].buffer for t in node.inputs)
+    if node.op == "split" and node.attrs.get("alias"):
+        return node.inputs[0] in views and all(
+            views[t].buffer == views[node.inputs[0]].buffer for t in node.outputs)
+    return False
+
+
+class Program:
+    """Launches for one batch size; ``inputs``/``outputs`` are (host tensor, device view) pairs."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, device: Device, arena, params: dict, batch: int):
+        views = make_views(plan, arena, graph, batch)
+        self.batch = batch
+        self.inputs: list[tuple[str, Any]] = []
+        self.outputs: list[tuple[str, Any]] = []
+        self.launches: list[Launch] = []
+        for name in plan.steps:
+            node = graph.node(name)
+            if node.op == "copy_to_device":
+                self.inputs.append((node.inputs[0], views[node.outputs[0]]))
+            elif node.op == "copy_to_host":
+                self.outputs.append((node.outputs[0], views[node.inputs[0]]))
+            elif not is_free(node, plan):
+                self.launches.append(Launch(
+                    node.name, node.op, device.kernel(node.op), node.attrs,
+                    [params[t] if t in params else views[t] for t in node.inputs],
+                    [views[t] for t in node.outputs], self._workspace(plan, arena, node.name)))
+
+    @staticmethod
+    def _workspace(plan, arena, node_name):
+        block = plan.workspaces.get(node_name)
+        if block is None:
+            return None
+        b = plan.blocks[block]
+        return arena[b.offset: b.offset + b.size].view(np.float32)
+
+    def run(self) -> None:
+        for launch in self.launches:
+            launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+
+    def __len__(self) -> int:
+        return len(self.launches)
