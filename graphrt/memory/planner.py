@@ -109,6 +109,9 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
     nodes = [graph.node(n) for n in steps]
     device = {t for n in nodes if n.device != "host" for t in n.outputs}
     defined = {t: i for i, n in enumerate(nodes) for t in n.outputs}
+    # the executable copies every input in before the first launch, whatever step its
+    # copy_to_device node has: an input buffer is live from step 0
+    defined.update({n.outputs[0]: 0 for n in nodes if n.op == "copy_to_device"})
     last_use = {t: defined[t] for t in device}
     for i, n in enumerate(nodes):
         for t in n.inputs:

@@ -1,0 +1,583 @@
+"""Every registered op against its naive loop in ``tests/naive.py``, with hypothesis drawing shapes,
+attributes and dtypes. Each test builds a one-node graph and runs ``graphrt.run_reference``, so
+shape inference and the forward are exercised together.
+
+``test_every_op_has_a_naive_test`` walks the registry: adding an op without a test here fails.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import graphrt
+import naive
+from graphrt import Graph
+from graphrt.ops import OpPattern, all_ops
+from naive import assert_close
+
+DTYPES = st.sampled_from(["float32", "float64"])
+LAYOUTS = st.sampled_from(["C", "F", "strided"])  # how the input array is laid out in memory
+TOL = {"float32": 1e-5, "float64": 1e-9}
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def relayout(a, layout):
+    """The same values in C order, Fortran order or as a strided (every other element) view."""
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    return a
+
+
+def run_op(op, inputs, params=(), attrs=None, layout="C"):
+    """Run ``op`` as the single node of a graph: ``inputs`` become batched graph inputs, ``params``
+    parameters, in that order; inputs are fed in ``layout``. Returns ``run_reference``'s output."""
+    g = Graph(op)
+    names = [g.add_input(f"in{i}", (None,) + a.shape[1:], str(a.dtype))
+             for i, a in enumerate(inputs)]
+    names += [g.add_param(f"p{i}", a) for i, a in enumerate(params)]
+    y = g.add_node(op, names, name="node", attrs=attrs or {})
+    g.set_outputs([y])
+    g.verify()
+    inputs = [relayout(a, layout) for a in inputs]
+    feeds = inputs[0] if len(inputs) == 1 else dict(zip(names, inputs))
+    out = graphrt.run_reference(g, feeds)
+    assert str(out.dtype) == g.specs[y].dtype
+    return out
+
+
+def check(op, expected, inputs, params=(), attrs=None, dtype="float32", tol=None, layout="C"):
+    out = run_op(op, inputs, params, attrs, layout)
+    assert str(out.dtype) == dtype
+    assert_close(out, expected, tol or TOL[dtype], what=f"{op} {attrs or {}}")
+
+
+def floats(lo, hi):
+    """Attribute values exactly representable in float32, so float32 graphs see the same number."""
+    # tiny magnitudes only test float32 underflow, not the op: draw 0 or |v| >= 1e-3
+    return st.floats(float(np.float32(lo)), float(np.float32(hi)), width=32).filter(
+        lambda v: v == 0 or abs(v) >= 1e-3)
+
+
+def rng_of(draw):
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
+def shapes(draw, rank_lo=2, rank_hi=4, dim_hi=5):
+    """A shape (N, d1, ...) with N <= 3."""
+    rank = draw(st.integers(rank_lo, rank_hi))
+    return (draw(st.integers(1, 3)),) + tuple(draw(st.integers(1, dim_hi)) for _ in range(rank - 1))
+
+
+def pads_attr(draw, lo_max):
+    """Padding drawn as an int, a (pad_h, pad_w) pair or an asymmetric 4-tuple; returns
+    (attribute value, (top, bottom, left, right)). ``lo_max`` bounds (pad_h, pad_w)."""
+    mh, mw = lo_max
+    form = draw(st.sampled_from(["int", "pair", "four"]))
+    if form == "int":
+        p = draw(st.integers(0, min(mh, mw)))
+        return p, (p, p, p, p)
+    if form == "pair":
+        ph, pw = draw(st.integers(0, mh)), draw(st.integers(0, mw))
+        return (ph, pw), (ph, ph, pw, pw)
+    four = (draw(st.integers(0, mh)), draw(st.integers(0, mh)), draw(st.integers(0, mw)),
+            draw(st.integers(0, mw)))
+    return four, four
+
+
+def pair_attr(draw, lo, hi):
+    """An int or an (h, w) pair; returns (attribute value, (h, w))."""
+    if draw(st.booleans()):
+        v = draw(st.integers(lo, hi))
+        return v, (v, v)
+    v = (draw(st.integers(lo, hi)), draw(st.integers(lo, hi)))
+    return v, v
+
+
+def epilogue(draw, op):
+    """Fused-activation attributes, when ``op`` declares them (the optimizer's epilogue)."""
+    if "activation" not in all_ops()[op].attrs:
+        return {}
+    kind = draw(st.sampled_from(["none", "relu", "tanh", "sigmoid"]))
+    attrs = {"activation": kind}
+    if kind == "relu" and draw(st.booleans()):
+        attrs["negative_slope"] = draw(floats(-1.0, 1.0))
+    return attrs
+
+
+def apply_epilogue(y, attrs):
+    return naive.activation(y, attrs.get("activation", "none"), attrs.get("negative_slope", 0.0))
+
+
+# ---- convolution ------------------------------------------------------------------------------
+@st.composite
+def conv_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride_a, stride = pair_attr(draw, 1, 3)
+    dil_a, dil = pair_attr(draw, 1, 2)
+    pads_a, pads = pads_attr(draw, (2, 2))
+    eh, ew = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1  # effective kernel extent
+    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), 9))
+    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), 9))
+    n = draw(st.integers(1, 3))
+    x = rng.standard_normal((n, groups * cg, h, w)).astype(dtype)
+    wt = rng.standard_normal((groups * og, cg, kh, kw)).astype(dtype)
+    params = [wt]
+    if draw(st.booleans()):
+        params.append(rng.standard_normal(groups * og).astype(dtype))
+    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups,
+             **epilogue(draw, "conv2d")}
+    geometry = dict(stride=stride, pads=pads, dilation=dil, groups=groups)
+    return dtype, x, params, attrs, geometry
+
+
+@given(conv_cases(), LAYOUTS)
+def test_conv2d(case, layout):
+    dtype, x, params, attrs, geo = case
+    expected = apply_epilogue(naive.conv2d(x, *params, **geo), attrs)
+    check("conv2d", expected, [x], params, attrs, dtype, layout=layout)
+
+
+# ---- pooling ----------------------------------------------------------------------------------
+@st.composite
+def pool_cases(draw, kind):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    if draw(st.integers(0, 4)) == 0:  # global pooling
+        h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        return dtype, x, {"global_pool": True}, None
+    kernel_a, (kh, kw) = pair_attr(draw, 1, 4)
+    stride_a, stride = pair_attr(draw, 1, 3)
+    pads_a, pads = pads_attr(draw, (min(kh - 1, 2), min(kw - 1, 2)))
+    ceil_mode = draw(st.booleans())
+    h = draw(st.integers(max(1, kh - pads[0] - pads[1]), 9))
+    w = draw(st.integers(max(1, kw - pads[2] - pads[3]), 9))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    attrs = {"kernel": kernel_a, "stride": stride_a, "pads": pads_a, "ceil_mode": ceil_mode}
+    geometry = dict(kernel=(kh, kw), stride=stride, pads=pads, ceil_mode=ceil_mode)
+    if kind == "avg":
+        attrs["count_include_pad"] = geometry["count_include_pad"] = draw(st.booleans())
+    return dtype, x, attrs, geometry
+
+
+@given(pool_cases("max"), LAYOUTS)
+def test_max_pool(case, layout):
+    dtype, x, attrs, geo = case
+    expected = naive.global_max_pool(x) if geo is None else naive.max_pool(x, **geo)
+    check("max_pool", expected, [x], attrs=attrs, dtype=dtype, layout=layout)
+
+
+@given(pool_cases("avg"), LAYOUTS)
+def test_avg_pool(case, layout):
+    dtype, x, attrs, geo = case
+    expected = naive.global_avg_pool(x) if geo is None else naive.avg_pool(x, **geo)
+    check("avg_pool", expected, [x], attrs=attrs, dtype=dtype, layout=layout)
+
+
+@pytest.mark.parametrize("h, k, s, p, ceil, want", [
+    (6, 3, 2, 1, True, 4),    # ceil((6+2-3)/2)+1 = 4; the last window starts at 6 < 6+1: kept
+    (5, 2, 2, 1, True, 3),    # ceil(5/2)+1 = 4, but window 3 starts at 6 >= 5+1: dropped
+    (5, 2, 2, 1, False, 3),
+    (7, 3, 2, 0, True, 3),
+    (8, 3, 2, 0, True, 4),    # GoogLeNet/Inception style: ceil rounds up
+    (8, 3, 2, 0, False, 3),
+])
+def test_pool_output_size_matches_known_frameworks(h, k, s, p, ceil, want):
+    g = Graph()
+    x = g.add_input("x", (None, 1, h, h))
+    y = g.add_node("max_pool", [x], name="pool",
+                   attrs={"kernel": k, "stride": s, "pads": p, "ceil_mode": ceil})
+    assert g.specs[y].shape == (None, 1, want, want)
+
+
+def test_avg_pool_divisors_by_hand():
+    # 3x3 ones, kernel 2, stride 2, pad 1, ceil mode: windows cover padded rows [0,2) [2,4);
+    # the second overhangs the padded extent 5 by nothing, the first holds 1 real row of 2.
+    x = np.ones((1, 1, 3, 3), np.float32)
+    attrs = {"kernel": 2, "stride": 2, "pads": 1, "ceil_mode": True}
+    inc = run_op("avg_pool", [x], attrs={**attrs, "count_include_pad": True})
+    exc = run_op("avg_pool", [x], attrs={**attrs, "count_include_pad": False})
+    np.testing.assert_allclose(inc[0, 0], [[0.25, 0.5], [0.5, 1.0]])
+    np.testing.assert_allclose(exc[0, 0], np.ones((2, 2)))
+
+
+# ---- normalization ----------------------------------------------------------------------------
+@st.composite
+def lrn_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 5)),
+             draw(st.integers(1, 5)))
+    # channel magnitudes spread over 1e-2..1e2: a small channel next to large ones is the hard case
+    spread = 10.0 ** rng.uniform(-2, 2, (1, shape[1], 1, 1)) if draw(st.booleans()) else 1.0
+    x = (rng.standard_normal(shape) * spread).astype(dtype)
+    attrs = {"size": draw(st.integers(1, 7)), "alpha": draw(floats(1e-4, 2.0)),
+             "beta": draw(floats(0.25, 1.0)), "k": draw(floats(0.5, 2.0))}
+    return dtype, x, attrs
+
+
+@given(lrn_cases(), LAYOUTS)
+def test_lrn(case, layout):
+    dtype, x, attrs = case
+    check("lrn", naive.lrn(x, **attrs), [x], attrs=attrs, dtype=dtype, layout=layout)
+
+
+@given(st.data())
+def test_batch_norm(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(dtype)
+    mean = rng.standard_normal(c).astype(dtype)
+    var = rng.uniform(0.05, 3.0, c).astype(dtype)
+    params = [mean, var]
+    if draw(st.booleans()):
+        params += [rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)]
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.5]))
+    check("batch_norm", naive.batch_norm(x, *params, eps=eps), [x], params, {"eps": eps}, dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_channel_affine(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    x = rng.standard_normal(shape).astype(dtype)
+    params = [rng.standard_normal(shape[1]).astype(dtype)]
+    if draw(st.booleans()):
+        params.append(rng.standard_normal(shape[1]).astype(dtype))
+    check("channel_affine", naive.channel_affine(x, *params), [x], params, dtype=dtype)
+
+
+# ---- dense ------------------------------------------------------------------------------------
+@given(st.data())
+def test_dense(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    n, fin, fout = draw(st.integers(1, 3)), draw(st.integers(1, 8)), draw(st.integers(1, 6))
+    x = rng.standard_normal((n, fin)).astype(dtype)
+    params = [rng.standard_normal((fout, fin)).astype(dtype)]
+    if draw(st.booleans()):
+        params.append(rng.standard_normal(fout).astype(dtype))
+    attrs = epilogue(draw, "dense")
+    check("dense", apply_epilogue(naive.dense(x, *params), attrs), [x], params, attrs, dtype,
+          layout=data.draw(LAYOUTS))
+
+
+# ---- elementwise ------------------------------------------------------------------------------
+def elementwise_input(draw, rng, dtype, spread=3.0):
+    x = (rng.standard_normal(shapes(draw, 1, 4)) * spread).astype(dtype)
+    x.ravel()[:: max(1, x.size // 3)] = 0.0  # exact zeros: the branch points of relu and sigmoid
+    return x
+
+
+@given(st.data())
+def test_relu(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    x = elementwise_input(draw, rng, dtype)
+    slope = draw(st.sampled_from([0.0]) | floats(-2.0, 2.0))
+    check("relu", naive.relu(x, slope), [x], attrs={"negative_slope": slope}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_tanh(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype)
+    check("tanh", naive.tanh(x), [x], dtype=dtype)
+
+
+@given(st.data())
+def test_sigmoid(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype, spread=data.draw(st.sampled_from([1.0, 30.0])))
+    check("sigmoid", naive.sigmoid(x), [x], dtype=dtype)
+
+
+@given(st.data())
+def test_scale(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    power = draw(st.sampled_from([1.0, 2.0, 3.0, 0.5, 1.5, -1.0, -0.75]))
+    shape = shapes(draw, 1, 4)
+    if power.is_integer() and power > 0:
+        scale, shift = draw(floats(-2.0, 2.0)), draw(floats(-2.0, 2.0))
+        x = rng.standard_normal(shape).astype(dtype)
+    else:  # keep the base shift + scale * x in [1, 4]
+        scale, shift = draw(floats(0.5, 2.0)), draw(floats(1.0, 2.0))
+        x = rng.uniform(0.0, 1.0, shape).astype(dtype)
+    attrs = {"power": power, "scale": scale, "shift": shift}
+    check("scale", naive.scale(x, **attrs), [x], attrs=attrs, dtype=dtype)
+
+
+@given(st.data())
+def test_add(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape, k = shapes(draw, 1, 4), draw(st.integers(1, 4))
+    xs = [rng.standard_normal(shape).astype(dtype) for _ in range(k)]
+    coeffs = draw(st.sampled_from([()]) | st.lists(floats(-2.0, 2.0), min_size=k, max_size=k))
+    check("add", naive.add(*xs, coeffs=tuple(coeffs)), xs, attrs={"coeffs": coeffs}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_mul(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape, k = shapes(draw, 1, 4), draw(st.integers(1, 4))
+    xs = [rng.standard_normal(shape).astype(dtype) for _ in range(k)]
+    check("mul", naive.mul(*xs), xs, dtype=dtype)
+
+
+@given(st.data())
+def test_dropout(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype)
+    rate = data.draw(floats(0.0, 0.99))
+    check("dropout", naive.identity(x), [x], attrs={"rate": rate}, dtype=dtype)
+
+
+@given(st.data())
+def test_identity(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype)
+    check("identity", naive.identity(x), [x], dtype=dtype)
+
+
+def unary_steps():
+    """One step of an ``elementwise_chain``: a unary op and attributes for it (integral powers, so
+    no NaN depends on the rounding of a base near zero)."""
+    return st.one_of(
+        st.tuples(st.just("relu"), st.fixed_dictionaries({}, optional={
+            "negative_slope": floats(-1.0, 1.0)})),
+        st.tuples(st.sampled_from(["tanh", "sigmoid", "identity"]), st.just({})),
+        st.tuples(st.just("dropout"), st.fixed_dictionaries({"rate": floats(0.0, 0.9)})),
+        st.tuples(st.just("scale"), st.fixed_dictionaries({
+            "power": st.sampled_from([1.0, 2.0, 3.0]), "scale": floats(-2.0, 2.0),
+            "shift": floats(-1.0, 1.0)})))
+
+
+@given(st.data())
+def test_elementwise_chain(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype, spread=1.0)
+    steps = data.draw(st.lists(unary_steps(), min_size=1, max_size=4))
+    check("elementwise_chain", naive.elementwise_chain(x, steps), [x], attrs={"steps": steps},
+          dtype=dtype)
+
+
+@given(st.data(), st.sampled_from(["copy_to_device", "copy_to_host"]))
+def test_transfers_are_the_identity(data, op):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    x = elementwise_input(data.draw, rng, dtype)
+    check(op, naive.identity(x), [x], dtype=dtype)
+
+
+# ---- softmax ----------------------------------------------------------------------------------
+@st.composite
+def softmax_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 1, 4)
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    x = (rng.standard_normal(shape) * draw(st.sampled_from([1.0, 10.0, 100.0]))).astype(dtype)
+    return dtype, x, axis
+
+
+@given(softmax_cases(), LAYOUTS)
+def test_softmax(case, layout):
+    dtype, x, axis = case
+    check("softmax", naive.softmax(x, axis), [x], attrs={"axis": axis}, dtype=dtype, layout=layout)
+
+
+@given(softmax_cases(), LAYOUTS)
+def test_log_softmax(case, layout):
+    dtype, x, axis = case
+    check("log_softmax", naive.log_softmax(x, axis), [x], attrs={"axis": axis}, dtype=dtype,
+          layout=layout)
+
+
+# ---- losses -----------------------------------------------------------------------------------
+@st.composite
+def loss_cases(draw, integral_scores=False):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    if integral_scores:  # small integers make ties, which the top-k rule must handle
+        scores = rng.integers(0, 3, (n, c)).astype(dtype)
+    else:
+        scores = (rng.standard_normal((n, c)) * draw(st.sampled_from([1.0, 20.0]))).astype(dtype)
+    labels = rng.integers(0, c, n).astype(draw(st.sampled_from(["int64", "int32", "float32"])))
+    return dtype, scores, labels
+
+
+@given(loss_cases())
+def test_softmax_cross_entropy(case):
+    dtype, scores, labels = case
+    expected = naive.softmax_cross_entropy(scores, labels)
+    out = run_op("softmax_cross_entropy", [scores, labels])
+    assert str(out.dtype) == dtype
+    # a near-zero loss is log(1 + tiny), which log-sum-exp gets right only to ~1e-16 absolute: the
+    # error is measured against max(|loss|, 1 nat) rather than the loss itself
+    assert_close(out, np.float64(expected), TOL[dtype], floor=1.0, what="softmax_cross_entropy")
+
+
+@given(loss_cases())
+def test_nll_loss(case):
+    dtype, scores, labels = case
+    check("nll_loss", np.float64(naive.nll_loss(scores, labels)), [scores, labels], dtype=dtype)
+
+
+@given(loss_cases(integral_scores=True), st.integers(1, 7))
+def test_accuracy(case, top_k):
+    dtype, scores, labels = case
+    expected = naive.accuracy(scores, labels, top_k)
+    check("accuracy", np.float64(expected), [scores, labels], attrs={"top_k": top_k}, dtype=dtype)
+
+
+def test_loss_rejects_labels_out_of_range():
+    scores = np.zeros((2, 3), np.float32)
+    with pytest.raises(graphrt.InputError, match=r"\[0, 3\)") as info:
+        run_op("nll_loss", [scores, np.array([0, 3])])
+    assert info.value.node == "node"
+    with pytest.raises(graphrt.InputError, match="whole numbers"):
+        run_op("accuracy", [scores, np.array([0.5, 1.0], np.float32)])
+
+
+# ---- data movement ----------------------------------------------------------------------------
+@given(st.data())
+def test_concat(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    rank = len(shape)
+    axis = draw(st.integers(1, rank - 1) | st.integers(-rank + 1, -1))
+    xs = []
+    for _ in range(draw(st.integers(1, 3))):
+        s = list(shape)
+        s[axis] = draw(st.integers(1, 4))
+        xs.append(rng.standard_normal(s).astype(dtype))
+    check("concat", naive.concat(xs, axis), xs, attrs={"axis": axis}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_flatten(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    shape = shapes(data.draw, 2, 4)
+    axis = data.draw(st.integers(1, len(shape)))
+    x = rng.standard_normal(shape).astype(dtype)
+    check("flatten", naive.flatten(x, axis), [x], attrs={"axis": axis}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_reshape(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    left, target = math.prod(shape[1:]), []
+    while left > 1 and len(target) < 3:
+        d = draw(st.sampled_from([d for d in range(1, left + 1) if left % d == 0]))
+        target.append(d)
+        left //= d
+    target.append(left)
+    target = draw(st.permutations(target))
+    if draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    x = rng.standard_normal(shape).astype(dtype)
+    check("reshape", naive.reshape(x, target), [x], attrs={"shape": target}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_transpose(data):
+    rng, dtype = rng_of(data.draw), data.draw(DTYPES)
+    shape = shapes(data.draw, 2, 4)
+    perm = [0] + data.draw(st.permutations(range(1, len(shape))))
+    x = rng.standard_normal(shape).astype(dtype)
+    check("transpose", naive.transpose(x, perm), [x], attrs={"perm": perm}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_split(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4, dim_hi=6)
+    axis = draw(st.integers(1, len(shape) - 1))
+    cuts = sorted(draw(st.sets(st.integers(1, shape[axis] - 1))) if shape[axis] > 1 else [])
+    sizes = [b - a for a, b in zip([0] + cuts, cuts + [shape[axis]])]
+    x = rng.standard_normal(shape).astype(dtype)
+    g = Graph()
+    xin = g.add_input("x", (None,) + shape[1:], dtype)
+    ys = g.add_node("split", [xin], name="split", attrs={"axis": axis, "sizes": sizes})
+    ys = ys if isinstance(ys, tuple) else (ys,)
+    g.set_outputs(ys)
+    g.verify()
+    out = graphrt.run_reference(g, x)
+    outs = [out[y] for y in ys] if isinstance(out, dict) else [out]
+    expected = naive.split(x, sizes, axis)
+    assert len(outs) == len(expected)
+    for i, (a, b) in enumerate(zip(outs, expected)):
+        assert_close(a, b, TOL[dtype], what=f"split output {i} (sizes {sizes}, axis {axis})")
+
+
+@given(st.data())
+def test_zero_pad(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 3, 4, dim_hi=6)
+    pads = tuple(draw(st.integers(-4, 4)) for _ in range(4))
+    h, w = shape[-2:]
+    assume(h + pads[0] + pads[1] >= 1 and w + pads[2] + pads[3] >= 1)
+    x = rng.standard_normal(shape).astype(dtype)
+    check("zero_pad", naive.zero_pad(x, pads), [x], attrs={"pads": pads}, dtype=dtype,
+          layout=data.draw(LAYOUTS))
+
+
+# ---- the registry -----------------------------------------------------------------------------
+NAIVE_TESTS = {
+    "conv2d": test_conv2d, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
+    "batch_norm": test_batch_norm, "channel_affine": test_channel_affine, "dense": test_dense,
+    "relu": test_relu, "tanh": test_tanh, "sigmoid": test_sigmoid, "scale": test_scale,
+    "add": test_add, "mul": test_mul, "dropout": test_dropout, "identity": test_identity,
+    "softmax": test_softmax, "log_softmax": test_log_softmax,
+    "softmax_cross_entropy": test_softmax_cross_entropy, "nll_loss": test_nll_loss,
+    "accuracy": test_accuracy, "concat": test_concat, "flatten": test_flatten,
+    "reshape": test_reshape, "transpose": test_transpose, "zero_pad": test_zero_pad,
+    "split": test_split, "elementwise_chain": test_elementwise_chain,
+    "copy_to_device": test_transfers_are_the_identity,
+    "copy_to_host": test_transfers_are_the_identity,
+}
+
+
+def test_every_op_has_a_naive_test():
+    registered = set(all_ops())
+    assert set(NAIVE_TESTS) == registered, (
+        f"ops without a naive test: {sorted(registered - set(NAIVE_TESTS))}; "
+        f"tests for unknown ops: {sorted(set(NAIVE_TESTS) - registered)}")
+
+
+@pytest.mark.parametrize("name", sorted(all_ops()))
+def test_every_op_declares_its_rules(name):
+    opdef = all_ops()[name]
+    assert opdef.name == name
+    for rule in ("infer", "forward", "cost"):
+        assert callable(getattr(opdef, rule, None)), f"{name} lacks {rule}"
+    assert isinstance(opdef.pattern, OpPattern), f"{name} lacks a fusion pattern"
+    assert opdef.family and opdef.doc, f"{name} lacks a family or docstring"
+    lo, hi = opdef.arity
+    assert lo >= 1 and (hi is None or hi >= lo)
+    assert opdef.inplace is None or 0 <= opdef.inplace < lo
