@@ -39,14 +39,23 @@ def _is_pointwise(attrs, kh, kw) -> bool:
         and attrs["groups"] == 1
 
 
+IM2COL_BYTES = 8 << 20  # columns gathered per GEMM: big enough for BLAS, small enough for cache
+
+
+def _conv_chunk(n, c, h, w, cg, kh, kw, oh, ow, pads) -> tuple[int, int, int]:
+    """(images per chunk, padded floats per image, column floats per image)."""
+    t, b, l, r = pads
+    padded = c * (h + t + b) * (w + l + r) if any(pads) else 0
+    cols = cg * kh * kw * oh * ow
+    return max(1, min(n, IM2COL_BYTES // (4 * (padded + cols)))), padded, cols
+
+
 def conv_workspace(node: Node, graph: Graph, batch: int) -> int:
     n, c, h, w, o, cg, kh, kw, oh, ow = _conv_geometry(node, graph, batch)
     if _is_pointwise(node.attrs, kh, kw):
         return 0
-    t, b, l, r = node.attrs["pads"]
-    padded = n * c * (h + t + b) * (w + l + r) if any(node.attrs["pads"]) else 0
-    cols = n * cg * kh * kw * oh * ow
-    return 4 * (padded + cols)
+    chunk, padded, cols = _conv_chunk(n, c, h, w, cg, kh, kw, oh, ow, node.attrs["pads"])
+    return 4 * chunk * (padded + cols)
 
 
 def conv2d(attrs, inputs, outputs, ws):
@@ -68,18 +77,26 @@ def _conv_im2col(attrs, x, w, out, ws):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh, ow = out.shape[2:]
+    chunk, padded, cols = _conv_chunk(n, c, h, wd, cg, kh, kw, oh, ow, attrs["pads"])
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        _conv_chunk_im2col(attrs, x[start:stop], w, out[start:stop], ws, padded * (stop - start))
+
+
+def _conv_chunk_im2col(attrs, x, w, out, ws, padded):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh, ow = out.shape[2:]
     (sh, sw), (dh, dw), g = attrs["stride"], attrs["dilation"], attrs["groups"]
     t, b, l, r = attrs["pads"]
-    used = 0
-    if any(attrs["pads"]):
+    if padded:
         hp, wp = h + t + b, wd + l + r
-        xp = ws[: n * c * hp * wp].reshape(n, c, hp, wp)
-        used = xp.size
+        xp = ws[:padded].reshape(n, c, hp, wp)
         xp[:, :, :t], xp[:, :, hp - b:], xp[:, :, :, :l], xp[:, :, :, wp - r:] = 0, 0, 0, 0
         xp[:, :, t:t + h, l:l + wd] = x
         x = xp
     k = cg * kh * kw
-    cols = ws[used: used + n * k * oh * ow].reshape(n, cg, kh, kw, oh, ow)
+    cols = ws[padded: padded + n * k * oh * ow].reshape(n, cg, kh, kw, oh, ow)
     s = x.strides
     og = o // g
     for gi in range(g):

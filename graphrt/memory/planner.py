@@ -12,9 +12,11 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
 3. **Liveness.** Each root buffer lives from the first step that defines any tensor viewing it to
    the last step that reads any of them; a workspace lives for its node's step only. With
    ``input_slots=2`` (prefetch) a second input slot per input lives for the whole step.
-4. **Offsets.** Buffers, sizes rounded up to ``alignment``, are placed largest first; each takes the
+4. **Offsets.** Buffers, sizes rounded up to ``alignment``, are placed one by one; each takes the
    best-fitting gap (the smallest that holds it) among the buffers already placed whose lifetimes
-   overlap its own, or goes above them all. Invariant (checked by :meth:`MemoryPlan.check`): two
+   overlap its own, or goes above them all. The order is greedy by size (largest first, as TFLite's
+   planner); a few other orders (longest-lived first, largest size x lifetime first, earliest first)
+   are tried too and the smallest arena wins — each is cheap, and none dominates on every graph. Invariant (checked by :meth:`MemoryPlan.check`): two
    buffers live at a common step never share a byte.
 5. **Bounds.** ``lower_bound_bytes`` is the largest total size of the buffers live at one step — no
    plan of these buffers can use less; ``naive_bytes`` gives every tensor and workspace its own buffer.
@@ -184,16 +186,37 @@ def _view_of_output(graph, n, t, i, views, root_last, nbytes) -> View | None:
     if k is not None and k < len(n.inputs):
         x = n.inputs[k]
         root = views[x].buffer if x in views else None
+        # no other input may read the root (as x again or through another view): it would see
+        # the overwrite
         if (root is not None and views[x].axis is None and nbytes.get(root) == nbytes[t]
                 and root_last.get(root) == i and graph.producer(root).op != "copy_to_device"
-                and n.inputs.count(x) == 1):
+                and sum(y in views and views[y].buffer == root for y in n.inputs) == 1):
             return View(root)
     return None
 
 
+ORDERS = (
+    lambda r: (-r[2], r[3], r[0]),                      # largest first
+    lambda r: (-(r[4] - r[3]), -r[2], r[0]),            # longest-lived first
+    lambda r: (-r[2] * (r[4] - r[3] + 1), r[3], r[0]),  # largest area in (time, bytes) first
+    lambda r: (r[3], -r[2], r[0]),                      # earliest first
+)
+
+
 def _assign_offsets(requests) -> dict[str, Block]:
+    """The best of the greedy best-fit placements over :data:`ORDERS` (smallest arena)."""
+    best = None
+    for order in ORDERS:
+        blocks = _best_fit(sorted(requests, key=order))
+        top = max((b.offset + b.size for b in blocks.values()), default=0)
+        if best is None or top < best[0]:
+            best = (top, blocks)
+    return best[1]
+
+
+def _best_fit(requests) -> dict[str, Block]:
     placed: list[Block] = []
-    for name, kind, size, start, end in sorted(requests, key=lambda r: (-r[2], r[3], r[0])):
+    for name, kind, size, start, end in requests:
         overlapping = sorted((b for b in placed if not (b.end < start or end < b.start)),
                              key=lambda b: b.offset)
         best, best_gap, cursor = None, None, 0
