@@ -54,6 +54,18 @@ class Device(abc.ABC):
     def synchronize(self) -> None:
         """Wait for all work queued on the device."""
 
+    @abc.abstractmethod
+    def compute_stream(self) -> Any:
+        """A stream for kernels (see :mod:`graphrt.devices.streams` for the protocol)."""
+
+    @abc.abstractmethod
+    def copy_stream(self) -> Any:
+        """A separate stream for host<->device copies; the caller closes it."""
+
+    @abc.abstractmethod
+    def alloc_staging(self, nbytes: int) -> np.ndarray:
+        """A host buffer for batches on their way in (page-locked where the device has DMA)."""
+
 
 def get_device(name: str | Device = "auto") -> Device:
     """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when CuPy sees a GPU, else cpu); a Device passes through."""

@@ -14,6 +14,7 @@ from ..graph import Graph, Node
 from ..ops import get_op
 from .base import Device
 from .cpu_kernels import KERNELS, WORKSPACES
+from .streams import InlineStream, WorkerStream
 
 ARENA_ALIGN = 64
 
@@ -62,6 +63,15 @@ class CpuDevice(Device):
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             return 1 << 62
+
+    def compute_stream(self) -> InlineStream:
+        return InlineStream()
+
+    def copy_stream(self) -> WorkerStream:
+        return WorkerStream()
+
+    def alloc_staging(self, nbytes: int) -> np.ndarray:
+        return aligned_empty(nbytes)
 
     def to_device(self, host, dst, stream=None) -> None:
         np.copyto(dst, host)

@@ -1,3 +1,2 @@
 """Memory planning: one arena, offsets by liveness (see :mod:`.planner`)."""
-from .planner import (ALIGNMENT, Block, MemoryPlan, View, align, make_views, plan_memory,  # noqa: F401
-                      slot_view)
+from .planner import ALIGNMENT, Block, MemoryPlan, View, align, make_views, plan_memory  # noqa: F401

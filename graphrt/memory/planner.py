@@ -11,7 +11,8 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
    to the root. A strided slice is never reshaped or written over in place.
 3. **Liveness.** Each root buffer lives from the first step that defines any tensor viewing it to
    the last step that reads any of them; a workspace lives for its node's step only. With
-   ``input_slots=2`` (prefetch) a second input slot per input lives for the whole step.
+   ``input_slots=2`` (prefetch) each input has two slots and both live for the whole step, since
+   the next batch is uploaded into one while the other is computed on.
 4. **Offsets.** Buffers, sizes rounded up to ``alignment``, are placed one by one; each takes the
    best-fitting gap (the smallest that holds it) among the buffers already placed whose lifetimes
    overlap its own, or goes above them all. The order is greedy by size (largest first, as TFLite's
@@ -126,6 +127,10 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
     for t, v in views.items():
         span = live.setdefault(v.buffer, [defined[t], last_use[t]])
         span[0], span[1] = min(span[0], defined[t]), max(span[1], last_use[t])
+    if input_slots > 1:  # the next batch is uploaded while this one computes: slots live throughout
+        for n in nodes:
+            if n.op == "copy_to_device":
+                live[n.outputs[0]] = [0, len(nodes) - 1]
     requests = [(b, "input" if nodes[s].op == "copy_to_device" else "activation", nbytes[b], s, e)
                 for b, (s, e) in live.items()]
     slots = {}
@@ -230,13 +235,17 @@ def _best_fit(requests) -> dict[str, Block]:
     return {b.name: b for b in placed}
 
 
-def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int) -> dict[str, np.ndarray]:
+def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int,
+               remap: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Apply the plan: numpy views of every device tensor at ``batch`` (<= the planned batch) in the
-    uint8 ``arena``. Roots come first, slices and reshapes of them after."""
+    uint8 ``arena``. Roots come first, slices and reshapes of them after. ``remap`` puts a buffer at
+    another block's offset (an input tensor in its second prefetch slot)."""
+    remap = remap or {}
+
     def whole(buffer: str, spec) -> np.ndarray:
         shape = spec.concrete(batch)
         count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-        offset = plan.blocks[buffer].offset
+        offset = plan.blocks[remap.get(buffer, buffer)].offset
         return arena[offset: offset + count].view(spec.dtype).reshape(shape)
 
     out: dict[str, np.ndarray] = {}
@@ -250,11 +259,3 @@ def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int) ->
                 root = out[v.buffer] = whole(v.buffer, graph.specs[v.buffer])
             out[t] = root[(slice(None),) * v.axis + (slice(v.start, v.stop),)]
     return out
-
-
-def slot_view(plan: MemoryPlan, arena: np.ndarray, slot: str, spec, batch: int) -> np.ndarray:
-    """The view of an extra input slot (``<input>#slotK``) shaped like its input."""
-    shape = spec.concrete(batch)
-    count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-    offset = plan.blocks[slot].offset
-    return arena[offset: offset + count].view(spec.dtype).reshape(shape)

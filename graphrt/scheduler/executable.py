@@ -10,8 +10,9 @@ in chunks of ``batch_size``.
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from ..memory import plan_memory
 from ..passes import optimize, place_on
 from ..reference import check_feeds
 from .ledger import Ledger
+from .prefetch import SLOTS, Prefetcher
 from .program import Program
 
 
@@ -48,7 +50,7 @@ class Executable:
     """A graph compiled for one device and a maximum batch size; see the module docstring."""
 
     def __init__(self, graph: Graph, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
-                 disabled: Sequence[str] = (), debug: bool = False, input_slots: int = 1):
+                 disabled: Sequence[str] = (), debug: bool = False):
         if int(batch_size) < 1:
             raise GraphrtError(f"batch_size must be at least 1, got {batch_size}")
         self.source = graph
@@ -61,7 +63,7 @@ class Executable:
             self.graph.verify()
         self.output_names = list(graph.outputs)
         self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
-                                input_slots=input_slots)
+                                input_slots=SLOTS)
         available = self.device.available_bytes()
         if self.plan.arena_bytes > available:
             raise OutOfMemoryError(
@@ -71,7 +73,9 @@ class Executable:
         self.ledger = Ledger()
         self.arena = self.device.alloc_arena(self.plan.arena_bytes)
         self.params = self._upload_params()
-        self._programs: dict[int, Program] = {}
+        self._programs: dict[tuple, Program] = {}
+        self._lock = threading.Lock()
+        self._host_buffers: dict = {}
 
     def _upload_params(self) -> dict:
         used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}
@@ -82,12 +86,14 @@ class Executable:
             self.ledger.record_upload(self.graph.params[name].nbytes, time.perf_counter() - start)
         return params
 
-    def program(self, batch: int) -> Program:
-        """The launch list bound to arena views for ``batch`` (built once per batch size)."""
-        if batch not in self._programs:
-            self._programs[batch] = Program(self.graph, self.plan, self.device, self.arena,
-                                            self.params, batch)
-        return self._programs[batch]
+    def program(self, batch: int, slot: int = 0) -> Program:
+        """The launch list bound to arena views for ``batch`` with the inputs in prefetch ``slot``
+        (built once per batch size and slot)."""
+        with self._lock:
+            if (batch, slot) not in self._programs:
+                self._programs[batch, slot] = Program(self.graph, self.plan, self.device, self.arena,
+                                                      self.params, batch, slot)
+            return self._programs[batch, slot]
 
     @property
     def kernels_per_step(self) -> int:
@@ -108,25 +114,47 @@ class Executable:
             self.device.to_device(feeds[name], slot)
             self.ledger.record("HtoD", feeds[name].nbytes, time.perf_counter() - start)
         program.run()
+        return self.fetch_outputs(program, copy=copy)
+
+    def fetch_outputs(self, program: Program, *, copy: bool = True, device: bool = False) -> list:
+        """The step's outputs: fresh host arrays, host views valid until the next step
+        (``copy=False``), or the device arrays themselves (``device=True``, no copy at all)."""
         outs = []
         for name, view in program.outputs:
+            if device:
+                outs.append(view)
+                continue
             start = time.perf_counter()
-            if copy:
-                host = np.empty(view.shape, view.dtype)
-                self.device.to_host(view, host)
-            else:
-                host = view
+            host = np.empty(view.shape, view.dtype) if copy else self._host_view(view)
+            self.device.to_host(view, host)
             self.ledger.record("DtoH", view.nbytes, time.perf_counter() - start)
             outs.append(host)
         return outs
 
+    def _host_view(self, view):
+        """A reusable host buffer for ``copy=False`` outputs (the arena itself on the cpu device)."""
+        if isinstance(view, np.ndarray):
+            return view
+        key = (view.shape, str(view.dtype))
+        if key not in self._host_buffers:
+            self._host_buffers[key] = self.device.alloc_staging(view.nbytes).view(view.dtype).reshape(view.shape)
+        return self._host_buffers[key]
+
+    def stream(self, batches: Iterable, *, copy: bool = True, outputs: str = "host"):
+        """Run over an iterable of batches (or ``(x, y)`` pairs) with the prefetch pipeline of
+        :mod:`graphrt.scheduler.prefetch`; yields one result per batch, in order."""
+        return iter(Prefetcher(self, batches, copy=copy, outputs=outputs))
+
     def _run_chunks(self, feeds: dict, batch: int):
-        parts = []
+        parts, sizes = [], []
         for start in range(0, batch, self.batch_size):
             chunk = {k: (v[start:start + self.batch_size] if self.source.specs[k].batched else v)
                      for k, v in feeds.items()}
-            parts.append(self._step(chunk, min(self.batch_size, batch - start), copy=True))
-        outs = [np.concatenate(p) if p[0].ndim else np.mean(p) for p in zip(*parts)]
+            sizes.append(min(self.batch_size, batch - start))
+            parts.append(self._step(chunk, sizes[-1], copy=True))
+        # scalar outputs (losses, accuracy) are batch means: weight each chunk by its size
+        outs = [np.concatenate(p) if p[0].ndim else np.asarray(np.average(p, weights=sizes), p[0].dtype)
+                for p in zip(*parts)]
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
 
     def __repr__(self) -> str:

@@ -45,8 +45,10 @@ def is_free(node, plan: MemoryPlan) -> bool:
 class Program:
     """Launches for one batch size; ``inputs``/``outputs`` are (host tensor, device view) pairs."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, device: Device, arena, params: dict, batch: int):
-        views = make_views(plan, arena, graph, batch)
+    def __init__(self, graph: Graph, plan: MemoryPlan, device: Device, arena, params: dict, batch: int,
+                 slot: int = 0):
+        remap = {t: slots[slot] for t, slots in plan.input_slots.items()} if slot else None
+        views = make_views(plan, arena, graph, batch, remap)
         self.batch = batch
         self.inputs: list[tuple[str, Any]] = []
         self.outputs: list[tuple[str, Any]] = []

@@ -1,0 +1,146 @@
+"""``exe.stream(batches)``: the prefetch pipeline that keeps the device fed without ping-pong.
+
+Three actors, each waiting only on what it needs:
+
+* the **loader thread** takes batches from the caller's iterable, checks them, and copies each into a
+  free buffer of a ring of staging buffers (page-locked on CUDA, aligned on the cpu device);
+* the **copy stream** uploads batch k from its staging buffer into input slot k % 2 of the arena —
+  after the compute of batch k - 2, which read that slot, has finished (an event) — and records an
+  event when the upload is done;
+* the **compute stream** (the caller's thread on the cpu device) waits on that event, runs the
+  program bound to slot k % 2, records the slot-free event, and copies the outputs back once.
+
+So batch k+1 is uploaded while batch k computes. Every batch is processed once and in order; a final
+partial batch runs as it is. An exception in the loader (or a bad batch) reaches the caller with its
+original traceback, after which the pipeline shuts down; closing the generator early (``break``)
+shuts it down too: no thread is left behind.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+from ..reference import check_feeds
+
+_DONE = object()
+SLOTS = 2
+
+
+class _Staging:
+    """A ring of host buffers, one feed dict of full-batch arrays each."""
+
+    def __init__(self, exe, size: int):
+        self.free: queue.Queue = queue.Queue()
+        self.buffers = []
+        for i in range(size):
+            bufs = {}
+            for name in exe.source.inputs:
+                spec = exe.source.specs[name]
+                shape = spec.concrete(exe.batch_size)
+                raw = exe.device.alloc_staging(int(np.prod(shape)) * np.dtype(spec.dtype).itemsize)
+                bufs[name] = raw.view(spec.dtype).reshape(shape)
+            self.buffers.append(bufs)
+            self.free.put(i)
+
+
+class Prefetcher:
+    """Iterates the outputs of ``exe`` over ``batches``; see the module docstring."""
+
+    def __init__(self, exe, batches: Iterable, *, copy: bool = True, outputs: str = "host",
+                 depth: int = 2):
+        if outputs not in ("host", "device"):
+            raise InputError(f"outputs must be 'host' or 'device', got {outputs!r}")
+        self.exe, self.batches, self.copy, self.outputs = exe, batches, copy, outputs
+        self.staging = _Staging(exe, depth + 1)
+        self.ready: queue.Queue = queue.Queue()
+        self.slot_free = [queue.Queue() for _ in range(SLOTS)]
+        for q in self.slot_free:
+            q.put(None)  # both slots start free
+        self.stop = threading.Event()
+
+    # ---- loader thread --------------------------------------------------------------------------
+    def _load(self, copy_stream) -> None:
+        try:
+            for k, item in enumerate(self.batches):
+                feeds, extra, n = self._check(k, item)
+                idx = self._get(self.staging.free)
+                if idx is None:
+                    return
+                staged = self.staging.buffers[idx]
+                for name, value in feeds.items():
+                    np.copyto(staged[name][:n] if self.exe.source.specs[name].batched else staged[name],
+                              value)
+                slot_event = self._get(self.slot_free[k % SLOTS], allow_none=True)
+                if self.stop.is_set():
+                    return
+                if slot_event is not None:
+                    copy_stream.wait_event(slot_event)
+                copy_stream.submit(self._upload, staged, feeds, n, k % SLOTS)
+                copy_stream.submit(self.staging.free.put, idx)
+                self.ready.put((k, n, extra, copy_stream.record_event()))
+            self.ready.put(_DONE)
+        except BaseException as err:  # handed to the consumer, traceback intact
+            self.ready.put(err)
+
+    def _get(self, q: queue.Queue, allow_none: bool = False):
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return None
+
+    def _check(self, k: int, item):
+        extra = None
+        graph = self.exe.source
+        if isinstance(item, tuple) and len(item) == 2 and len(graph.inputs) == 1:
+            item, extra = item  # (x, y): y travels alongside the outputs
+        try:
+            feeds, n = check_feeds(graph, item)
+        except InputError as err:
+            err.message = f"batch {k}: {err.message}"
+            raise err.locate()
+        if n > self.exe.batch_size:
+            raise InputError(f"batch {k} has {n} items but the executable was compiled for "
+                             f"batch_size {self.exe.batch_size}")
+        return feeds, extra, n
+
+    def _upload(self, staged: dict, feeds: dict, n: int, slot: int) -> None:
+        program = self.exe.program(n, slot)
+        for name, dst in program.inputs:
+            src = staged[name][:n] if self.exe.source.specs[name].batched else staged[name]
+            start = time.perf_counter()
+            self.exe.device.to_device(src, dst)
+            self.exe.ledger.record("HtoD", src.nbytes, time.perf_counter() - start)
+
+    # ---- consumer (compute) ---------------------------------------------------------------------
+    def __iter__(self):
+        exe = self.exe
+        copy_stream, compute = exe.device.copy_stream(), exe.device.compute_stream()
+        loader = threading.Thread(target=self._load, args=(copy_stream,), name="graphrt-loader",
+                                  daemon=True)
+        loader.start()
+        try:
+            while True:
+                item = self.ready.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                k, n, extra, uploaded = item
+                compute.wait_event(uploaded)
+                program = exe.program(n, k % SLOTS)
+                program.run()
+                outs = exe.fetch_outputs(program, copy=self.copy, device=self.outputs == "device")
+                self.slot_free[k % SLOTS].put(compute.record_event())
+                result = outs[0] if len(outs) == 1 else dict(zip(exe.output_names, outs))
+                yield result if extra is None else (result, extra)
+        finally:
+            self.stop.set()
+            loader.join()
+            copy_stream.close()
