@@ -82,7 +82,9 @@ class Node:
     """One op application: ordered input and output tensor names and frozen attributes.
 
     ``absorbed`` lists the source layers a fused node stands for (empty for plain nodes);
-    ``device`` is set by the ``place`` pass ("host" or the executable's device kind).
+    ``device`` is set by the ``place`` pass ("host" or the executable's device kind); ``after`` names
+    nodes that must run first although no tensor connects them (an optimizer update runs after every
+    reader of the parameter it overwrites).
     """
 
     name: str
@@ -93,12 +95,14 @@ class Node:
     source: Source = dataclasses.field(default_factory=Source)
     absorbed: tuple = ()
     device: str | None = None
+    after: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "attrs", freeze(dict(self.attrs)))
         object.__setattr__(self, "absorbed", tuple(self.absorbed))
+        object.__setattr__(self, "after", tuple(self.after))
 
     def replace(self, **changes) -> "Node":
         return dataclasses.replace(self, **changes)
@@ -195,22 +199,42 @@ class Graph:
             raise err.locate(node=node.name, op=node.source.type or node.op,
                              file=node.source.file, line=node.source.line)
 
-    def _insert(self, node: Node, out_specs: Sequence[TensorSpec]):
-        self.nx.add_node(node.name, node=node, order=self._order)
-        self._order += 1
+    def _insert(self, node: Node, out_specs: Sequence[TensorSpec], order: float | None = None):
+        if order is None:
+            order, self._order = self._order, self._order + 1
+        self.nx.add_node(node.name, node=node, order=order)
         for t, spec in zip(node.outputs, out_specs):
             self.specs[t] = spec
             self._producer[t] = node.name
+        self._wire(node)
+        self._topo = None
+
+    def _wire(self, node: Node) -> None:
+        """Add the edges of ``node``: from its inputs' producers and its ``after`` nodes, and to the
+        nodes that read its outputs or name it in their ``after``."""
         for t in node.inputs:
             if t in self._producer:
                 self._add_edge(self._producer[t], node.name, t)
-        self._topo = None
+        for before in node.after:
+            if before not in self.nx:
+                raise GraphError(f"'after' names {before!r}, which is not a node", node=node.name)
+            self._add_edge(before, node.name, None)
+        outs = set(node.outputs)
+        for other in list(self.nx.nodes):
+            if other == node.name:
+                continue
+            o = self.node(other)
+            for t in outs.intersection(o.inputs):
+                self._add_edge(node.name, other, t)
+            if node.name in o.after:
+                self._add_edge(node.name, other, None)
 
-    def _add_edge(self, u: str, v: str, tensor: str):
+    def _add_edge(self, u: str, v: str, tensor: str | None):
+        extra = () if tensor is None else (tensor,)
         if self.nx.has_edge(u, v):
-            self.nx.edges[u, v]["tensors"] = tuple(dict.fromkeys(self.nx.edges[u, v]["tensors"] + (tensor,)))
+            self.nx.edges[u, v]["tensors"] = tuple(dict.fromkeys(self.nx.edges[u, v]["tensors"] + extra))
         else:
-            self.nx.add_edge(u, v, tensors=(tensor,))
+            self.nx.add_edge(u, v, tensors=extra)
 
     def set_outputs(self, outputs: Iterable[str]):
         outputs = list(outputs)
@@ -304,21 +328,8 @@ class Graph:
             raise GraphError("replace_node keeps the outputs", node=name)
         specs = self.infer_node(new)  # before touching the graph, so a bad node leaves it intact
         order = self.nx.nodes[name]["order"]
-        succ = list(self.nx.successors(name))
         self.nx.remove_node(name)
-        self.nx.add_node(new.name, node=new, order=order)
-        for s in succ:
-            for t in new.outputs:
-                if t in self.node(s).inputs:
-                    self._add_edge(new.name, s, t)
-        for t in new.outputs:
-            self._producer[t] = new.name
-        for t in new.inputs:
-            if t in self._producer:
-                self._add_edge(self._producer[t], new.name, t)
-        for t, spec in zip(new.outputs, specs):
-            self.specs[t] = spec
-        self._topo = None
+        self._insert(new, specs, order)
 
     def splice(self, remove: Sequence[str], add: Sequence[Node]) -> None:
         """Replace the nodes ``remove`` by the nodes ``add`` (in order), rewiring edges by tensor name.
@@ -336,19 +347,7 @@ class Graph:
             for t in node.inputs:
                 if t not in self.specs:
                     raise GraphError(f"input {t!r} does not exist", node=node.name, op=node.op)
-            self.nx.add_node(node.name, node=node, order=base + i / (len(add) + 1))
-            specs = self.infer_node(node)
-            for t, spec in zip(node.outputs, specs):
-                self.specs[t] = spec
-                self._producer[t] = node.name
-            for t in node.inputs:
-                if t in self._producer:
-                    self._add_edge(self._producer[t], node.name, t)
-            for other in list(self.nx.nodes):
-                if other != node.name and set(self.node(other).inputs) & set(node.outputs):
-                    for t in set(self.node(other).inputs) & set(node.outputs):
-                        self._add_edge(node.name, other, t)
-        self._topo = None
+            self._insert(node, self.infer_node(node), base + i / (len(add) + 1))
 
     def replace_uses(self, old: str, new: str) -> None:
         """Make every consumer of tensor ``old`` (and the graph outputs) read ``new`` instead."""

@@ -30,7 +30,10 @@ def detect_format(path: Path) -> str:
     if name.endswith(".json"):
         try:
             head = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except json.JSONDecodeError as err:
+            raise ParseError(f"malformed JSON: {err.msg}", file=str(path), line=err.lineno,
+                             column=err.colno) from None
+        except (OSError, UnicodeDecodeError) as err:
             raise ParseError(f"cannot read JSON model file: {err}", file=str(path)) from None
         if isinstance(head, dict) and "nodes" in head and "heads" in head:
             return "mxnet"

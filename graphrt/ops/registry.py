@@ -132,7 +132,11 @@ class OpDef:
     ``forward(attrs, inputs, outputs)`` computes with numpy into the preallocated ``outputs``;
     ``cost(attrs, in_specs, out_specs, batch) -> (flops, bytes)``;
     ``inplace``: index of the input whose buffer the output may reuse, or None;
-    ``backward``: the VJP rule, filled by the training issue.
+    ``writes``: indices of inputs the op updates in place — state such as running statistics or
+    parameters under an optimizer; such an op has a side effect and is never removed as dead code;
+    ``backward``: the VJP rule ``backward(ctx, node, dys) -> [dx or None per input]`` (see
+    :mod:`graphrt.autodiff`): ``dys`` are the gradient tensors of the node's outputs (None where no
+    gradient flows); it adds the nodes computing the input gradients through ``ctx``.
     """
 
     name: str
@@ -146,7 +150,12 @@ class OpDef:
     inplace: int | None = None
     outputs: Callable[[Mapping], int] = lambda attrs: 1
     backward: Callable | None = None
+    writes: tuple = ()
     doc: str = ""
+
+    @property
+    def side_effect(self) -> bool:
+        return bool(self.writes)
 
     def normalize_attrs(self, attrs: dict, node: str | None = None) -> dict:
         """Check names, convert values and fill defaults; AttrError names the node."""

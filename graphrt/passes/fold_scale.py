@@ -32,7 +32,7 @@ def _foldable(g: Graph, node):
 @register_pass("fold_scale", opt_level=2)
 def fold_scale(graph: Graph) -> Graph:
     g = graph.copy()
-    for node in each_node(g):
+    for node in each_node(g, reverse=True):  # a chain of scales folds from the layer up
         user = _foldable(g, node)
         if user is None:
             continue

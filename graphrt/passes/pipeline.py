@@ -150,10 +150,11 @@ def to_dot(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-def each_node(graph: Graph):
-    """The nodes in topological order as of the call, each fetched fresh and skipped once removed,
-    so a pass may rewrite the graph while it walks it."""
-    for name in graph.topological_order():
+def each_node(graph: Graph, reverse: bool = False):
+    """The nodes in topological order (or its reverse) as of the call, each fetched fresh and skipped
+    once removed, so a pass may rewrite the graph while it walks it."""
+    order = graph.topological_order()
+    for name in reversed(order) if reverse else order:
         if name in graph.nx:
             yield graph.node(name)
 

@@ -26,7 +26,8 @@ def place_on(graph: Graph, device: str) -> Graph:
     outputs = []
     for t in g.outputs:
         host = f"{t}@host"
-        g.splice([], [Node(f"{t}/copy_to_host", "copy_to_host", (t,), (host,), device="host")])
+        src = f"{t}@device" if t in g.inputs else t  # an input passed straight through
+        g.splice([], [Node(f"{t}/copy_to_host", "copy_to_host", (src,), (host,), device="host")])
         outputs.append(host)
     g.outputs = outputs
     return g
