@@ -73,8 +73,9 @@ def test_chain_of_relus_runs_in_place(n):
     # the input slot is never written over; every relu shares the first relu's buffer
     assert {p.views[f"relu{i}"].buffer for i in range(n)} == {"relu0"}
     assert p.views["relu0"] == View("relu0")
-    assert set(p.blocks) == {"x@device", "relu0"}
-    assert p.blocks["relu0"].size == p.blocks["x@device"].size == size
+    assert set(p.blocks) == {"inputs", "relu0"}
+    assert p.views["x@device"] == View("inputs")
+    assert p.blocks["relu0"].size == p.blocks["inputs"].size == size
     assert p.arena_bytes == p.lower_bound_bytes == 2 * size
     assert p.naive_bytes == (n + 1) * size
     assert_runs_like_reference(g, batch=3)
@@ -137,7 +138,9 @@ def test_input_slots_live_from_the_first_step():
     s = g.add_node("add", [f, y], name="sum")
     g.set_outputs([s])
     placed, p = plan(g)
-    assert p.blocks["y@device"].start == 0 and p.blocks["x@device"].start == 0
+    assert p.views["x@device"].buffer == p.views["y@device"].buffer == "inputs"
+    assert p.blocks["inputs"].start == 0
+    assert p.views["y@device"].offset == align(2 * 2 * 6 * 6 * 4)  # packed after x
     for _ in range(2):
         assert_runs_like_reference(g)
 
@@ -255,7 +258,7 @@ def test_check_detects_an_overlap():
     g.set_outputs([g.add_node("tanh", [c], name="tanh")])
     placed, p = plan(g)
     blocks = p.blocks
-    a, b = blocks["x@device"], blocks["conv"]  # both live at the conv's step
+    a, b = blocks["inputs"], blocks["conv"]  # both live at the conv's step
     assert not (a.end < b.start or b.end < a.start)
     bad = dataclasses.replace(p, blocks={**blocks, "conv": dataclasses.replace(b, offset=a.offset)})
     with pytest.raises(AssertionError, match="overlap"):
@@ -269,7 +272,7 @@ def test_check_detects_an_overlap():
     with pytest.raises(AssertionError):
         bad.check()
     p.check()  # the real plan is fine
-    assert "conv#workspace" in p.table() and "x@device" in p.table()
+    assert "conv#workspace" in p.table() and "x@device" in p.table()  # the input views the inputs block
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -287,9 +290,10 @@ def test_bounds(make, batch):
 def test_prefetch_input_slots():
     g = inception()
     placed, p = plan(g, input_slots=2)
-    assert p.input_slots == {"x@device": ["x@device", "x@device#slot1"]}
-    slot = p.blocks["x@device#slot1"]
-    assert slot.start == 0 and slot.end == len(p.steps) - 1 and slot.kind == "input"
+    assert p.input_slots == ["inputs", "inputs#slot1"]
+    for name in p.input_slots:  # both live for the whole step: one is filled while the other is read
+        slot = p.blocks[name]
+        assert slot.start == 0 and slot.end == len(p.steps) - 1 and slot.kind == "input"
 
 
 def test_every_caffe_model_plan_is_consistent(shared):

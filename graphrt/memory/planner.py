@@ -10,8 +10,9 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
    when the input's root is last used by that very op and has the same size. Views of views resolve
    to the root. A strided slice is never reshaped or written over in place.
 3. **Liveness.** Each root buffer lives from the first step that defines any tensor viewing it to
-   the last step that reads any of them; a workspace lives for its node's step only. With
-   ``input_slots=2`` (prefetch) each input has two slots and both live for the whole step, since
+   the last step that reads any of them; a workspace lives for its node's step only. All inputs
+   are packed into one ``inputs`` block (one copy per batch, data and labels together); with
+   ``input_slots=2`` (prefetch) there are two such blocks and both live for the whole step, since
    the next batch is uploaded into one while the other is computed on.
 4. **Offsets.** Buffers, sizes rounded up to ``alignment``, are placed one by one; each takes the
    best-fitting gap (the smallest that holds it) among the buffers already placed whose lifetimes
@@ -41,12 +42,14 @@ def align(n: int, alignment: int = ALIGNMENT) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class View:
-    """Where a tensor lives: in ``buffer``, whole (``axis`` None) or as ``[start:stop]`` along ``axis``."""
+    """Where a tensor lives: in ``buffer`` at byte ``offset``, whole (``axis`` None) or as
+    ``[start:stop]`` along ``axis`` of the buffer's root tensor."""
 
     buffer: str
     axis: int | None = None
     start: int = 0
     stop: int = 0
+    offset: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +74,7 @@ class MemoryPlan:
     blocks: dict[str, Block]
     views: dict[str, View]
     workspaces: dict[str, str]  # node -> block name
-    input_slots: dict[str, list[str]]  # graph input tensor on device -> its slot blocks
+    input_slots: list[str]  # one block per prefetch slot, holding every input packed
     arena_bytes: int
     lower_bound_bytes: int
     naive_bytes: int
@@ -121,23 +124,21 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
             if t in device:
                 last_use[t] = i
     nbytes = {t: align(graph.specs[t].nbytes(batch), alignment) for t in device}
-    views = _assign_views(graph, nodes, device, last_use, nbytes)
+    views, packed = _pack_inputs(nodes, nbytes)
+    views = _assign_views(graph, nodes, device, last_use, nbytes, views)
 
     live: dict[str, list[int]] = {}
     for t, v in views.items():
         span = live.setdefault(v.buffer, [defined[t], last_use[t]])
         span[0], span[1] = min(span[0], defined[t]), max(span[1], last_use[t])
-    if input_slots > 1:  # the next batch is uploaded while this one computes: slots live throughout
-        for n in nodes:
-            if n.op == "copy_to_device":
-                live[n.outputs[0]] = [0, len(nodes) - 1]
-    requests = [(b, "input" if nodes[s].op == "copy_to_device" else "activation", nbytes[b], s, e)
-                for b, (s, e) in live.items()]
-    slots = {}
-    for n in nodes:
-        if n.op == "copy_to_device":
-            slots[n.outputs[0]] = [n.outputs[0]] + [f"{n.outputs[0]}#slot{k}" for k in range(1, input_slots)]
-            requests += [(s, "input", nbytes[n.outputs[0]], 0, len(nodes) - 1) for s in slots[n.outputs[0]][1:]]
+    requests = [(b, "input" if b == INPUTS else "activation",
+                 packed if b == INPUTS else nbytes[b], s, e) for b, (s, e) in live.items()]
+    slots = [INPUTS] if INPUTS in live else []
+    if slots and input_slots > 1:  # the next batch is uploaded while this one computes
+        requests = [r if r[0] != INPUTS else (INPUTS, "input", packed, 0, len(nodes) - 1)
+                    for r in requests]
+        slots += [f"{INPUTS}#slot{k}" for k in range(1, input_slots)]
+        requests += [(name, "input", packed, 0, len(nodes) - 1) for name in slots[1:]]
     ws_blocks = {}
     for i, n in enumerate(nodes):
         size = workspace(n, graph, batch) if workspace and n.device != "host" else 0
@@ -152,8 +153,21 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
     return MemoryPlan(batch, alignment, steps, blocks, views, ws_blocks, slots, arena, lower, naive)
 
 
-def _assign_views(graph: Graph, nodes, device, last_use, nbytes) -> dict[str, View]:
-    views: dict[str, View] = {}
+INPUTS = "inputs"
+
+
+def _pack_inputs(nodes, nbytes) -> tuple[dict[str, View], int]:
+    """Every input's device copy at its own offset in one ``inputs`` block, so a batch of data and
+    labels travels in one host-to-device copy from one staging buffer."""
+    views, offset = {}, 0
+    for n in nodes:
+        if n.op == "copy_to_device":
+            views[n.outputs[0]] = View(INPUTS, offset=offset)
+            offset += nbytes[n.outputs[0]]
+    return views, offset
+
+
+def _assign_views(graph: Graph, nodes, device, last_use, nbytes, views) -> dict[str, View]:
     for n in nodes:  # concat branches write into their slices of the concat output
         if n.op == "concat" and n.attrs.get("alias") and all(t in device for t in n.inputs):
             start = 0
@@ -180,8 +194,8 @@ def _view_of_output(graph, n, t, i, views, root_last, nbytes) -> View | None:
     src = n.inputs[0] if n.inputs else None
     whole = src in views and views[src].axis is None
     if n.op in ("flatten", "reshape") and whole:
-        return View(views[src].buffer)
-    if n.op == "split" and n.attrs.get("alias") and whole:
+        return View(views[src].buffer, offset=views[src].offset)
+    if n.op == "split" and n.attrs.get("alias") and whole and views[src].buffer != INPUTS:
         axis, start = n.attrs["axis"], 0
         for out, size in zip(n.outputs, n.attrs["sizes"]):
             if out == t:
@@ -193,8 +207,8 @@ def _view_of_output(graph, n, t, i, views, root_last, nbytes) -> View | None:
         root = views[x].buffer if x in views else None
         # no other input may read the root (as x again or through another view): it would see
         # the overwrite
-        if (root is not None and views[x].axis is None and nbytes.get(root) == nbytes[t]
-                and root_last.get(root) == i and graph.producer(root).op != "copy_to_device"
+        if (root is not None and root != INPUTS and views[x].axis is None and nbytes.get(root) == nbytes[t]
+                and root_last.get(root) == i
                 and sum(y in views and views[y].buffer == root for y in n.inputs) == 1):
             return View(root)
     return None
@@ -242,16 +256,16 @@ def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int,
     another block's offset (an input tensor in its second prefetch slot)."""
     remap = remap or {}
 
-    def whole(buffer: str, spec) -> np.ndarray:
+    def whole(buffer: str, spec, within: int = 0) -> np.ndarray:
         shape = spec.concrete(batch)
         count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-        offset = plan.blocks[remap.get(buffer, buffer)].offset
+        offset = plan.blocks[remap.get(buffer, buffer)].offset + within
         return arena[offset: offset + count].view(spec.dtype).reshape(shape)
 
     out: dict[str, np.ndarray] = {}
     for t, v in plan.views.items():
         if v.axis is None:
-            out[t] = whole(v.buffer, graph.specs[t])
+            out[t] = whole(v.buffer, graph.specs[t], v.offset)
     for t, v in plan.views.items():
         if v.axis is not None:
             root = out.get(v.buffer)

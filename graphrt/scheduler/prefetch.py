@@ -4,7 +4,8 @@ Three actors, each waiting only on what it needs:
 
 * the **loader thread** takes batches from the caller's iterable, checks them, and copies each into a
   free buffer of a ring of staging buffers (page-locked on CUDA, aligned on the cpu device);
-* the **copy stream** uploads batch k from its staging buffer into input slot k % 2 of the arena —
+* the **copy stream** uploads batch k from its staging buffer into input slot k % 2 of the arena in
+  one copy (all inputs, data and labels, are packed alike in the staging buffer and the slot) —
   after the compute of batch k - 2, which read that slot, has finished (an event) — and records an
   event when the upload is done;
 * the **compute stream** (the caller's thread on the cpu device) waits on that event, runs the
@@ -32,18 +33,22 @@ SLOTS = 2
 
 
 class _Staging:
-    """A ring of host buffers, one feed dict of full-batch arrays each."""
+    """A ring of host buffers laid out like the arena's packed input block: each holds a batch of
+    every input (data and labels together) and goes to the device in one copy."""
 
     def __init__(self, exe, size: int):
+        program = exe.program(exe.batch_size)
         self.free: queue.Queue = queue.Queue()
-        self.buffers = []
+        self.raw, self.buffers = [], []
         for i in range(size):
+            raw = exe.device.alloc_staging(program.packed.nbytes)
             bufs = {}
-            for name in exe.source.inputs:
+            for name, offset in program.input_offsets.items():
                 spec = exe.source.specs[name]
                 shape = spec.concrete(exe.batch_size)
-                raw = exe.device.alloc_staging(int(np.prod(shape)) * np.dtype(spec.dtype).itemsize)
-                bufs[name] = raw.view(spec.dtype).reshape(shape)
+                count = int(np.prod(shape)) * np.dtype(spec.dtype).itemsize
+                bufs[name] = raw[offset: offset + count].view(spec.dtype).reshape(shape)
+            self.raw.append(raw)
             self.buffers.append(bufs)
             self.free.put(i)
 
@@ -80,7 +85,7 @@ class Prefetcher:
                     return
                 if slot_event is not None:
                     copy_stream.wait_event(slot_event)
-                copy_stream.submit(self._upload, staged, feeds, n, k % SLOTS)
+                copy_stream.submit(self._upload, self.staging.raw[idx], n, k % SLOTS)
                 copy_stream.submit(self.staging.free.put, idx)
                 self.ready.put((k, n, extra, copy_stream.record_event()))
             self.ready.put(_DONE)
@@ -110,13 +115,11 @@ class Prefetcher:
                              f"batch_size {self.exe.batch_size}")
         return feeds, extra, n
 
-    def _upload(self, staged: dict, feeds: dict, n: int, slot: int) -> None:
+    def _upload(self, raw, n: int, slot: int) -> None:
         program = self.exe.program(n, slot)
-        for name, dst in program.inputs:
-            src = staged[name][:n] if self.exe.source.specs[name].batched else staged[name]
-            start = time.perf_counter()
-            self.exe.device.to_device(src, dst)
-            self.exe.ledger.record("HtoD", src.nbytes, time.perf_counter() - start)
+        start = time.perf_counter()
+        self.exe.device.to_device(raw, program.packed)
+        self.exe.ledger.record("HtoD", raw.nbytes, time.perf_counter() - start)
 
     # ---- consumer (compute) ---------------------------------------------------------------------
     def __iter__(self):

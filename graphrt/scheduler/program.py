@@ -14,7 +14,7 @@ import numpy as np
 
 from ..devices.base import Device
 from ..graph import Graph
-from ..memory import MemoryPlan, make_views
+from ..memory import INPUTS, MemoryPlan, make_views
 
 
 @dataclasses.dataclass
@@ -47,9 +47,14 @@ class Program:
 
     def __init__(self, graph: Graph, plan: MemoryPlan, device: Device, arena, params: dict, batch: int,
                  slot: int = 0):
-        remap = {t: slots[slot] for t, slots in plan.input_slots.items()} if slot else None
+        remap = {INPUTS: plan.input_slots[slot]} if slot else None
         views = make_views(plan, arena, graph, batch, remap)
         self.batch = batch
+        self.input_offsets: dict[str, int] = {}  # host input -> byte offset in ``packed``
+        self.packed = None  # every input of this slot in one byte range: one upload per batch
+        if plan.input_slots:
+            block = plan.blocks[plan.input_slots[slot]]
+            self.packed = arena[block.offset: block.offset + block.size]
         self.inputs: list[tuple[str, Any]] = []
         self.outputs: list[tuple[str, Any]] = []
         self.launches: list[Launch] = []
@@ -57,6 +62,7 @@ class Program:
             node = graph.node(name)
             if node.op == "copy_to_device":
                 self.inputs.append((node.inputs[0], views[node.outputs[0]]))
+                self.input_offsets[node.inputs[0]] = plan.views[node.outputs[0]].offset
             elif node.op == "copy_to_host":
                 self.outputs.append((node.outputs[0], views[node.inputs[0]]))
             elif not is_free(node, plan):
