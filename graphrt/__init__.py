@@ -17,6 +17,7 @@ from .graph import Graph, Node, Source, TensorSpec  # noqa: F401
 from .reference import run_reference  # noqa: F401
 from .loading import load  # noqa: F401
 from .scheduler import Executable, compile  # noqa: F401,A001
-from . import ops  # noqa: F401
+from . import ops, optim  # noqa: F401
+from .trainer import Trainer  # noqa: F401
 
 __version__ = "0.1.0"

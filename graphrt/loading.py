@@ -5,6 +5,7 @@
 | caffe   | ``.prototxt``                          | ``.caffemodel``              |
 | mxnet   | ``-symbol.json``                       | ``.params``                  |
 | keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive / none    |
+| graphrt | ``.npz`` saved by ``Trainer.save``     | inside the archive           |
 
 A ``.json`` file is told apart by its content: MXNet symbols have ``nodes`` and ``heads``, Keras
 configs ``class_name`` and ``config``.
@@ -18,7 +19,7 @@ from typing import Sequence
 from .errors import GraphrtError, ParseError, UnsupportedError
 from .graph import Graph
 
-FORMATS = ("caffe", "mxnet", "keras")
+FORMATS = ("caffe", "mxnet", "keras", "graphrt")
 
 
 def detect_format(path: Path) -> str:
@@ -41,6 +42,8 @@ def detect_format(path: Path) -> str:
             return "keras"
         raise ParseError("JSON file is neither an MXNet symbol (nodes, heads) nor a Keras config "
                          "(class_name, config)", file=str(path))
+    if name.endswith(".npz"):
+        return "graphrt"
     if name.endswith(".onnx"):
         raise UnsupportedError("ONNX files are not supported yet", file=str(path))
     raise UnsupportedError(f"cannot tell the format of {path.name!r} from its extension; pass "
@@ -71,6 +74,10 @@ def load(path: str | Path, format: str | None = None, weights: str | Path | None
         from .frontends.mxnet import load_mxnet
 
         return load_mxnet(path, params=weights, input_shape=input_shape, seed=seed)
+    if fmt == "graphrt":
+        from .serialize import load_graph
+
+        return load_graph(path)
     if fmt == "keras":
         from .frontends.keras_files import load_keras
 

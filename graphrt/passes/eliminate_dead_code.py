@@ -1,4 +1,5 @@
-"""eliminate_dead_code: remove every node none of whose outputs reaches a graph output, and the
+"""eliminate_dead_code: remove every node none of whose outputs reaches a graph output — except ops
+with a side effect (an optimizer update, a running-statistics update) and what they need — and the
 parameters nothing reads any more.
 
     x -> conv -> relu -> (output)          x -> conv -> relu -> (output)
@@ -9,6 +10,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..graph import Graph
+from ..ops import get_op
 from .pipeline import register_pass
 
 
@@ -16,6 +18,7 @@ from .pipeline import register_pass
 def eliminate_dead_code(graph: Graph) -> Graph:
     g = graph.copy()
     live = {g.producer(t).name for t in g.outputs if g.producer(t) is not None}
+    live |= {n.name for n in g.nodes if get_op(n.op).side_effect}
     for name in list(live):
         live |= nx.ancestors(g.nx, name)
     dead = [n for n in g.topological_order() if n not in live]

@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
-from .pipeline import add_derived_param, each_node, register_pass
+from .pipeline import add_derived_param, constant_param, each_node, register_pass
 
 
 def channel_factors(g: Graph, node) -> tuple[np.ndarray, np.ndarray] | None:
     """(k, t) with node(x) = x * k + t per channel, or None if its parameters are not constants."""
-    if any(t not in g.params for t in node.inputs[1:]):
+    if not all(constant_param(g, t) for t in node.inputs[1:]):
         return None
     p = [g.params[t].astype(np.float64) for t in node.inputs[1:]]
     if node.op == "batch_norm":
@@ -33,10 +33,9 @@ def _producer_layer(g: Graph, node):
         return None
     prod = g.producer(node.inputs[0])
     if (prod is None or prod.op not in ("conv2d", "dense") or prod.attrs["activation"] != "none"
-            or g.single_consumer(prod.outputs[0]) is None or prod.inputs[1] not in g.params
+            or g.single_consumer(prod.outputs[0]) is None
+            or not all(constant_param(g, t) for t in prod.inputs[1:])
             or len(g.consumers(prod.inputs[1])) != 1):
-        return None
-    if len(prod.inputs) == 3 and prod.inputs[2] not in g.params:
         return None
     return prod
 

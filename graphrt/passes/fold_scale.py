@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph
-from .pipeline import add_derived_param, each_node, register_pass
+from .pipeline import add_derived_param, constant_param, each_node, register_pass
 
 
 def _foldable(g: Graph, node):
@@ -20,7 +20,7 @@ def _foldable(g: Graph, node):
     user = g.single_consumer(node.outputs[0])
     if user is None or user.op not in ("conv2d", "dense") or user.inputs[0] != node.outputs[0]:
         return None
-    if user.inputs[1] not in g.params or (len(user.inputs) == 3 and user.inputs[2] not in g.params):
+    if not all(constant_param(g, t) for t in user.inputs[1:]):
         return None
     if node.attrs["shift"] and user.op == "conv2d" and any(user.attrs["pads"]):
         return None

@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node
-from .pipeline import add_derived_param, register_pass
+from .pipeline import add_derived_param, constant_param, register_pass
 
 
 def _key(g: Graph, node: Node):
-    if node.op != "conv2d" or node.attrs["groups"] != 1 or any(t not in g.params for t in node.inputs[1:]):
+    if node.op != "conv2d" or node.attrs["groups"] != 1 or \
+            not all(constant_param(g, t) for t in node.inputs[1:]):
         return None
     kh, kw = g.specs[node.inputs[1]].shape[2:]
     a = node.attrs

@@ -166,3 +166,17 @@ def add_derived_param(graph: Graph, base: str, value, like: str | None = None) -
     graph.add_param(name, value, lr_mult=info.lr_mult if info else 1.0,
                     decay_mult=info.decay_mult if info else 1.0)
     return name
+
+
+def constant_param(graph: Graph, tensor: str) -> bool:
+    """True for a parameter no op of the graph updates in place: passes may fold it into another
+    (a training step's weights are rewritten every step and must stay where the update writes)."""
+    from ..ops import get_op
+
+    if tensor not in graph.params:
+        return False
+    for node in graph.nodes:
+        writes = get_op(node.op).writes
+        if any(node.inputs[i] == tensor for i in writes if i < len(node.inputs)):
+            return False
+    return True

@@ -1,0 +1,2 @@
+"""Optimizers for :class:`graphrt.Trainer` (``graphrt.optim.SGD``)."""
+from .autodiff import SGD  # noqa: F401
