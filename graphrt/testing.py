@@ -50,8 +50,8 @@ def tensors(shape: Sequence[int], dtype="float32", *, extreme: bool = False):
     from hypothesis.extra.numpy import arrays
 
     st = _st()
-    bound = 1e30 if extreme else 10.0
     width = 32 if np.dtype(dtype) == np.float32 else 64
+    bound = float(np.float32(1e30)) if extreme else 10.0
     return arrays(dtype, tuple(shape), elements=st.floats(-bound, bound, allow_nan=False,
                                                           allow_infinity=False, width=width))
 
