@@ -168,18 +168,17 @@ def add_updates(graph: Graph, grads: dict[str, str], optimizer: SGD) -> None:
     """An ``sgd_update`` per parameter after all its readers, then the step counter."""
     if ITERATION not in graph.params:
         graph.add_param(ITERATION, np.zeros((), np.float64), trainable=False)
-    updates = []
     for p, grad in grads.items():
         info = graph.param_info[p]
         velocity = graph.add_param(f"{p}/velocity", np.zeros_like(graph.params[p]), trainable=False)
         readers = tuple(n.name for n in graph.consumers(p))
         attrs = dict(optimizer.attrs(), lr_mult=info.lr_mult, decay_mult=info.decay_mult)
-        updates.append(graph.add_node("sgd_update", [p, grad, velocity, ITERATION],
-                                      name=graph.unique_name(f"{p}/update"), attrs=attrs))
-        _set_after(graph, updates[-1], readers)
+        name = graph.unique_name(f"{p}/update")
+        graph.add_node("sgd_update", [p, grad, velocity, ITERATION], name=name, attrs=attrs)
+        _set_after(graph, name, readers)
     readers = tuple(n.name for n in graph.consumers(ITERATION))
-    counter = graph.add_node("step_counter", [ITERATION], name="step_counter")
-    _set_after(graph, counter, tuple(r for r in readers if r != counter))
+    graph.add_node("step_counter", [ITERATION], name="step_counter")
+    _set_after(graph, "step_counter", readers)
 
 
 def _set_after(graph: Graph, name: str, after: tuple) -> None:

@@ -144,7 +144,9 @@ class Graph:
                   decay_mult: float = 1.0, trainable: bool = True) -> str:
         """Add a named parameter; ``graph.params[name]`` stays the live value."""
         self._check_new_tensor(name)
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)
+        if not value.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar into shape (1,))
+            value = value.copy(order="C")
         self.params[name] = value
         self.param_info[name] = ParamInfo(float(lr_mult), float(decay_mult), trainable)
         self.specs[name] = TensorSpec(value.shape, value.dtype)

@@ -137,7 +137,7 @@ class Trainer:
         """Mean loss and accuracy of the model with the current parameters over ``(x, y)`` batches."""
         from .scheduler.executable import compile
 
-        graph = self.sync()
+        graph = scores_graph(self.sync())
         exe = compile(graph, device=self.exe.device, batch_size=batch_size or self.batch_size)
         total = correct = 0
         loss_sum = 0.0
@@ -157,6 +157,22 @@ class Trainer:
         from .serialize import save_graph
 
         save_graph(self.sync(), path)
+
+
+def scores_graph(graph: Graph) -> Graph:
+    """The graph computing the model's class scores: a train/test net's loss and accuracy layers are
+    cut off (their score input becomes the output) and inputs nothing reads any more dropped."""
+    from .passes import PASSES
+
+    first = graph.producer(graph.outputs[0])
+    if first is None or first.op not in LOSSES + ("accuracy",):
+        return graph
+    g = graph.copy()
+    g.set_outputs([first.inputs[0]])
+    g = PASSES["eliminate_dead_code"](g)
+    used = {t for n in g.nodes for t in n.inputs}
+    g.inputs = [t for t in g.inputs if t in used or t in g.outputs]
+    return g
 
 
 def _nll(scores: np.ndarray, y: np.ndarray, graph: Graph) -> np.ndarray:

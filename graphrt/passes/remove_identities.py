@@ -24,8 +24,7 @@ def is_identity(g: Graph, node) -> bool:
 def remove_identities(graph: Graph) -> Graph:
     g = graph.copy()
     for node in each_node(g):
-        out = node.outputs[0]
-        if is_identity(g, node) and out not in g.outputs:
-            g.replace_uses(out, node.inputs[0])
+        if is_identity(g, node) and node.outputs[0] not in g.outputs:
+            g.replace_uses(node.outputs[0], node.inputs[0])
             g.remove_node(node.name)
     return g
