@@ -26,10 +26,15 @@ callable with the signature above are accepted too.
 
 Torch7's default (``torch_default(fan_in)``): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weights
 and biases of ``Linear`` and ``SpatialConvolution``.
+
+Two helpers the builders share live here too: :func:`caller_location` (where the user wrote a
+layer, for error messages and node sources) and :func:`shape_str` (a shape as errors print it).
 """
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -45,6 +50,7 @@ def _f32(a) -> np.ndarray:
 
 
 def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
+    """U(minval, maxval) (Keras' RandomUniform)."""
     def init(shape, fan_in, fan_out, rng):
         return _f32(rng.uniform(minval, maxval, size=shape))
     init.__name__ = f"uniform({minval}, {maxval})"
@@ -52,6 +58,7 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
 
 
 def normal(mean: float = 0.0, stddev: float = 0.05) -> Initializer:
+    """N(mean, stddev) (Keras' RandomNormal)."""
     def init(shape, fan_in, fan_out, rng):
         return _f32(rng.normal(mean, stddev, size=shape))
     init.__name__ = f"normal({mean}, {stddev})"
@@ -69,6 +76,7 @@ def _truncated(rng: np.random.Generator, shape, stddev: float, mean: float = 0.0
 
 
 def truncated_normal(mean: float = 0.0, stddev: float = 0.05) -> Initializer:
+    """N(mean, stddev) redrawn outside two standard deviations (Keras' TruncatedNormal)."""
     def init(shape, fan_in, fan_out, rng):
         return _truncated(rng, shape, stddev, mean)
     init.__name__ = f"truncated_normal({mean}, {stddev})"
@@ -76,6 +84,7 @@ def truncated_normal(mean: float = 0.0, stddev: float = 0.05) -> Initializer:
 
 
 def constant(value: float = 0.0) -> Initializer:
+    """Every element ``value`` (Keras' Constant; ``zeros`` and ``ones`` too)."""
     def init(shape, fan_in, fan_out, rng):
         return np.full(shape, value, dtype=np.float32)
     init.__name__ = f"constant({value})"
@@ -162,6 +171,7 @@ def get_initializer(spec: Any) -> Initializer:
 
 
 def known_initializers() -> list[str]:
+    """The initializer names error messages list (aliases and spellings left out)."""
     return sorted({"glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
                    "lecun_normal", "uniform", "random_uniform", "normal", "random_normal",
                    "truncated_normal", "zeros", "ones", "constant", "variance_scaling"})
@@ -179,20 +189,31 @@ def fans(shape: tuple) -> tuple[int, int]:
     return int(shape[-2]) * receptive, int(shape[-1]) * receptive
 
 
-# ---- where a layer was written --------------------------------------------------------------
-import os as _os
-import sys as _sys
-
-_HERE = _os.path.dirname(_os.path.abspath(__file__))
-_BUILDER_FILES = {_os.path.join(_HERE, f) for f in ("keras.py", "torch7.py", "_init.py")}
+# ---- helpers the builders share -------------------------------------------------------------
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# The modules that define layers/modules: frames in them are skipped when looking for the line
+# where the user wrote a layer. A new builder module must be listed here, or its layers would
+# point at graphrt's own code instead of the user's.
+_BUILDER_FILES = {os.path.join(_HERE, f) for f in (
+    "_init.py",
+    "keras.py", "keras_builder.py", "keras_layer.py", "keras_core.py", "keras_spatial.py",
+    "keras_merge.py",
+    "torch7.py", "torch7_module.py", "torch7_containers.py", "torch7_convolution.py",
+    "torch7_simple.py", "torch7_transfer.py",
+)}
 
 
 def caller_location() -> tuple[str | None, int | None]:
     """(file, line) of the first frame outside the builder modules: where the user wrote the layer."""
-    frame = _sys._getframe(1)
+    frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if _os.path.abspath(filename) not in _BUILDER_FILES:
+        if os.path.abspath(filename) not in _BUILDER_FILES:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None, None
+
+
+def shape_str(shape) -> str:
+    """A shape as error messages print it, the batch (``None``) as ``N``: ``(N, 3, 32, 32)``."""
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
