@@ -1,0 +1,326 @@
+"""The ``graphrt`` command line, end to end on small models: every subcommand, its ``--help``, its
+``--json`` report, and its errors (missing file, unknown format, input of the wrong shape, bad
+options). ``graphrt viz`` runs on every model in ../shared/models/caffe and every seed example."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphrt
+from graphrt import cli
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ANN = str(EXAMPLES / "keras_simple_ann.py")
+COMMANDS = ["run", "bench", "profile", "viz", "plan", "train"]
+# options a prototxt needs when its file does not say (database inputs, DIGITS stages)
+PROTOTXT_OPTIONS = {
+    "lenet_train_test.prototxt": ["--input-shape", "1", "28", "28"],
+    "cifar10_quick_train_test.prototxt": ["--input-shape", "3", "32", "32"],
+    "digits_lenet.prototxt": ["--input-shape", "1", "28", "28", "--caffe-stage", "deploy", "--classes", "10"],
+}
+EXAMPLE_OPTIONS = {"mxnet_alexnet.py": ["--input-shape", "3", "224", "224"]}
+SEED_EXAMPLES = ["keras_simple_ann.py", "keras_simple_cnn.py", "mxnet_alexnet.py", "torch_lenet.py",
+                 "torch_inception_bn.py"]
+
+
+def graphrt_cmd(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def lenet(shared: Path) -> Path:
+    return shared / "models" / "caffe" / "lenet.prototxt"
+
+
+def loaded_layers(argv) -> set[str]:
+    """The source layers of the model the command line would load (an independent load)."""
+    args = cli.parser().parse_args(["run", *map(str, argv)])
+    return {n.source.layer or n.name for n in cli.load_model(args).nodes}
+
+
+# ---- help ---------------------------------------------------------------------------------------
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^\s+{c}\s", out, re.M) for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: graphrt {command}" in capsys.readouterr().out
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([])
+    assert exit_.value.code == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+# ---- run ----------------------------------------------------------------------------------------
+def test_run_with_an_input_file(capsys, shared, tmp_path):
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, out, _ = graphrt_cmd(capsys, "run", lenet(shared), "--batch", 3, "--input", tmp_path / "x.npy",
+                               "--json", "--output", tmp_path / "y.npy")
+    assert code == 0
+    report = json.loads(out)["prob"]
+    assert report["shape"] == [3, 10]
+    expected = graphrt.run_reference(graphrt.load(lenet(shared)), x)
+    assert report["argmax"] == expected.argmax(1).tolist()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_run_a_python_model_file(capsys):
+    code, out, _ = graphrt_cmd(capsys, "run", ANN, "--batch", 2)
+    assert code == 0 and re.search(r"shape \(2, 10\) float32", out)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "no/such/model.prototxt"], "no such model file"),
+    (["run", "no_such_model.py"], "no such file"),
+    (["viz", "no/such/model.prototxt", "-o", "x.html"], "no such model file"),
+    (["plan", "no/such/model.prototxt", "-o", "x.png"], "no such model file"),
+    (["bench", "no/such/model.prototxt"], "no such model file"),
+    (["profile", "no/such/model.prototxt"], "no such model file"),
+])
+def test_missing_model_file(capsys, tmp_path, argv, message):
+    argv = [str(tmp_path / a) if "such" in a or a.startswith("x.") else a for a in argv]
+    code, out, err = graphrt_cmd(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("graphrt: error: ") and message in err and err.count("\n") == 1
+
+
+def test_unknown_format(capsys, tmp_path):
+    model = tmp_path / "model.txt"
+    model.write_text("layer { }")
+    code, _, err = graphrt_cmd(capsys, "run", model)
+    assert code == 2 and "UnsupportedError" in err and "cannot tell the format of 'model.txt'" in err
+
+
+def test_input_of_the_wrong_shape(capsys, shared, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 28, 28), np.float32))
+    code, _, err = graphrt_cmd(capsys, "run", lenet(shared), "--input", tmp_path / "x.npy")
+    assert code == 2
+    assert "InputError" in err and "expects shape (N, 1, 28, 28) float32, got (1, 3, 28, 28)" in err
+
+
+def test_input_file_that_is_not_npy(capsys, shared, tmp_path):
+    (tmp_path / "x.npy").write_text("not an array")
+    code, _, err = graphrt_cmd(capsys, "run", lenet(shared), "--input", tmp_path / "x.npy")
+    assert code == 2 and "InputError" in err
+
+
+def test_python_model_errors_are_one_line(capsys, tmp_path):
+    (tmp_path / "nobuild.py").write_text("x = 1\n")
+    code, _, err = graphrt_cmd(capsys, "run", tmp_path / "nobuild.py")
+    assert code == 2 and "must define build()" in err
+    (tmp_path / "broken.py").write_text("def build():\n    return 1 / 0\n")
+    code, _, err = graphrt_cmd(capsys, "run", tmp_path / "broken.py")
+    assert code == 2 and "broken.py line 2" in err and "ZeroDivisionError" in err and err.count("\n") == 1
+
+
+def test_bad_option_values_are_usage_errors(capsys):
+    for argv in (["bench", ANN, "--iterations", "0"], ["run", ANN, "--device", "tpu"],
+                 ["bench", ANN, "--vs", "tensorflow"], ["viz", ANN]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+# ---- bench and profile --------------------------------------------------------------------------
+def test_bench_against_peers(capsys):
+    code, out, _ = graphrt_cmd(capsys, "bench", ANN, "--batch", 4, "--iterations", 3, "--warmup", 1,
+                               "--vs", "torch", "--vs", "onnxruntime", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["batch"] == 4 and report["results"]["graphrt"]["images_per_s"] > 0
+    torch = report["results"]["torch"]
+    if "skipped" in torch:  # no torch in this environment: said so, not failed
+        assert "torch" in torch["skipped"]
+    else:
+        assert torch["images_per_s"] > 0 and torch["graphrt_rel_err"] < 1e-4
+    assert set(report["results"]["onnxruntime"]) & {"skipped", "images_per_s"}
+
+
+def test_bench_without_the_torch_converter_skips_the_peer(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "TORCH_REFERENCE", tmp_path / "absent.py")
+    code, out, _ = graphrt_cmd(capsys, "bench", ANN, "--batch", 2, "--iterations", 2, "--vs", "torch")
+    assert code == 0
+    assert re.search(r"graphrt\s+[\d.]+ images/s", out) and "torch" in out and "skipped" in out
+
+
+def test_profile_counts_copies_and_writes_a_page(capsys, shared, tmp_path):
+    code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2, "--naive",
+                               "--json", "--html", tmp_path / "p.html")
+    assert code == 0
+    report = json.loads(out)
+    assert report["graphrt"]["HtoD"]["invocations"] == 2
+    assert report["naive"]["HtoD"]["invocations"] > report["graphrt"]["HtoD"]["invocations"]
+    page = (tmp_path / "p.html").read_text()
+    times = [float(t) for t in re.findall(r'"time_ms":([0-9.e+-]+)', page)]
+    assert len(times) >= 6 and all(t >= 0 for t in times)
+
+
+def test_profile_table_and_json_file(capsys, shared, tmp_path):
+    code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2,
+                               "--json", tmp_path / "p.json")
+    assert code == 0 and "== graphrt ==" in out and "HtoD" in out
+    assert json.loads((tmp_path / "p.json").read_text())["graphrt"]["HtoD"]["invocations"] == 2
+
+
+# ---- viz and plan -------------------------------------------------------------------------------
+def caffe_models():
+    from conftest import SHARED
+
+    folder = SHARED / "models" / "caffe"
+    return sorted(p.name for p in folder.glob("*.prototxt")) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("name", caffe_models())
+def test_viz_every_caffe_model(capsys, shared, tmp_path, name):
+    model = [shared / "models" / "caffe" / name, *PROTOTXT_OPTIONS.get(name, [])]
+    code, out, _ = graphrt_cmd(capsys, "viz", *model, "-o", tmp_path / "g.html", "--layout", "builtin",
+                               "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert loaded_layers(model) <= set(report["layers"])  # every source layer is on the page
+    page = (tmp_path / "g.html").read_text()
+    assert page.count('<g class="node ') == report["nodes"]
+
+
+@pytest.mark.parametrize("name", SEED_EXAMPLES)
+def test_viz_every_seed_example(capsys, tmp_path, name):
+    model = [EXAMPLES / name, *EXAMPLE_OPTIONS.get(name, [])]
+    code, out, _ = graphrt_cmd(capsys, "viz", *model, "-o", tmp_path / "g.html", "--layout", "builtin",
+                               "--json")
+    assert code == 0
+    assert loaded_layers(model) <= set(json.loads(out)["layers"])
+
+
+@pytest.mark.parametrize("stage, ext", [("loaded", ".svg"), ("fuse_conv_activation", ".dot"),
+                                        ("placed", ".png"), ("optimized", ".html")])
+def test_viz_stages_and_formats(capsys, shared, tmp_path, stage, ext):
+    out_file = tmp_path / f"g{ext}"
+    code, out, _ = graphrt_cmd(capsys, "viz", lenet(shared), "--stage", stage, "-o", out_file)
+    assert code == 0 and f"wrote {out_file}" in out and out_file.stat().st_size > 200
+    if stage == "placed":
+        assert out_file.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "nowhere", "-o", "g.html"], "unknown stage 'nowhere'"),
+    (["-o", "g.txt"], "extension must be one of .html, .svg, .png, .dot"),
+    (["-o", "missing/dir/g.html"], "the output folder does not exist"),
+])
+def test_viz_errors(capsys, shared, tmp_path, argv, message):
+    argv = [str(tmp_path / a) if a.startswith(("g.", "missing")) else a for a in argv]
+    code, _, err = graphrt_cmd(capsys, "viz", lenet(shared), *argv)
+    assert code == 2 and message in err
+
+
+def test_plan_png_is_produced_and_not_blank(capsys, shared, tmp_path):
+    mpimg = pytest.importorskip("matplotlib.image")
+    code, out, _ = graphrt_cmd(capsys, "plan", shared / "models" / "caffe" / "cifar10_quick.prototxt",
+                               "--batch", 8, "-o", tmp_path / "plan.png", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["arena_bytes"] >= report["lower_bound_bytes"] > 0
+    img = mpimg.imread(str(tmp_path / "plan.png"))[..., :3]
+    assert img.shape[0] > 300 and img.shape[1] > 600
+    assert (img.min(axis=2) < 0.9).mean() > 0.05  # ink: rectangles, lines and labels
+
+
+def test_plan_rejects_an_unknown_extension(capsys, shared, tmp_path):
+    code, _, err = graphrt_cmd(capsys, "plan", lenet(shared), "-o", tmp_path / "plan.gif")
+    assert code == 2 and "extension must be one of .png, .svg, .pdf" in err
+
+
+# ---- train --------------------------------------------------------------------------------------
+def test_train_says_when_training_is_not_available(capsys, monkeypatch, tmp_path):
+    monkeypatch.delattr(graphrt, "Trainer", raising=False)
+    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz")
+    assert code == 2 and "GraphrtError: training is not available yet" in err
+
+
+class FakeTrainer:
+    """Stands in for graphrt.Trainer: records how the command line drives it."""
+
+    calls: list = []
+
+    def __init__(self, model, loss="auto", optimizer=None, device="cpu", batch_size=64):
+        FakeTrainer.calls.append(("init", model.name, loss, optimizer, device, batch_size))
+
+    def fit(self, batches, epochs=1):
+        batches = list(batches)
+        FakeTrainer.calls.append(("fit", [(len(x), len(y)) for x, y in batches], epochs))
+        return [(len(batches) * epochs, 0.5)]
+
+    def save(self, path):
+        Path(path).write_bytes(b"saved")
+
+
+def test_train_drives_the_trainer(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
+    monkeypatch.setattr(FakeTrainer, "calls", [])
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 20)).astype(np.float32),
+             y=rng.integers(0, 10, 40))
+    code, out, _ = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 16,
+                               "--epochs", 2, "--lr", 0.05, "--momentum", 0.5, "--weight-decay", 1e-4,
+                               "--save", tmp_path / "m.npz", "--json")
+    assert code == 0
+    (_, name, loss, opt, device, batch), (_, sizes, epochs) = FakeTrainer.calls
+    assert (name, loss, device, batch) == ("sequential", "auto", "cpu", 16)
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.5, 1e-4)
+    assert sizes == [(16, 16), (16, 16), (8, 8)] and epochs == 2  # the last partial batch is kept
+    report = json.loads(out)
+    assert report["steps"] == 6 and report["loss"] == [[6, 0.5]]
+    assert (tmp_path / "m.npz").read_bytes() == b"saved"
+
+
+def test_train_end_to_end(capsys, tmp_path):
+    if not hasattr(graphrt, "Trainer"):
+        pytest.skip("graphrt.Trainer is not there yet")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((32, 20)).astype(np.float32),
+             y=rng.integers(0, 10, 32))
+    code, out, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 16,
+                                 "--epochs", 2, "--save", tmp_path / "m.npz", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["steps"] == 4 and np.isfinite(report["loss"][-1][1]) and (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    ("absent.npz", "no such data file"),
+    ("d.csv", "must be an .npz"),
+    ("nolabels.npz", "must hold x and y arrays"),
+    ("short.npz", "32 inputs but 5 labels"),
+])
+def test_train_data_errors(capsys, monkeypatch, tmp_path, data, message):
+    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
+    x = np.zeros((32, 20), np.float32)
+    (tmp_path / "d.csv").write_text("1,2\n")
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(5, np.int64))
+    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / data)
+    assert code == 2 and message in err
+
+
+def test_train_data_of_the_wrong_shape(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 7), np.float32), y=np.zeros(8, np.int64))
+    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 4)
+    assert code == 2 and "InputError" in err and "have shape (8, 7)" in err and "expects (N, 20)" in err
