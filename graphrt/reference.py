@@ -39,7 +39,9 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     feeds, batch = {}, None
     for name, value in items:
         spec = graph.specs[name]
-        value = np.asarray(value)
+        # device arrays with numpy dtypes (CuPy's: the cuda executable adopts the others) stay put
+        if not (hasattr(value, "__cuda_array_interface__") and hasattr(value.dtype, "kind")):
+            value = np.asarray(value)
         want = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
         if value.ndim != len(spec.shape) or any(d is not None and d != v
                                                  for d, v in zip(spec.shape, value.shape)):

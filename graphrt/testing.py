@@ -248,10 +248,10 @@ def first_divergence(exe, source: Graph, feeds: dict, rtol: float) -> str | None
         launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
         node = exe.graph.node(launch.node)
         for t, out in zip(node.outputs, launch.outputs):
-            if t in reference and not relative_error(np.asarray(out), reference[t]) < rtol:
+            if t in reference and not relative_error(_host(out), reference[t]) < rtol:
                 absorbed = f" (absorbed {', '.join(node.absorbed)})" if node.absorbed else ""
                 return f"{node.name} [{node.op}]{absorbed}: output {t!r} relative error " \
-                       f"{relative_error(np.asarray(out), reference[t]):.3g}"
+                       f"{relative_error(_host(out), reference[t]):.3g}"
     return None
 
 
@@ -291,8 +291,22 @@ def assert_equivalent(a, b=None, x=None, *, rtol: float = 1e-4, opt_levels: Sequ
                     + (f"; first departing node: {culprit}" if culprit else ""))
 
 
+def _host(a) -> np.ndarray:
+    """A host copy of a device array (CuPy's ``get()``), or the numpy array itself."""
+    return a if isinstance(a, np.ndarray) else np.asarray(a.get() if hasattr(a, "get") else a)
+
+
 def available_devices() -> list[str]:
-    """``["cpu"]`` plus ``"cuda"`` when a GPU is usable."""
+    """``["cpu"]`` plus ``"cuda"`` when a GPU is usable. The environment variable
+    ``GRAPHRT_DEVICE=cuda`` demands the cuda device (a missing GPU then fails loudly instead of
+    being skipped); ``GRAPHRT_DEVICE=cpu`` leaves it out."""
+    import os
+
     from .devices.cuda import cuda_available
 
+    wanted = os.environ.get("GRAPHRT_DEVICE", "").strip().lower()
+    if wanted == "cuda":
+        return ["cpu", "cuda"]
+    if wanted == "cpu":
+        return ["cpu"]
     return ["cpu"] + (["cuda"] if cuda_available() else [])

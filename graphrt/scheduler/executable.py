@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -99,21 +100,48 @@ class Executable:
     def kernels_per_step(self) -> int:
         return len(self.program(self.batch_size))
 
-    def __call__(self, x, *, copy: bool = True):
-        """Run on ``x`` (an array, a tuple or a dict of arrays); see the module docstring."""
-        feeds, batch = check_feeds(self.source, x)
+    def __call__(self, x, *, copy: bool = True, outputs: str = "host"):
+        """Run on ``x`` (an array, a tuple or a dict of arrays); see the module docstring.
+
+        On a device that can take them (cuda), inputs may be device arrays — CuPy arrays, anything
+        with ``__cuda_array_interface__`` or CUDA DLPack (PyTorch CUDA tensors) — copied on the
+        device into the input slot, never through the host; ``outputs="device"`` returns device
+        arrays (fresh ones, or with ``copy=False`` the arena's views, valid until the next step)."""
+        if outputs not in ("host", "device"):
+            raise GraphrtError(f"outputs must be 'host' or 'device', got {outputs!r}")
+        feeds, batch = check_feeds(self.source, self._adopt(x))
         if batch > self.batch_size:
-            return self._run_chunks(feeds, batch)
-        outs = self._step(feeds, batch, copy)
+            return self._run_chunks(feeds, batch, outputs)
+        outs = self._step(feeds, batch, copy, outputs)
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
 
-    def _step(self, feeds: dict, batch: int, copy: bool) -> list:
+    def _adopt(self, x):
+        """Device arrays as the device's own array type, without a copy (the device decides)."""
+        adopt = getattr(self.device, "adopt", None)
+        if adopt is None:
+            return x
+
+        def one(v):
+            a = adopt(v)
+            return v if a is None else a
+        if isinstance(x, Mapping):
+            return {k: one(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)) and len(self.source.inputs) > 1:
+            return type(x)(one(v) for v in x)
+        return one(x)
+
+    def _step(self, feeds: dict, batch: int, copy: bool, outputs: str = "host") -> list:
         program = self.program(batch)
         for name, slot in program.inputs:
             start = time.perf_counter()
             self.device.to_device(feeds[name], slot)
-            self.ledger.record("HtoD", feeds[name].nbytes, time.perf_counter() - start)
+            kind = "DtoD" if hasattr(feeds[name], "__cuda_array_interface__") else "HtoD"
+            self.ledger.record(kind, feeds[name].nbytes, time.perf_counter() - start)
         program.run()
+        if outputs == "device":
+            outs = self.fetch_outputs(program, device=True)
+            self.device.synchronize()
+            return [o.copy() for o in outs] if copy else outs
         return self.fetch_outputs(program, copy=copy)
 
     def fetch_outputs(self, program: Program, *, copy: bool = True, device: bool = False) -> list:
@@ -145,14 +173,19 @@ class Executable:
         :mod:`graphrt.scheduler.prefetch`; yields one result per batch, in order."""
         return iter(Prefetcher(self, batches, copy=copy, outputs=outputs))
 
-    def _run_chunks(self, feeds: dict, batch: int):
+    def _run_chunks(self, feeds: dict, batch: int, outputs: str = "host"):
         parts, sizes = [], []
         for start in range(0, batch, self.batch_size):
             chunk = {k: (v[start:start + self.batch_size] if self.source.specs[k].batched else v)
                      for k, v in feeds.items()}
             sizes.append(min(self.batch_size, batch - start))
-            parts.append(self._step(chunk, sizes[-1], copy=True))
+            parts.append(self._step(chunk, sizes[-1], copy=True, outputs=outputs))
         # scalar outputs (losses, accuracy) are batch means: weight each chunk by its size
+        if outputs == "device":  # device arrays: np.concatenate dispatches to their module
+            outs = [np.concatenate(p) if p[0].ndim else
+                    (sum(v.astype("float64") * s for v, s in zip(p, sizes)) / batch).astype(p[0].dtype)
+                    for p in zip(*parts)]
+            return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
         outs = [np.concatenate(p) if p[0].ndim else np.asarray(np.average(p, weights=sizes), p[0].dtype)
                 for p in zip(*parts)]
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))

@@ -50,6 +50,7 @@ class Program:
         remap = {INPUTS: plan.input_slots[slot]} if slot else None
         views = make_views(plan, arena, graph, batch, remap)
         self.batch = batch
+        self.device = device
         self.input_offsets: dict[str, int] = {}  # host input -> byte offset in ``packed``
         self.packed = None  # every input of this slot in one byte range: one upload per batch
         if plan.input_slots:
@@ -80,6 +81,11 @@ class Program:
         return arena[b.offset: b.offset + b.size].view(np.float32)
 
     def run(self) -> None:
+        # a device may run the whole step itself (the cuda device captures it into a CUDA graph)
+        runner = getattr(self.device, "run_program", None)
+        if runner is not None:
+            runner(self)
+            return
         for launch in self.launches:
             launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
 
