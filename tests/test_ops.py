@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import graphrt
 import naive
+import test_grad_ops as grad_ops  # the gradient and training ops' tests (naive loops: naive_grad)
 from graphrt import Graph
 from graphrt.ops import OpPattern, all_ops
 from naive import assert_close
@@ -547,6 +548,81 @@ def test_zero_pad(data):
           layout=data.draw(LAYOUTS))
 
 
+# ---- ONNX's general forms: matmul, pad, broadcasting add/mul ------------------------------------
+def naive_matmul(a, b):
+    """numpy.matmul's semantics written as loops over the stack, rows and columns, in float64."""
+    row, col = a.ndim == 1, b.ndim == 1
+    a = a[None, :] if row else a
+    b = b[:, None] if col else b
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a2 = np.broadcast_to(a, stack + a.shape[-2:])
+    b2 = np.broadcast_to(b, stack + b.shape[-2:])
+    out = np.zeros(stack + (a.shape[-2], b.shape[-1]))
+    for idx in np.ndindex(*stack):
+        for i in range(a.shape[-2]):
+            for j in range(b.shape[-1]):
+                out[idx + (i, j)] = sum(float(a2[idx + (i, k)]) * float(b2[idx + (k, j)])
+                                        for k in range(a.shape[-1]))
+    if row:
+        out = out[..., 0, :]
+    if col:
+        out = out[..., 0]
+    return out
+
+
+@given(st.data())
+def test_matmul(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    n, m, k, p = (draw(st.integers(1, 4)) for _ in range(4))
+    lead = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
+    a = rng.standard_normal((n,) + lead + (m, k)).astype(dtype)
+    b_shape = draw(st.sampled_from([(k, p), (k,), (1,) * len(lead) + (k, p)]))
+    b = rng.standard_normal(b_shape).astype(dtype)
+    check("matmul", naive_matmul(a, b), [a], params=[b], dtype=dtype)
+
+
+def naive_pad(x, pads, value):
+    rank = x.ndim
+    shape = tuple(d + lo + hi for d, lo, hi in zip(x.shape, pads[:rank], pads[rank:]))
+    out = np.full(shape, value, np.float64)
+    for idx in np.ndindex(*x.shape):
+        dst = tuple(i + lo for i, lo in zip(idx, pads[:rank]))
+        if all(0 <= d < n for d, n in zip(dst, shape)):
+            out[dst] = x[idx]
+    return out
+
+
+@given(st.data())
+def test_pad(data):
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    rank = len(shape)
+    pads = [0] + [draw(st.integers(-2, 3)) for _ in range(rank - 1)]
+    pads += [0] + [draw(st.integers(-2, 3)) for _ in range(rank - 1)]
+    assume(all(d + lo + hi >= 1 for d, lo, hi in zip(shape, pads[:rank], pads[rank:])))
+    x = rng.standard_normal(shape).astype(dtype)
+    value = draw(floats(-2.0, 2.0))
+    check("pad", naive_pad(x, pads, value), [x], attrs={"pads": tuple(pads), "value": value},
+          dtype=dtype, layout=data.draw(LAYOUTS))
+
+
+@given(st.data())
+def test_add_and_mul_broadcast(data):
+    """Both ops against naive loops over the broadcast output (naive.add / naive.mul on the inputs
+    broadcast by hand), for an unbatched operand of lower rank or with unit axes."""
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = shapes(draw, 2, 4)
+    other = tuple(d if draw(st.booleans()) else 1 for d in shape[1:])[draw(st.integers(0, len(shape) - 2)):]
+    x = rng.standard_normal(shape).astype(dtype)
+    c = rng.standard_normal(other).astype(dtype)
+    full = np.broadcast_to(c, shape).copy()
+    check("add", naive.add(x, full), [x], params=[c], dtype=dtype)
+    check("mul", naive.mul(x, full), [x], params=[c], dtype=dtype)
+
+
 # ---- the registry -----------------------------------------------------------------------------
 NAIVE_TESTS = {
     "conv2d": test_conv2d, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
@@ -560,6 +636,20 @@ NAIVE_TESTS = {
     "split": test_split, "elementwise_chain": test_elementwise_chain,
     "copy_to_device": test_transfers_are_the_identity,
     "copy_to_host": test_transfers_are_the_identity,
+    "matmul": test_matmul, "pad": test_pad,
+    "dropout_train": grad_ops.test_dropout_train, "batch_norm_train": grad_ops.test_batch_norm_train,
+    "conv2d_grad_input": grad_ops.test_conv2d_grad_input,
+    "conv2d_grad_weight": grad_ops.test_conv2d_grad_weight,
+    "reduce_channels": grad_ops.test_reduce_channels, "reduce_like": grad_ops.test_reduce_like,
+    "dense_grad_input": grad_ops.test_dense_grads, "dense_grad_weight": grad_ops.test_dense_grads,
+    "matmul_grad": grad_ops.test_matmul_grad,
+    "relu_grad": grad_ops.test_elementwise_grads, "tanh_grad": grad_ops.test_elementwise_grads,
+    "sigmoid_grad": grad_ops.test_elementwise_grads, "scale_grad": grad_ops.test_elementwise_grads,
+    "softmax_grad": grad_ops.test_softmax_grads, "log_softmax_grad": grad_ops.test_softmax_grads,
+    "zeros_like": grad_ops.test_zeros_like,
+    "softmax_cross_entropy_grad": grad_ops.test_loss_grads, "nll_loss_grad": grad_ops.test_loss_grads,
+    "max_pool_grad": grad_ops.test_max_pool_grad, "avg_pool_grad": grad_ops.test_avg_pool_grad,
+    "lrn_grad": grad_ops.test_lrn_grad, "batch_norm_train_grad": grad_ops.test_batch_norm_train_grad,
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
-from .elementwise import EPILOGUE_ATTRS, activate
+from .elementwise import EPILOGUE_ATTRS, activate, epilogue_backward
 from .registry import (Attr, OpDef, OpPattern, float_dtype, nonnegative, pads4, pair, positive,
                        register, to_int)
 
@@ -86,9 +86,27 @@ def _cost(attrs, ins, outs, batch):
     return 2 * n_out * ci * kh * kw, sum(s.nbytes(batch) for s in list(ins) + list(outs))
 
 
+def _backward(ctx, node, dys):
+    """dx = conv2d_grad_input(g, w), dw = conv2d_grad_weight(x, g), db = reduce_channels(g), with
+    g the gradient of the pre-activation output (the fused epilogue's gradient applied first)."""
+    x, w = node.inputs[:2]
+    g = epilogue_backward(ctx, node, dys[0])
+    geometry = {k: node.attrs[k] for k in ("stride", "pads", "dilation", "groups")}
+    grads = [None] * len(node.inputs)
+    if ctx.wants(0):
+        grads[0] = ctx.add("conv2d_grad_input", [g, w],
+                           {**geometry, "input_size": ctx.spec(x).shape[2:]})
+    if ctx.wants(1):
+        grads[1] = ctx.add("conv2d_grad_weight", [x, g],
+                           {**geometry, "kernel": ctx.spec(w).shape[2:]})
+    if len(node.inputs) == 3 and ctx.wants(2):
+        grads[2] = ctx.add("reduce_channels", [g])
+    return grads
+
+
 CONV2D = register(OpDef(
     name="conv2d", family="conv", arity=(2, 3),
     attrs={"stride": Attr(positive(pair), (1, 1)), "pads": Attr(nonnegative(pads4), (0, 0, 0, 0)),
            "dilation": Attr(positive(pair), (1, 1)), "groups": Attr(positive(to_int), 1), **EPILOGUE_ATTRS},
     infer=_infer, forward=_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
-    doc=__doc__))
+    backward=_backward, doc=__doc__))

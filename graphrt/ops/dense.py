@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import TensorSpec, spec_error
-from .elementwise import EPILOGUE_ATTRS, activate
+from .elementwise import EPILOGUE_ATTRS, activate, epilogue_backward
 from .registry import OpDef, OpPattern, float_dtype, register
 
 
@@ -43,6 +43,21 @@ def _cost(attrs, ins, outs, batch):
     return 2 * n * out_f * in_f, sum(s.nbytes(batch) for s in list(ins) + list(outs))
 
 
+def _backward(ctx, node, dys):
+    """dx = g @ w, dw = g.T @ x, db = sum of g over the batch, with g the gradient of the
+    pre-activation output (the fused epilogue's gradient applied first)."""
+    x, w = node.inputs[:2]
+    g = epilogue_backward(ctx, node, dys[0])
+    grads = [None] * len(node.inputs)
+    if ctx.wants(0):
+        grads[0] = ctx.add("dense_grad_input", [g, w])
+    if ctx.wants(1):
+        grads[1] = ctx.add("dense_grad_weight", [g, x])
+    if len(node.inputs) == 3 and ctx.wants(2):
+        grads[2] = ctx.add("reduce_channels", [g])
+    return grads
+
+
 DENSE = register(OpDef(
     name="dense", family="dense", arity=(2, 3), attrs=EPILOGUE_ATTRS, infer=_infer, forward=_forward,
-    cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE, doc=__doc__))
+    cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE, backward=_backward, doc=__doc__))

@@ -3,9 +3,17 @@
 - ``relu``: max(x, 0) + negative_slope * min(x, 0) (Caffe ReLU's ``negative_slope``, leaky ReLU).
 - ``tanh``, ``sigmoid``.
 - ``scale``: y = (shift + scale * x) ** power (Caffe Power; Torch MulConstant is power 1, shift 0).
-- ``add``: y = sum_i coeffs[i] * x_i over inputs of one shape (Caffe Eltwise SUM, its ``coeff``).
+- ``add``: y = sum_i coeffs[i] * x_i (Caffe Eltwise SUM, its ``coeff``).
 - ``mul``: y = prod_i x_i (Caffe Eltwise PROD).
+- ``add`` and ``mul`` inputs of one shape combine elementwise; inputs of different shapes broadcast
+  as in numpy (ONNX Add/Mul/Sum), aligned on their last axes, with two rules for the symbolic
+  batch: a batched input has the output's full rank (its batch is the output's first axis), and
+  an unbatched input of that rank has size 1 there. ``add`` broadcasts only without ``coeffs``
+  (or with all of them 1).
 - ``dropout``: the identity in inference; ``rate`` is kept for training.
+- ``dropout_train(x, counter) -> (y, mask)``: the training form; ``mask`` is 0 or 1/(1 - rate),
+  kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox keyed by ``seed``
+  at the step ``counter`` (a state input it increments in place), so a step is reproducible.
 - ``identity``: y = x.
 - ``elementwise_chain``: a fused run of the unary ops above, ``steps`` = ((op, attrs), ...), applied
   in order in one pass over the data (made by the ``fuse_elementwise`` pass).
@@ -14,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..graph import Node, TensorSpec, spec_error
 from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
-                       register, to_float)
+                       nonnegative, register, to_float, to_int)
 
 
 def _unary(attrs, ins, node):
@@ -27,13 +35,39 @@ def _same_shapes(attrs, ins, node):
     first = ins[0]
     float_dtype(first, node)
     for i, s in enumerate(ins[1:], 1):
-        if s.shape != first.shape or s.dtype != first.dtype:
-            raise spec_error(node, f"{node.op if node else 'op'} needs inputs of one shape and dtype: "
+        if s.dtype != first.dtype:
+            raise spec_error(node, f"{node.op if node else 'op'} needs inputs of one dtype: "
                                    f"input 0 is {first} {first.dtype}, input {i} is {s} {s.dtype}")
     coeffs = attrs.get("coeffs") or ()
     if coeffs and len(coeffs) != len(ins):
         raise spec_error(node, f"add has {len(ins)} inputs but {len(coeffs)} coeffs")
-    return [TensorSpec(first.shape, first.dtype)]
+    if all(s.shape == first.shape for s in ins):
+        return [TensorSpec(first.shape, first.dtype)]
+    if any(c != 1.0 for c in coeffs):
+        raise spec_error(node, f"add with coeffs {coeffs} needs inputs of one shape, got "
+                               + ", ".join(str(s) for s in ins))
+    return [TensorSpec(broadcast_shape(ins, node), first.dtype)]
+
+
+def broadcast_shape(ins, node=None) -> tuple:
+    """numpy's broadcast of the input shapes, with the batch rules of the module docstring."""
+    rank = max(len(s.shape) for s in ins)
+    out = [1] * rank
+    for i, s in enumerate(ins):
+        why = None
+        if s.batched and len(s.shape) != rank:
+            why = f"a batched input must have the output's rank {rank}"
+        for axis, d in enumerate(s.shape, rank - len(s.shape)):
+            have = out[axis]
+            if why is None and d != have and 1 not in (d, have):
+                why = f"axis {axis} has size {'N' if d is None else d}, earlier inputs " \
+                      f"{'N' if have is None else have}"
+            out[axis] = have if d == 1 else d
+        if why is not None:
+            raise spec_error(node, f"{node.op if node else 'op'} needs inputs of one shape or "
+                                   f"shapes that broadcast: input 0 is {ins[0]}, input {i} is {s} "
+                                   f"({why})")
+    return tuple(out)
 
 
 ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
@@ -49,6 +83,21 @@ def activate(out: np.ndarray, activation: str, negative_slope: float = 0.0) -> N
         _sigmoid({}, [out], [out])
 
 
+def epilogue_backward(ctx, node, dy: str) -> str:
+    """The gradient of a conv2d/dense's pre-activation value from that of its fused-epilogue
+    output ``node.outputs[0]`` (the activation's gradient applied first)."""
+    kind, slope = node.attrs["activation"], node.attrs["negative_slope"]
+    if kind == "none":
+        return dy
+    y = node.outputs[0]
+    if kind != "relu":
+        return ctx.add(f"{kind}_grad", [dy, y])
+    if slope < 0:  # y's sign no longer tells the pre-activation's: recompute it
+        y = ctx.add(node.op, list(node.inputs), {**node.attrs, "activation": "none",
+                                                 "negative_slope": 0.0})
+    return ctx.add("relu_grad", [dy, y], {"negative_slope": slope})
+
+
 def _relu(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
     slope = attrs["negative_slope"]
@@ -58,8 +107,21 @@ def _relu(attrs, inputs, outputs):
         np.multiply(x, np.where(x > 0, x.dtype.type(1), x.dtype.type(slope)), out=out)
 
 
+def _relu_backward(ctx, node, dys):
+    if not ctx.wants(0):
+        return [None]
+    slope = node.attrs["negative_slope"]
+    # with a slope >= 0, y > 0 exactly where x > 0: reading y lets x's buffer go
+    t = node.outputs[0] if slope >= 0 else node.inputs[0]
+    return [ctx.add("relu_grad", [dys[0], t], {"negative_slope": slope})]
+
+
 def _tanh(attrs, inputs, outputs):
     np.tanh(inputs[0], out=outputs[0])
+
+
+def _tanh_backward(ctx, node, dys):
+    return [ctx.add("tanh_grad", [dys[0], node.outputs[0]]) if ctx.wants(0) else None]
 
 
 def _sigmoid(attrs, inputs, outputs):
@@ -69,6 +131,10 @@ def _sigmoid(attrs, inputs, outputs):
     np.divide(np.where(x >= 0, 1, e), 1 + e, out=out)
 
 
+def _sigmoid_backward(ctx, node, dys):
+    return [ctx.add("sigmoid_grad", [dys[0], node.outputs[0]]) if ctx.wants(0) else None]
+
+
 def _scale(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
     np.multiply(x, x.dtype.type(attrs["scale"]), out=out)
@@ -76,6 +142,14 @@ def _scale(attrs, inputs, outputs):
         out += x.dtype.type(attrs["shift"])
     if attrs["power"] != 1.0:
         np.power(out, x.dtype.type(attrs["power"]), out=out)
+
+
+def _scale_backward(ctx, node, dys):
+    if not ctx.wants(0):
+        return [None]
+    if node.attrs["power"] == 1.0:  # linear: dx = scale * dy
+        return [ctx.add("scale", [dys[0]], {"scale": node.attrs["scale"]})]
+    return [ctx.add("scale_grad", [dys[0], node.inputs[0]], dict(node.attrs))]
 
 
 def _add(attrs, inputs, outputs):
@@ -89,6 +163,25 @@ def _add(attrs, inputs, outputs):
             out += out.dtype.type(c) * x
 
 
+def _unbroadcast(ctx, grad: str, x: str, out: str) -> str:
+    """The gradient of input ``x`` from ``grad``, shaped like ``out``: summed where x broadcast."""
+    same = ctx.spec(x).shape == ctx.spec(out).shape
+    return grad if same else ctx.add("reduce_like", [grad, x])
+
+
+def _add_backward(ctx, node, dys):
+    """dx_i = coeffs[i] * dy (dy itself for a coefficient of 1)."""
+    coeffs = node.attrs["coeffs"] or (1.0,) * len(node.inputs)
+    grads = []
+    for i, (x, c) in enumerate(zip(node.inputs, coeffs)):
+        if not ctx.wants(i):
+            grads.append(None)
+            continue
+        g = dys[0] if c == 1.0 else ctx.add("scale", [dys[0]], {"scale": c})
+        grads.append(_unbroadcast(ctx, g, x, node.outputs[0]))
+    return grads
+
+
 def _mul(attrs, inputs, outputs):
     out = outputs[0]
     out[...] = inputs[0]
@@ -96,8 +189,26 @@ def _mul(attrs, inputs, outputs):
         out *= x
 
 
+def _mul_backward(ctx, node, dys):
+    """dx_i = dy * the product of the other inputs."""
+    grads = []
+    for i, x in enumerate(node.inputs):
+        others = list(node.inputs[:i] + node.inputs[i + 1:])
+        if not ctx.wants(i):
+            grads.append(None)
+            continue
+        g = ctx.add("mul", [dys[0], *others]) if others else dys[0]
+        grads.append(_unbroadcast(ctx, g, x, node.outputs[0]))
+    return grads
+
+
 def _copy(attrs, inputs, outputs):
     outputs[0][...] = inputs[0]
+
+
+def pass_through_backward(ctx, node, dys):
+    """The rule of an op that is the identity on values: dx = dy."""
+    return [dys[0] if ctx.wants(0) else None]
 
 
 def _rate(v):
@@ -107,27 +218,71 @@ def _rate(v):
     return v
 
 
-def _unary_op(name, forward, flops=1, attrs=None, pattern=OpPattern.ELEMWISE):
+def _unary_op(name, forward, flops=1, attrs=None, pattern=OpPattern.ELEMWISE, backward=None):
     return register(OpDef(name=name, family="elementwise", arity=(1, 1), attrs=attrs or {},
                           infer=_unary, forward=forward, cost=elementwise_cost(flops),
-                          pattern=pattern, inplace=0, doc=__doc__))
+                          pattern=pattern, inplace=0, backward=backward, doc=__doc__))
 
 
 EPILOGUE_ATTRS = {"activation": Attr(choice(*ACTIVATIONS), "none"),
                   "negative_slope": Attr(to_float, 0.0)}
-RELU = _unary_op("relu", _relu, attrs={"negative_slope": Attr(to_float, 0.0)})
-TANH = _unary_op("tanh", _tanh, flops=4)
-SIGMOID = _unary_op("sigmoid", _sigmoid, flops=4)
+RELU = _unary_op("relu", _relu, attrs={"negative_slope": Attr(to_float, 0.0)},
+                 backward=_relu_backward)
+TANH = _unary_op("tanh", _tanh, flops=4, backward=_tanh_backward)
+SIGMOID = _unary_op("sigmoid", _sigmoid, flops=4, backward=_sigmoid_backward)
 SCALE = _unary_op("scale", _scale, flops=3, attrs={
-    "power": Attr(to_float, 1.0), "scale": Attr(to_float, 1.0), "shift": Attr(to_float, 0.0)})
-DROPOUT = _unary_op("dropout", _copy, flops=0, attrs={"rate": Attr(_rate, 0.5)})
-IDENTITY = _unary_op("identity", _copy, flops=0)
+    "power": Attr(to_float, 1.0), "scale": Attr(to_float, 1.0), "shift": Attr(to_float, 0.0)},
+    backward=_scale_backward)
+DROPOUT = _unary_op("dropout", _copy, flops=0, attrs={"rate": Attr(_rate, 0.5)},
+                    backward=pass_through_backward)
+IDENTITY = _unary_op("identity", _copy, flops=0, backward=pass_through_backward)
 ADD = register(OpDef(name="add", family="elementwise", arity=(1, None),
                      attrs={"coeffs": Attr(floats, ())}, infer=_same_shapes, forward=_add,
-                     cost=elementwise_cost(1), pattern=OpPattern.ELEMWISE, inplace=0, doc=__doc__))
+                     cost=elementwise_cost(1), pattern=OpPattern.ELEMWISE, inplace=0,
+                     backward=_add_backward, doc=__doc__))
 MUL = register(OpDef(name="mul", family="elementwise", arity=(1, None), attrs={},
                      infer=_same_shapes, forward=_mul, cost=elementwise_cost(1),
-                     pattern=OpPattern.ELEMWISE, inplace=0, doc=__doc__))
+                     pattern=OpPattern.ELEMWISE, inplace=0, backward=_mul_backward, doc=__doc__))
+
+
+def _dropout_train_infer(attrs, ins, node):
+    x, counter = ins
+    dtype = float_dtype(x, node)
+    if counter.shape not in ((), (1,)):
+        raise spec_error(node, f"dropout_train's counter must be a scalar or (1,) state tensor, "
+                               f"got {counter}")
+    return [TensorSpec(x.shape, dtype), TensorSpec(x.shape, dtype)]
+
+
+def dropout_mask(shape, rate: float, seed: int, step: int, dtype) -> np.ndarray:
+    """The mask of ``dropout_train`` at ``step``: 1/(1 - rate) where u >= rate, else 0, for
+    u = Generator(Philox(key=seed, counter=[0, 0, 0, step])).random(shape) (float64)."""
+    gen = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0, step % 2**64]))
+    dtype = np.dtype(dtype)
+    return np.multiply(gen.random(shape) >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
+
+
+def _dropout_train(attrs, inputs, outputs):
+    x, counter = inputs
+    y, mask = outputs
+    step = int(counter.reshape(-1)[0])
+    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype)
+    np.multiply(x, mask, out=y)
+    counter += 1
+
+
+def _dropout_train_backward(ctx, node, dys):
+    if dys[0] is None or not ctx.wants(0):
+        return [None, None]
+    return [ctx.add("mul", [dys[0], node.outputs[1]]), None]
+
+
+DROPOUT_TRAIN = register(OpDef(
+    name="dropout_train", family="elementwise", arity=(2, 2),
+    attrs={"rate": Attr(_rate, 0.5), "seed": Attr(nonnegative(to_int), 0)},
+    infer=_dropout_train_infer, forward=_dropout_train, cost=elementwise_cost(12),
+    pattern=OpPattern.OPAQUE, outputs=lambda attrs: 2, writes=(1,),
+    backward=_dropout_train_backward, doc=__doc__))
 
 
 def _steps(v) -> tuple:
@@ -150,6 +305,23 @@ def _chain(attrs, inputs, outputs):
         x = out
 
 
+def _chain_backward(ctx, node, dys):
+    """Recompute the intermediate values, then apply the steps' rules in reverse order."""
+    if not ctx.wants(0):
+        return [None]
+    steps = node.attrs["steps"]
+    values = [node.inputs[0]]
+    for op, attrs in steps[:-1]:
+        values.append(ctx.add(op, [values[-1]], dict(attrs)))
+    values.append(node.outputs[0])
+    dy = dys[0]
+    for k in reversed(range(len(steps))):
+        op, attrs = steps[k]
+        step = Node(f"{node.name}/{k}", op, (values[k],), (values[k + 1],), attrs, node.source)
+        dy = UNARY[op].backward(ctx, step, [dy])[0]
+    return [dy]
+
+
 def _chain_cost(attrs, ins, outs, batch):
     flops = sum(UNARY[op].cost(a, ins, outs, batch)[0] for op, a in attrs["steps"])
     return flops, ins[0].nbytes(batch) + outs[0].nbytes(batch)
@@ -159,4 +331,4 @@ UNARY = {op.name: op for op in (RELU, TANH, SIGMOID, SCALE, DROPOUT, IDENTITY)}
 ELEMENTWISE_CHAIN = register(OpDef(
     name="elementwise_chain", family="elementwise", arity=(1, 1), attrs={"steps": Attr(_steps)},
     infer=_unary, forward=_chain, cost=_chain_cost, pattern=OpPattern.ELEMWISE, inplace=0,
-    doc=__doc__))
+    backward=_chain_backward, doc=__doc__))

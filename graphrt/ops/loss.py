@@ -67,12 +67,32 @@ def _cost(attrs, ins, outs, batch):
     return 4 * int(np.prod(ins[0].concrete(batch))), ins[0].nbytes(batch) + ins[1].nbytes(batch)
 
 
-def _loss(name, forward, attrs=None):
+def _xent_backward(ctx, node, dys):
+    """dlogits = (softmax(logits) - onehot(labels)) / N * dloss; labels get none."""
+    if not ctx.wants(0):
+        return [None, None]
+    return [ctx.add("softmax_cross_entropy_grad", [*node.inputs, dys[0]]), None]
+
+
+def _nll_backward(ctx, node, dys):
+    """dlogprobs = -onehot(labels) / N * dloss; labels get none."""
+    if not ctx.wants(0):
+        return [None, None]
+    classes = ctx.spec(node.inputs[0]).shape[1]
+    return [ctx.add("nll_loss_grad", [node.inputs[1], dys[0]], {"classes": classes}), None]
+
+
+def _no_gradient(ctx, node, dys):
+    """accuracy is piecewise constant: no gradient flows through it."""
+    return [None] * len(node.inputs)
+
+
+def _loss(name, forward, backward, attrs=None):
     return register(OpDef(name=name, family="loss", arity=(2, 2), attrs=attrs or {},
                           infer=_infer, forward=forward, cost=_cost, pattern=OpPattern.OPAQUE,
-                          doc=__doc__))
+                          backward=backward, doc=__doc__))
 
 
-SOFTMAX_CROSS_ENTROPY = _loss("softmax_cross_entropy", _xent)
-NLL_LOSS = _loss("nll_loss", _nll)
-ACCURACY = _loss("accuracy", _accuracy, {"top_k": Attr(positive(to_int), 1)})
+SOFTMAX_CROSS_ENTROPY = _loss("softmax_cross_entropy", _xent, _xent_backward)
+NLL_LOSS = _loss("nll_loss", _nll, _nll_backward)
+ACCURACY = _loss("accuracy", _accuracy, _no_gradient, {"top_k": Attr(positive(to_int), 1)})

@@ -107,15 +107,32 @@ def _cost(attrs, ins, outs, batch):
     return n_out * kh * kw, ins[0].nbytes(batch) + outs[0].nbytes(batch)
 
 
+def _max_backward(ctx, node, dys):
+    """Each output's gradient goes to the first maximal element of its window (max_pool_grad)."""
+    if not ctx.wants(0):
+        return [None]
+    return [ctx.add("max_pool_grad", [node.inputs[0], node.outputs[0], dys[0]], dict(node.attrs))]
+
+
+def _avg_backward(ctx, node, dys):
+    """dy / divisor spread evenly over each window (avg_pool_grad)."""
+    if not ctx.wants(0):
+        return [None]
+    size = ctx.spec(node.inputs[0]).shape[2:]
+    return [ctx.add("avg_pool_grad", [dys[0]], {**node.attrs, "input_size": size})]
+
+
 _POOL_ATTRS = {"kernel": Attr(positive(pair), (1, 1)), "stride": Attr(positive(pair), (1, 1)),
                "pads": Attr(nonnegative(pads4), (0, 0, 0, 0)), "ceil_mode": Attr(to_bool, False),
                "global_pool": Attr(to_bool, False)}
 
 MAX_POOL = register(OpDef(
     name="max_pool", family="pool", arity=(1, 1), attrs=_POOL_ATTRS, infer=_infer,
-    forward=_max_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE, doc=__doc__))
+    forward=_max_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
+    backward=_max_backward, doc=__doc__))
 
 AVG_POOL = register(OpDef(
     name="avg_pool", family="pool", arity=(1, 1),
     attrs={**_POOL_ATTRS, "count_include_pad": Attr(to_bool, True)}, infer=_infer,
-    forward=_avg_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE, doc=__doc__))
+    forward=_avg_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
+    backward=_avg_backward, doc=__doc__))

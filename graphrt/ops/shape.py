@@ -45,6 +45,16 @@ def _concat(attrs, inputs, outputs):
     np.concatenate(inputs, axis=attrs["axis"], out=outputs[0])
 
 
+def _concat_backward(ctx, node, dys):
+    """The inputs' gradients are the slices of dy: one split."""
+    if len(node.inputs) == 1:
+        return [dys[0] if ctx.wants(0) else None]
+    specs = [ctx.spec(t) for t in node.inputs]
+    axis = node.attrs["axis"] % len(specs[0].shape)
+    parts = ctx.add("split", [dys[0]], {"axis": axis, "sizes": [s.shape[axis] for s in specs]})
+    return [p if ctx.wants(i) else None for i, p in enumerate(parts)]
+
+
 def _flatten_infer(attrs, ins, node):
     x, axis = ins[0], attrs["axis"]
     if not 1 <= axis <= len(x.shape):
@@ -55,6 +65,13 @@ def _flatten_infer(attrs, ins, node):
 
 def _reshape_to(attrs, inputs, outputs):
     outputs[0][...] = inputs[0].reshape(outputs[0].shape)
+
+
+def _reshape_backward(ctx, node, dys):
+    """flatten / reshape: dy reshaped back to the input's shape (the first axis never changes)."""
+    if not ctx.wants(0):
+        return [None]
+    return [ctx.add("reshape", [dys[0]], {"shape": ctx.spec(node.inputs[0]).shape[1:]})]
 
 
 def _reshape_infer(attrs, ins, node):
@@ -86,6 +103,14 @@ def _transpose(attrs, inputs, outputs):
     outputs[0][...] = inputs[0].transpose(attrs["perm"])
 
 
+def _transpose_backward(ctx, node, dys):
+    """dy transposed by the inverse permutation."""
+    if not ctx.wants(0):
+        return [None]
+    inverse = [int(i) for i in np.argsort(node.attrs["perm"])]
+    return [ctx.add("transpose", [dys[0]], {"perm": inverse})]
+
+
 def _pad_infer(attrs, ins, node):
     x = ins[0]
     if len(x.shape) < 2 or None in x.shape[-2:]:
@@ -108,6 +133,13 @@ def _zero_pad(attrs, inputs, outputs):
     out[..., max(0, t):max(0, t) + src.shape[-2], max(0, l):max(0, l) + src.shape[-1]] = src
 
 
+def _zero_pad_backward(ctx, node, dys):
+    """Padding's gradient crops and cropping's pads: zero_pad with the pads negated."""
+    if not ctx.wants(0):
+        return [None]
+    return [ctx.add("zero_pad", [dys[0]], {"pads": [-p for p in node.attrs["pads"]]})]
+
+
 def _split_infer(attrs, ins, node):
     x, axis, sizes = ins[0], attrs["axis"], attrs["sizes"]
     if not 1 <= axis < len(x.shape) or sum(sizes) != x.shape[axis] or min(sizes) < 1:
@@ -123,24 +155,40 @@ def _split(attrs, inputs, outputs):
         start += n
 
 
+def _split_backward(ctx, node, dys):
+    """dx = concat of the outputs' gradients, zeros where none flows."""
+    if not ctx.wants(0):
+        return [None]
+    parts = [dy if dy is not None else ctx.add("zeros_like", [out])
+             for dy, out in zip(dys, node.outputs)]
+    if len(parts) == 1:
+        return parts
+    return [ctx.add("concat", parts, {"axis": node.attrs["axis"]})]
+
+
 def _move_cost(attrs, ins, outs, batch):
     return 0, sum(s.nbytes(batch) for s in list(ins) + list(outs))
 
 
-def _shape_op(name, infer, forward, attrs, arity=(1, 1)):
+def _shape_op(name, infer, forward, attrs, backward, arity=(1, 1)):
     return register(OpDef(name=name, family="shape", arity=arity, attrs=attrs, infer=infer,
                           forward=forward, cost=_move_cost, pattern=OpPattern.INJECTIVE,
-                          doc=__doc__))
+                          backward=backward, doc=__doc__))
 
 
 CONCAT = _shape_op("concat", _concat_infer, _concat, {"axis": Attr(to_int, 1),
-                                                     "alias": Attr(to_bool, False)}, arity=(1, None))
-FLATTEN = _shape_op("flatten", _flatten_infer, _reshape_to, {"axis": Attr(to_int, 1)})
-RESHAPE = _shape_op("reshape", _reshape_infer, _reshape_to, {"shape": Attr(ints)})
-TRANSPOSE = _shape_op("transpose", _transpose_infer, _transpose, {"perm": Attr(ints)})
+                                                     "alias": Attr(to_bool, False)},
+                   _concat_backward, arity=(1, None))
+FLATTEN = _shape_op("flatten", _flatten_infer, _reshape_to, {"axis": Attr(to_int, 1)},
+                    _reshape_backward)
+RESHAPE = _shape_op("reshape", _reshape_infer, _reshape_to, {"shape": Attr(ints)},
+                    _reshape_backward)
+TRANSPOSE = _shape_op("transpose", _transpose_infer, _transpose, {"perm": Attr(ints)},
+                      _transpose_backward)
 SPLIT = register(OpDef(name="split", family="shape", arity=(1, 1),
                        attrs={"axis": Attr(to_int, 1), "sizes": Attr(ints), "alias": Attr(to_bool, False)},
                        infer=_split_infer,
                        forward=_split, cost=_move_cost, pattern=OpPattern.INJECTIVE,
-                       outputs=lambda attrs: len(attrs["sizes"]), doc=__doc__))
-ZERO_PAD = _shape_op("zero_pad", _pad_infer, _zero_pad, {"pads": Attr(pads4)})
+                       outputs=lambda attrs: len(attrs["sizes"]), backward=_split_backward,
+                       doc=__doc__))
+ZERO_PAD = _shape_op("zero_pad", _pad_infer, _zero_pad, {"pads": Attr(pads4)}, _zero_pad_backward)

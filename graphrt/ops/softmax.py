@@ -28,11 +28,20 @@ def _log_softmax(attrs, inputs, outputs):
     out -= np.log(np.exp(out).sum(axis=axis, keepdims=True))
 
 
+def _grad_rule(grad_op: str):
+    """dx = grad_op(dy, y) along the same axis (softmax_grad, log_softmax_grad)."""
+    def backward(ctx, node, dys):
+        if not ctx.wants(0):
+            return [None]
+        return [ctx.add(grad_op, [dys[0], node.outputs[0]], {"axis": node.attrs["axis"]})]
+    return backward
+
+
 SOFTMAX = register(OpDef(
     name="softmax", family="softmax", arity=(1, 1), attrs={"axis": Attr(to_int, 1)},
     infer=_infer, forward=_softmax, cost=elementwise_cost(4), pattern=OpPattern.OPAQUE,
-    inplace=0, doc=__doc__))
+    inplace=0, backward=_grad_rule("softmax_grad"), doc=__doc__))
 LOG_SOFTMAX = register(OpDef(
     name="log_softmax", family="softmax", arity=(1, 1), attrs={"axis": Attr(to_int, 1)},
     infer=_infer, forward=_log_softmax, cost=elementwise_cost(4), pattern=OpPattern.OPAQUE,
-    inplace=0, doc=__doc__))
+    inplace=0, backward=_grad_rule("log_softmax_grad"), doc=__doc__))

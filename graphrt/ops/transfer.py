@@ -7,6 +7,7 @@ transfer ledger.
 from __future__ import annotations
 
 from ..graph import TensorSpec
+from .elementwise import pass_through_backward
 from .registry import OpDef, OpPattern, register
 
 
@@ -24,7 +25,7 @@ def _cost(attrs, ins, outs, batch):
 
 COPY_TO_DEVICE = register(OpDef(name="copy_to_device", family="transfer", arity=(1, 1), attrs={},
                                 infer=_infer, forward=_copy, cost=_cost, pattern=OpPattern.OPAQUE,
-                                doc=__doc__))
+                                backward=pass_through_backward, doc=__doc__))
 COPY_TO_HOST = register(OpDef(name="copy_to_host", family="transfer", arity=(1, 1), attrs={},
                               infer=_infer, forward=_copy, cost=_cost, pattern=OpPattern.OPAQUE,
-                              doc=__doc__))
+                              backward=pass_through_backward, doc=__doc__))
