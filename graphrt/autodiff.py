@@ -108,7 +108,9 @@ def _batch_norm_train(g: Graph, node: Node) -> Node:
              if k in node.attrs}
     inputs = [x, gamma, beta, mean, var]
     if attrs.get("caffe_fraction"):
-        inputs.append(g.add_param(f"{node.name}/scale_factor", np.ones(1, np.float32), trainable=False))
+        # Caffe's scale factor S starts at 0 in a fresh net: the first batch's statistics replace
+        # the (zero) running sums outright; a loaded caffemodel's blobs are already divided by S
+        inputs.append(g.add_param(f"{node.name}/scale_factor", np.zeros(1, np.float32), trainable=False))
     outputs = node.outputs + (f"{node.name}:saved_mean", f"{node.name}:saved_invstd")
     return node.replace(op="batch_norm_train", inputs=tuple(inputs), outputs=outputs, attrs=attrs)
 

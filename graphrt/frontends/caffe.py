@@ -22,6 +22,7 @@ from ..errors import GraphrtError, ParseError, UnsupportedError, WeightError
 from ..graph import Graph, Source
 from . import caffe_layers
 from .caffemodel import read_caffemodel
+from .limits import ParamBudget
 from .prototxt import Message, load_prototxt, parse_prototxt
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
@@ -72,15 +73,19 @@ class _NetBuilder:
         self.blobs: dict[str, str] = {}      # Caffe blob name -> current graph tensor
         self.consumed: set[str] = set()
         self.blob_owners: dict[str, list[str]] = {}  # layer name -> its parameter names in blob order
+        self.budget = ParamBudget()  # fillers allocate from declared shapes: checked first
 
     def build(self) -> Graph:
-        self._declare_net_inputs()
+        try:
+            self._declare_net_inputs()
+        except (AttributeError, TypeError) as err:  # see _checked_layer
+            raise ParseError(f"the net's inputs hold a field of the wrong kind ({err})",
+                             file=self.file) from None
         layers = self.net.getall("layer") or self.net.getall("layers")
         if self.net.getall("layer") and self.net.getall("layers"):
             raise ParseError("the net mixes 'layer' and legacy 'layers' fields", file=self.file)
         for layer in layers:
-            if layer_included(layer, self.phase, self.stages):
-                self._add_layer(layer)
+            self._checked_layer(layer)
         outputs = [t for b, t in self.blobs.items() if t not in self.consumed
                    and t not in self.graph.inputs]
         if not outputs:
@@ -118,6 +123,26 @@ class _NetBuilder:
     # ---- layers -------------------------------------------------------------------------------
     def source(self, layer: Message, ltype: str) -> Source:
         return Source(layer=layer.get("name"), type=ltype, file=self.file, line=layer.line)
+
+    def _checked_layer(self, layer) -> None:
+        """Add ``layer`` if its rules include it. The prototxt is read without a schema, so a
+        field may hold a value where a message belongs (``convolution_param: 5``) or the reverse;
+        the converters then meet an AttributeError/TypeError, reported as the layer's ParseError."""
+        line = getattr(layer, "line", None)
+        if not isinstance(layer, Message):
+            raise ParseError(f"a layer must be a message, got {layer!r}", file=self.file)
+        name = layer.get("name")
+        for what, values in (("name", [name] if name is not None else []),
+                             ("top", layer.getall("top")), ("bottom", layer.getall("bottom"))):
+            if any(not isinstance(v, str) for v in values):
+                raise ParseError(f"layer {name!r}: {what} must be a string", file=self.file,
+                                 line=line)
+        try:
+            if layer_included(layer, self.phase, self.stages):
+                self._add_layer(layer)
+        except (AttributeError, TypeError) as err:
+            raise ParseError(f"layer {name!r}: a field holds a value of the wrong kind ({err})",
+                             file=self.file, line=line, node=name) from None
 
     def _add_layer(self, layer: Message):
         name = layer.get("name")
@@ -184,6 +209,7 @@ class _NetBuilder:
         name = f"{layer.get('name')}_{suffix}"
         specs = layer.getall("param")
         spec = specs[index] if index < len(specs) else Message()
+        self.budget.take(name, shape, node=layer.get("name"))
         value = caffe_layers.fill(filler, shape, self.rng, default_filler)
         self.graph.add_param(name, value, lr_mult=spec.get("lr_mult", 1.0),
                              decay_mult=spec.get("decay_mult", 1.0))

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..errors import GraphrtError, UnsupportedError, WeightError
+from ..errors import AttrError, GraphrtError, UnsupportedError, WeightError
 from .prototxt import Message
 
 log = logging.getLogger(__name__)
@@ -42,22 +42,42 @@ def fill(filler: Message | None, shape: tuple, rng: np.random.Generator, default
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
     fan_out = shape[0] * (int(np.prod(shape[2:])) if len(shape) > 2 else 1)
     norm = {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}
-    n = norm.get(f.get("variance_norm", "FAN_IN"), fan_in)
-    if kind == "constant":
-        out = np.full(shape, f.get("value", 0.0))
-    elif kind == "uniform":
-        out = rng.uniform(f.get("min", 0.0), f.get("max", 1.0), shape)
-    elif kind == "gaussian":
-        out = rng.normal(f.get("mean", 0.0), f.get("std", 1.0), shape)
-    elif kind == "xavier":
-        scale = math.sqrt(3.0 / n)
-        out = rng.uniform(-scale, scale, shape)
-    elif kind == "msra":
-        out = rng.normal(0.0, math.sqrt(2.0 / n), shape)
-    else:
-        raise UnsupportedError(f"filler type {kind!r} is not supported (constant, uniform, gaussian, "
-                               "xavier, msra)")
+    n = max(1, norm.get(f.get("variance_norm", "FAN_IN"), fan_in))  # 1 for an empty blob
+    try:
+        if kind == "constant":
+            out = np.full(shape, _number(f.get("value", 0.0), "value"))
+        elif kind == "uniform":
+            out = rng.uniform(_number(f.get("min", 0.0), "min"), _number(f.get("max", 1.0), "max"),
+                              shape)
+        elif kind == "gaussian":
+            out = rng.normal(_number(f.get("mean", 0.0), "mean"), _number(f.get("std", 1.0), "std"),
+                             shape)
+        elif kind == "xavier":
+            scale = math.sqrt(3.0 / n)
+            out = rng.uniform(-scale, scale, shape)
+        elif kind == "msra":
+            out = rng.normal(0.0, math.sqrt(2.0 / n), shape)
+        else:
+            raise UnsupportedError(f"filler type {kind!r} is not supported (constant, uniform, "
+                                   "gaussian, xavier, msra)")
+    except (ValueError, OverflowError) as err:  # numpy: std < 0, an infinite range
+        raise AttrError(f"{kind} filler: {err}") from None
     return out.astype(np.float32)
+
+
+def _number(value, what: str) -> float:
+    """A numeric prototxt field (NaN and infinities allowed: they give NaN/Inf weights)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AttrError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int(value, what: str) -> int:
+    """An integer prototxt field; NaN, infinite, fractional, boolean or enum values are AttrErrors."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise AttrError(f"{what} must be an integer, got {value!r}")
+    return int(value)
 
 
 def adapt_blobs(layer: str, params: list[str], blobs: list, file: str) -> list:
@@ -73,13 +93,14 @@ def adapt_blobs(layer: str, params: list[str], blobs: list, file: str) -> list:
 def _pair(p: Message, name: str, h: str, w: str, default):
     """Caffe's `kernel_size` (repeated, 1 or 2 values) or the explicit `_h`/`_w` fields."""
     if p.get(h) is not None or p.get(w) is not None:
-        return int(p.get(h, default)), int(p.get(w, default))
+        hv, wv = p.get(h, default), p.get(w, default)
+        return (None if hv is None else _int(hv, h)), (None if wv is None else _int(wv, w))
     vals = p.getall(name)
     if not vals:
         return default, default
     if len(vals) > 2:
         raise GraphrtError(f"{name} has {len(vals)} values; 2-D layers take 1 or 2")
-    return (int(vals[0]), int(vals[-1]))
+    return (_int(vals[0], name), _int(vals[-1], name))
 
 
 def _node(b, op, inputs, layer, name, attrs=None):
@@ -111,8 +132,11 @@ def convolution(b, layer, name, inputs):
     sh, sw = _pair(p, "stride", "stride_h", "stride_w", 1)
     ph, pw = _pair(p, "pad", "pad_h", "pad_w", 0)
     dh, dw = _pair(p, "dilation", "dilation_h", "dilation_w", 1)
-    groups = int(p.get("group", 1))
-    c, o = _channels(b, inputs[0], name), int(p.get("num_output"))
+    groups = _int(p.get("group", 1), "group")
+    c, o = _channels(b, inputs[0], name), _int(p.get("num_output"), "num_output")
+    if kh <= 0 or kw <= 0 or o <= 0 or groups <= 0:
+        raise AttrError(f"Convolution needs positive kernel_size, num_output and group, got "
+                        f"kernel {(kh, kw)}, num_output {o}, group {groups}")
     if c % groups:
         raise GraphrtError(f"Convolution input has {c} channels, not divisible by group {groups}")
     w = b.param(layer, 0, "weight", (o, c // groups, kh, kw), p.get("weight_filler"))
@@ -168,11 +192,14 @@ def inner_product(b, layer, name, inputs):
                            "classes: pass classes=N)")
     if p.get("axis", 1) != 1 or p.get("transpose", False):
         raise UnsupportedError("InnerProduct supports axis 1 without transpose")
+    out = _int(out, "num_output")
+    if out <= 0:
+        raise AttrError(f"InnerProduct needs a positive num_output, got {out}")
     x = _flatten_to_2d(b, layer, name, inputs[0])
     n_in = b.graph.specs[x].shape[1]
-    params = [b.param(layer, 0, "weight", (int(out), n_in), p.get("weight_filler"))]
+    params = [b.param(layer, 0, "weight", (out, n_in), p.get("weight_filler"))]
     if p.get("bias_term", True):
-        params.append(b.param(layer, 1, "bias", (int(out),), p.get("bias_filler")))
+        params.append(b.param(layer, 1, "bias", (out,), p.get("bias_filler")))
     return _node(b, "dense", [x] + params, layer, name)
 
 
@@ -256,7 +283,10 @@ def batch_norm(b, layer, name, inputs):
     var = b.param(layer, 1, "var", (c,), None, default_filler="constant_one")
     for pname in (mean, var):
         b.graph.param_info[pname].trainable = False
-    return _node(b, "batch_norm", inputs + [mean, var], layer, name, {"eps": p.get("eps", 1e-5)})
+    # Caffe accumulates sums weighted by moving_average_fraction and divides by a scale factor
+    return _node(b, "batch_norm", inputs + [mean, var], layer, name,
+                 {"eps": p.get("eps", 1e-5), "caffe_fraction": p.get("moving_average_fraction", 0.999),
+                  "unbiased": True})
 
 
 def unary(op):

@@ -158,7 +158,7 @@ class Assembler:
             layer = cls(**_layer_kwargs(e))
         except GraphrtError as err:
             raise self._relocate(err, e) from None
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int(inf)
             raise ParseError(f"bad {e.cls} config: {err}", node=e.name, op=e.cls, file=self.file,
                              line=e.line) from None
         layer.file, layer.line = self.file, e.line

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import AttrError, ShapeError, UnsupportedError, WeightError
 from ..graph import Graph, Source
 from ._init import fans, get_initializer, shape_str
+from .limits import ParamBudget
 
 if TYPE_CHECKING:  # the layers import this module
     from .keras_layer import Layer
@@ -68,8 +69,12 @@ def padding_pads(layer: "Layer", padding, h: int, w: int, kernel, stride,
 
 def known_input_shape(layer: "Layer", shape) -> tuple[int, ...]:
     """``shape`` (batch excluded) as ints; a ShapeError naming ``layer`` unless fully known."""
-    if shape is None or any(d is None or int(d) <= 0 for d in shape):
-        shown = shape if shape is None else tuple(shape)
+    try:
+        known = shape is not None and all(d is not None and int(d) > 0 for d in shape)
+    except (TypeError, ValueError, OverflowError):  # a list, a string, NaN or infinity
+        known = False
+    if not known:
+        shown = tuple(shape) if isinstance(shape, (list, tuple)) else shape
         raise layer.error(ShapeError, f"input shape {shown} must be fully known (positive sizes, "
                                       "batch excluded)")
     return tuple(int(d) for d in shape)
@@ -88,6 +93,7 @@ class GraphBuilder:
         self.default_format = default_format
         self.tensor: str = ""
         self.layout = CHANNELS_FIRST  # Keras' layout of the current tensor when it is 4-D
+        self.budget = ParamBudget()  # initializers allocate from config shapes: checked first
 
     @property
     def shape(self) -> tuple:
@@ -165,9 +171,13 @@ class GraphBuilder:
                 fn = get_initializer(init)
             except ValueError as err:
                 raise layer.error(AttrError, f"{var} initializer: {err}") from None
+            self.budget.take(f"{layer.name}/{var}", shape)
             fan_in, fan_out = fans(shape)
-            out.append(np.ascontiguousarray(fn(tuple(shape), fan_in, fan_out, self.rng),
-                                            dtype=np.float32))
+            try:
+                value = fn(tuple(shape), fan_in, fan_out, self.rng)
+            except (TypeError, ValueError, OverflowError) as err:  # numpy: minval > maxval, ...
+                raise layer.error(AttrError, f"{var} initializer: {err}") from None
+            out.append(np.ascontiguousarray(value, dtype=np.float32))
         return out
 
     def param(self, layer: "Layer", var: str, value: np.ndarray, trainable: bool = True) -> str:

@@ -117,7 +117,9 @@ class BatchNormalization(Layer):
             beta = values.get("beta", np.zeros(c, np.float32))
             inputs.append(b.param(self, "gamma", gamma, trainable=self.scale))
             inputs.append(b.param(self, "beta", beta, trainable=self.center))
-        b.node(self, "batch_norm", inputs, attrs={"eps": self.epsilon})
+        # Keras keeps `momentum` of the old average and uses the biased batch variance
+        b.node(self, "batch_norm", inputs, attrs={"eps": self.epsilon, "momentum": 1 - self.momentum,
+                                                  "unbiased": False})
 
     def _check_axis(self, b) -> None:
         """graphrt's batch_norm normalizes graph axis 1: the layer's axis must map there."""

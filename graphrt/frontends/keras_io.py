@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from graphrt.errors import GraphrtError, ParseError
+from graphrt.frontends import limits
+from graphrt.frontends.isolate import read_in_child
 from graphrt.frontends.mxnet_io import load_json
 
 CONFIG_MEMBER = "config.json"
@@ -116,6 +118,15 @@ def _import_h5py():
 
 def _read_member(zf: zipfile.ZipFile, member: str, file: str) -> bytes:
     try:
+        info = zf.getinfo(member)  # declared sizes: checked before reading or inflating
+        size = info.file_size
+        cap = 2 * limits.MAX_PARAM_BYTES if member == WEIGHTS_MEMBER else limits.MAX_CONFIG_BYTES
+        if size > cap:
+            raise ParseError(f"member {member!r} declares {size:,} bytes, over the {cap:,}-byte "
+                             "limit (graphrt.frontends.limits)", file=file)
+        if info.compress_size > os.path.getsize(file):
+            raise ParseError(f"member {member!r} declares {info.compress_size:,} compressed "
+                             "bytes, more than the whole archive", file=file)
         return zf.read(member)
     except KeyError:
         raise ParseError(f"archive has no {member!r} member", file=file) from None
@@ -137,6 +148,13 @@ def _member_json(blob: bytes, file: str, member: str) -> Any:
 # ----------------------------------------------------------------------------- HDF5 weights
 
 def _read_weights(h5py, blob: bytes, file: str) -> dict[str, list[np.ndarray]]:
+    """The weights in ``blob``, read in a child process bounded by ``limits.HDF5_SECONDS``:
+    libhdf5 can loop forever or crash on a corrupt file."""
+    return read_in_child(lambda: _read_weights_here(h5py, blob, file), limits.HDF5_SECONDS,
+                         "the HDF5 weights", file)
+
+
+def _read_weights_here(h5py, blob: bytes, file: str) -> dict[str, list[np.ndarray]]:
     try:
         with h5py.File(io.BytesIO(blob), "r") as h5:
             found: dict[str, list[np.ndarray]] = {}
@@ -189,6 +207,12 @@ def _layer_name(vars_group) -> str:
 def _dataset_array(h5py, ds, file: str) -> np.ndarray:
     if ds.dtype.kind not in "biuf":
         raise ParseError(f"variable {ds.name} has non-numeric dtype {ds.dtype}", file=file)
+    nbytes = ds.size * ds.dtype.itemsize  # declared: checked before reading allocates it
+    stored = ds.id.get_storage_size()
+    if nbytes > limits.MAX_PARAM_BYTES or (ds.compression is None and stored < nbytes):
+        raise ParseError(f"variable {ds.name} declares shape {ds.shape} ({nbytes:,} bytes) but "
+                         f"the file stores {stored:,} bytes for it (limit "
+                         f"{limits.MAX_PARAM_BYTES:,})", file=file)
     return np.asarray(ds[()])
 
 

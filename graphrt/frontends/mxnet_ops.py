@@ -260,7 +260,9 @@ def _batch_norm(c: Converter, sn: SymbolNode):
     beta = c.param(2, "beta", ch)
     mean = c.param(3, "moving_mean", ch)
     var = c.param(4, "moving_var", ch)
-    return c.add("batch_norm", [x, mean, var, gamma, beta], {"eps": eps})
+    momentum = c.attr("momentum", "float", 0.9)  # MXNet keeps `momentum` of the old average
+    return c.add("batch_norm", [x, mean, var, gamma, beta],
+                 {"eps": eps, "momentum": 1 - momentum, "unbiased": False})
 
 
 @_op("Concat", None, "dim num_args")

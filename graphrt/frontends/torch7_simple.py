@@ -43,7 +43,8 @@ class BatchNormalization(Module):
         inputs.append(b.param(path, "running_var", np.ones(n, np.float32), trainable=False))
         if self.affine:
             inputs += [b.param(path, "weight", weight), b.param(path, "bias", bias)]
-        return b.node(self, path, "batch_norm", inputs, attrs={"eps": self.eps})
+        return b.node(self, path, "batch_norm", inputs,
+                      attrs={"eps": self.eps, "momentum": self.momentum, "unbiased": True})
 
 
 class Linear(Module):
