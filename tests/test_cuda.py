@@ -70,7 +70,8 @@ def test_module_imports_without_cupy(monkeypatch):
     import graphrt.devices as package
 
     _block_cupy(monkeypatch)
-    for mod in ("cuda", "cuda_kernels"):  # a fresh import; the originals come back afterwards
+    # a fresh import of every cuda module; the originals come back afterwards
+    for mod in [m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("graphrt.devices.cuda")]:
         monkeypatch.delitem(sys.modules, f"graphrt.devices.{mod}", raising=False)
         monkeypatch.setattr(package, mod, getattr(package, mod), raising=False)
     cuda = importlib.import_module("graphrt.devices.cuda")
@@ -819,7 +820,8 @@ def _stand_in_cupy():
 def test_the_cupy_backend_runs_against_a_stand_in_cupy(monkeypatch):
     import types
 
-    import graphrt.devices.cuda as cuda_mod
+    import graphrt.devices.cuda_launch as launch_mod
+    import graphrt.devices.cuda_runtime as runtime_mod
 
     cp, libs, cublas, log = _stand_in_cupy()
     monkeypatch.setitem(sys.modules, "cupy", cp)
@@ -827,10 +829,10 @@ def test_the_cupy_backend_runs_against_a_stand_in_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy_backends.cuda", types.ModuleType("cupy_backends.cuda"))
     monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs", libs)
     monkeypatch.setitem(sys.modules, "cupy_backends.cuda.libs.cublas", cublas)
-    monkeypatch.setattr(cuda_mod, "_MODULES", {})
-    monkeypatch.setattr(cuda_mod, "_FUNCTIONS", {})
-    monkeypatch.setattr(cuda_mod, "device_properties", lambda i=0: {"name": "Stand-in GPU",
-                                                                   "compute_capability": "9.0"})
+    monkeypatch.setattr(launch_mod, "_MODULES", {})
+    monkeypatch.setattr(launch_mod, "_FUNCTIONS", {})
+    monkeypatch.setattr(runtime_mod, "device_properties", lambda i=0: {"name": "Stand-in GPU",
+                                                                      "compute_capability": "9.0"})
     rng = np.random.default_rng(2)
     g = Graph("net")
     x = g.add_input("x", (None, 3, 8, 8))
