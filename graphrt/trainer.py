@@ -14,6 +14,7 @@ categorical cross-entropy), or on the output itself. Labels are a ``label`` inpu
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable, Iterable
 
@@ -65,6 +66,7 @@ class Trainer:
         self.exe = Executable(self.train_graph, device, batch_size, opt_level)
         self.batch_size = batch_size
         self.steps = 0
+        self._epoch = self._epoch_start = 0  # where fit(resume=True) picks up
 
     # ---- stepping ---------------------------------------------------------------------------
     def _feeds(self, x, y) -> dict:
@@ -83,13 +85,25 @@ class Trainer:
         return float(loss)
 
     def fit(self, batches, epochs: int = 1, *, loss_every: int = 10, progress: bool = True,
-            on_step: Callable | None = None) -> list[tuple[int, float]]:
+            on_step: Callable | None = None, resume: bool = False) -> list[tuple[int, float]]:
         """Train for ``epochs`` over ``batches`` (an iterable of ``(x, y)`` pairs, re-iterated each
         epoch, or a callable returning one). The loss is read back once every ``loss_every`` steps
-        and at the end of each epoch; returns those ``(step, loss)`` readings."""
+        and at the end of each epoch; returns those ``(step, loss)`` readings.
+
+        A fit stopped part-way (Ctrl-C, an exception) leaves the parameters as after its last
+        completed step; ``fit(..., resume=True)`` with the same batches and epochs continues from the
+        next batch of the interrupted epoch."""
         history = []
-        for epoch in range(epochs):
+        if resume:
+            self.steps = self._completed_steps()
+        first = self._epoch if resume else 0
+        skip = self._completed_steps() - self._epoch_start if resume else 0
+        for epoch in range(first, epochs):
+            if not (resume and epoch == first):
+                self._epoch, self._epoch_start = epoch, self._completed_steps()
             source = batches() if callable(batches) else batches
+            source = itertools.islice(source, skip, None) if skip else source
+            skip = 0
             pairs = (self._feeds(*item) if isinstance(item, tuple) else item for item in source)
             bar = _progress(progress, f"epoch {epoch + 1}/{epochs}")
             last = None
@@ -105,7 +119,18 @@ class Trainer:
             if last is not None and (not history or history[-1][0] != self.steps):
                 history.append((self.steps, self._read_loss(last)))
             bar.close()
+        self._epoch, self._epoch_start = epochs, self._completed_steps()
         return history
+
+    def _completed_steps(self) -> int:
+        """Steps the device has completed (its iteration counter advances as a step's last act)."""
+        from .autodiff import ITERATION
+
+        counter = np.empty(self.exe.params[ITERATION].shape, self.exe.params[ITERATION].dtype)
+        start = time.perf_counter()
+        self.exe.device.to_host(self.exe.params[ITERATION], counter)
+        self.exe.ledger.record("DtoH", counter.nbytes, time.perf_counter() - start)
+        return int(counter.reshape(-1)[0])
 
     def _read_loss(self, out) -> float:
         view = out[self.loss_name] if isinstance(out, dict) else out

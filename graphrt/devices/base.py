@@ -54,6 +54,10 @@ class Device(abc.ABC):
     def synchronize(self) -> None:
         """Wait for all work queued on the device."""
 
+    def count_finite(self, array) -> int:
+        """How many elements of a device array are finite (the numerics guard)."""
+        return int(np.isfinite(array).sum())
+
     @abc.abstractmethod
     def compute_stream(self) -> Any:
         """A stream for kernels (see :mod:`graphrt.devices.streams` for the protocol)."""

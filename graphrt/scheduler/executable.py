@@ -10,6 +10,7 @@ in chunks of ``batch_size``.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -51,7 +52,7 @@ class Executable:
     """A graph compiled for one device and a maximum batch size; see the module docstring."""
 
     def __init__(self, graph: Graph, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
-                 disabled: Sequence[str] = (), debug: bool = False):
+                 disabled: Sequence[str] = (), debug: bool = False, check_finite: bool = False):
         if int(batch_size) < 1:
             raise GraphrtError(f"batch_size must be at least 1, got {batch_size}")
         self.source = graph
@@ -77,6 +78,10 @@ class Executable:
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
         self._host_buffers: dict = {}
+        self.check_finite = check_finite
+        # one step at a time: a second thread waits; the thread that is streaming may not step
+        self._busy = threading.RLock()
+        self._streaming: int | None = None
 
     def _upload_params(self) -> dict:
         used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}
@@ -110,10 +115,28 @@ class Executable:
         if outputs not in ("host", "device"):
             raise GraphrtError(f"outputs must be 'host' or 'device', got {outputs!r}")
         feeds, batch = check_feeds(self.source, self._adopt(x))
-        if batch > self.batch_size:
-            return self._run_chunks(feeds, batch, outputs)
-        outs = self._step(feeds, batch, copy, outputs)
+        with self.exclusive():
+            if batch > self.batch_size:
+                return self._run_chunks(feeds, batch, outputs)
+            outs = self._step(feeds, batch, copy, outputs)
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
+
+    @contextlib.contextmanager
+    def exclusive(self, streaming: bool = False):
+        """Hold the executable for one step (or, ``streaming``, for a whole stream): its arena and
+        input slots serve one run at a time. Another thread waits its turn; the thread iterating a
+        stream gets a clear error instead of corrupting the batch in flight."""
+        if self._streaming == threading.get_ident():
+            raise GraphrtError("this executable is streaming in this thread: finish or close the "
+                               "stream first, or compile a second executable for this call")
+        with self._busy:
+            if streaming:
+                self._streaming = threading.get_ident()
+            try:
+                yield
+            finally:
+                if streaming:
+                    self._streaming = None
 
     def _adopt(self, x):
         """Device arrays as the device's own array type, without a copy (the device decides)."""
@@ -137,7 +160,7 @@ class Executable:
             self.device.to_device(feeds[name], slot)
             kind = "DtoD" if hasattr(feeds[name], "__cuda_array_interface__") else "HtoD"
             self.ledger.record(kind, feeds[name].nbytes, time.perf_counter() - start)
-        program.run()
+        program.run(self.check_finite)
         if outputs == "device":
             outs = self.fetch_outputs(program, device=True)
             self.device.synchronize()
@@ -197,6 +220,10 @@ class Executable:
 
 
 def compile(model, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
-            disabled: Sequence[str] = (), debug: bool = False) -> Executable:
-    """Compile a Graph (or a model with ``to_graph()``) into an :class:`Executable`."""
-    return Executable(as_graph(model), device, batch_size, opt_level, disabled=disabled, debug=debug)
+            disabled: Sequence[str] = (), debug: bool = False, check_finite: bool = False) -> Executable:
+    """Compile a Graph (or a model with ``to_graph()``) into an :class:`Executable`.
+
+    ``check_finite`` checks every node's outputs while a step runs and raises
+    :class:`~graphrt.scheduler.program.NumericsError` naming the first node that made NaN or Inf."""
+    return Executable(as_graph(model), device, batch_size, opt_level, disabled=disabled, debug=debug,
+                      check_finite=check_finite)

@@ -123,6 +123,10 @@ class Prefetcher:
 
     # ---- consumer (compute) ---------------------------------------------------------------------
     def __iter__(self):
+        with self.exe.exclusive(streaming=True):
+            yield from self._pipeline()
+
+    def _pipeline(self):
         exe = self.exe
         copy_stream, compute = exe.device.copy_stream(), exe.device.compute_stream()
         loader = threading.Thread(target=self._load, args=(copy_stream,), name="graphrt-loader",
@@ -138,7 +142,7 @@ class Prefetcher:
                 k, n, extra, uploaded = item
                 compute.wait_event(uploaded)
                 program = exe.program(n, k % SLOTS)
-                program.run()
+                program.run(exe.check_finite)
                 outs = exe.fetch_outputs(program, copy=self.copy, device=self.outputs == "device")
                 self.slot_free[k % SLOTS].put(compute.record_event())
                 result = outs[0] if len(outs) == 1 else dict(zip(exe.output_names, outs))

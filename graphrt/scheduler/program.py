@@ -7,14 +7,23 @@ whole buffer) have no launch.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
 
 from ..devices.base import Device
+from ..ops import get_op
+from .interrupts import deferred_interrupt
+from ..errors import GraphrtError
 from ..graph import Graph
 from ..memory import INPUTS, MemoryPlan, make_views
+
+
+class NumericsError(GraphrtError):
+    """A node produced NaN or Inf (reported by ``check_finite``)."""
 
 
 @dataclasses.dataclass
@@ -72,6 +81,12 @@ class Program:
                     [params[t] if t in params else views[t] for t in node.inputs],
                     [views[t] for t in node.outputs], self._workspace(plan, arena, node.name)))
 
+    @functools.cached_property
+    def updates_state(self) -> bool:
+        """True when a launch writes parameters or statistics in place (a training step): such a
+        step runs whole even if interrupted."""
+        return any(get_op(launch.op).side_effect for launch in self.launches)
+
     @staticmethod
     def _workspace(plan, arena, node_name):
         block = plan.workspaces.get(node_name)
@@ -80,14 +95,31 @@ class Program:
         b = plan.blocks[block]
         return arena[b.offset: b.offset + b.size].view(np.float32)
 
-    def run(self) -> None:
-        # a device may run the whole step itself (the cuda device captures it into a CUDA graph)
-        runner = getattr(self.device, "run_program", None)
-        if runner is not None:
-            runner(self)
-            return
+    def run(self, check_finite: bool = False) -> None:
+        """One step. With ``check_finite`` every launch's outputs are checked as they are made and
+        the first node producing NaN or Inf is named (a debugging mode: slower, never captured)."""
+        with deferred_interrupt() if self.updates_state else contextlib.nullcontext(), \
+                np.errstate(all="ignore"):  # NaN/Inf are the model's business (see check_finite)
+            if check_finite:
+                self._run_checked()
+                return
+            # a device may run the whole step itself (the cuda device captures it into a CUDA graph)
+            runner = getattr(self.device, "run_program", None)
+            if runner is not None:
+                runner(self)
+                return
+            for launch in self.launches:
+                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+
+    def _run_checked(self) -> None:
         for launch in self.launches:
             launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+            for i, out in enumerate(launch.outputs):
+                bad = int(out.size - self.device.count_finite(out)) if out.dtype.kind == "f" else 0
+                if bad:
+                    raise NumericsError(f"output {i} holds {bad} NaN or infinite values of "
+                                        f"{out.size} (the first non-finite output of this step)",
+                                        node=launch.node, op=launch.op)
 
     def __len__(self) -> int:
         return len(self.launches)
