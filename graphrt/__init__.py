@@ -16,8 +16,10 @@ from .errors import (AttrError, GraphError, GraphrtError, InputError, ParseError
 from .graph import Graph, Node, Source, TensorSpec  # noqa: F401
 from .reference import run_reference  # noqa: F401
 from .loading import load  # noqa: F401
-from .scheduler import Executable, compile  # noqa: F401,A001
+from .scheduler import Executable, NumericsError, OutOfMemoryError, compile  # noqa: F401,A001
 from . import ops, optim  # noqa: F401
 from .trainer import Trainer  # noqa: F401
+from .export_onnx import export_onnx  # noqa: F401
+from .torch_import import from_torch  # noqa: F401
 
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@
 | mxnet   | ``-symbol.json``                       | ``.params``                  |
 | keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive / none    |
 | graphrt | ``.npz`` saved by ``Trainer.save``     | inside the archive           |
+| onnx    | ``.onnx`` (needs the ``onnx`` package) | initializers                 |
 
 A ``.json`` file is told apart by its content: MXNet symbols have ``nodes`` and ``heads``, Keras
 configs ``class_name`` and ``config``.
@@ -19,7 +20,7 @@ from typing import Sequence
 from .errors import GraphrtError, ParseError, UnsupportedError
 from .graph import Graph
 
-FORMATS = ("caffe", "mxnet", "keras", "graphrt")
+FORMATS = ("caffe", "mxnet", "keras", "graphrt", "onnx")
 
 
 def detect_format(path: Path) -> str:
@@ -36,6 +37,8 @@ def detect_format(path: Path) -> str:
                              column=err.colno) from None
         except (OSError, UnicodeDecodeError) as err:
             raise ParseError(f"cannot read JSON model file: {err}", file=str(path)) from None
+        except (ValueError, RecursionError) as err:  # e.g. nesting deeper than the recursion limit
+            raise ParseError(f"malformed JSON: {type(err).__name__}: {err}", file=str(path)) from None
         if isinstance(head, dict) and "nodes" in head and "heads" in head:
             return "mxnet"
         if isinstance(head, dict) and "class_name" in head:
@@ -45,7 +48,7 @@ def detect_format(path: Path) -> str:
     if name.endswith(".npz"):
         return "graphrt"
     if name.endswith(".onnx"):
-        raise UnsupportedError("ONNX files are not supported yet", file=str(path))
+        return "onnx"
     raise UnsupportedError(f"cannot tell the format of {path.name!r} from its extension; pass "
                            f"format= one of {', '.join(FORMATS)}", file=str(path))
 
@@ -56,8 +59,8 @@ def load(path: str | Path, format: str | None = None, weights: str | Path | None
     """Load a model file as a :class:`Graph` with its parameters filled.
 
     ``phase``/``stage``/``classes`` apply to Caffe; ``input_shape`` (C, H, W) gives inputs whose shape
-    the file does not state (Caffe data layers, MXNet symbols); ``seed`` seeds the initializers used
-    when no weights are given.
+    the file does not state (Caffe data layers, MXNet symbols, symbolic ONNX dimensions); ``seed``
+    seeds the initializers used when no weights are given.
 
     >>> g = graphrt.load("lenet.prototxt", weights="lenet_iter_10000.caffemodel")  # doctest: +SKIP
     """
@@ -82,4 +85,8 @@ def load(path: str | Path, format: str | None = None, weights: str | Path | None
         from .frontends.keras_files import load_keras
 
         return load_keras(path, seed=seed)
+    if fmt == "onnx":
+        from .frontends.onnx import load_onnx
+
+        return load_onnx(path, input_shape=input_shape)
     raise UnsupportedError(f"unknown format {fmt!r}; graphrt reads {', '.join(FORMATS)}", file=str(path))
