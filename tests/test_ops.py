@@ -623,6 +623,39 @@ def test_add_and_mul_broadcast(data):
     check("mul", naive.mul(x, full), [x], params=[c], dtype=dtype)
 
 
+@given(st.data())
+def test_sgd_update_and_step_counter(data):
+    """A few steps of the in-place update against PyTorch's momentum SGD written out by hand, with
+    each Caffe learning-rate policy evaluated at the device-resident iteration counter."""
+    draw = data.draw
+    rng = rng_of(draw)
+    shape = shapes(draw, 1, 3)
+    policy = draw(st.sampled_from(["fixed", "step", "multistep", "exp", "inv", "poly"]))
+    attrs = {"lr": 0.1, "momentum": draw(st.sampled_from([0.0, 0.9])),
+             "weight_decay": draw(st.sampled_from([0.0, 0.01])), "lr_mult": 2.0, "decay_mult": 0.5,
+             "policy": policy, "gamma": 0.5, "power": 0.75, "stepsize": 2, "stepvalues": (1.0, 3.0),
+             "max_iter": 10}
+    g = Graph("sgd")
+    p = g.add_param("p", rng.standard_normal(shape))
+    grad = g.add_input("g", shape, "float64")
+    v = g.add_param("v", np.zeros(shape))
+    it = g.add_param("it", np.zeros((), np.float64))
+    g.add_node("sgd_update", [p, grad, v, it], name="update", attrs=attrs)
+    g.add_node("step_counter", [it], name="count")  # inserted after: runs after the update
+    g.set_outputs([grad])
+    w, vel = g.params["p"].copy(), np.zeros(shape)
+    for step in range(4):
+        dw = rng.standard_normal(shape)
+        graphrt.run_reference(g, {"g": dw})
+        lr = {"fixed": 0.1, "step": 0.1 * 0.5 ** (step // 2),
+              "multistep": 0.1 * 0.5 ** sum(step >= s for s in (1, 3)), "exp": 0.1 * 0.5 ** step,
+              "inv": 0.1 * (1 + 0.5 * step) ** -0.75, "poly": 0.1 * (1 - step / 10) ** 0.75}[policy]
+        vel = attrs["momentum"] * vel + dw + attrs["weight_decay"] * 0.5 * w
+        w = w - lr * 2.0 * vel
+        assert_close(g.params["p"], w, 1e-12)
+        assert float(g.params["it"]) == step + 1
+
+
 # ---- the registry -----------------------------------------------------------------------------
 NAIVE_TESTS = {
     "conv2d": test_conv2d, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
@@ -650,6 +683,7 @@ NAIVE_TESTS = {
     "softmax_cross_entropy_grad": grad_ops.test_loss_grads, "nll_loss_grad": grad_ops.test_loss_grads,
     "max_pool_grad": grad_ops.test_max_pool_grad, "avg_pool_grad": grad_ops.test_avg_pool_grad,
     "lrn_grad": grad_ops.test_lrn_grad, "batch_norm_train_grad": grad_ops.test_batch_norm_train_grad,
+    "sgd_update": test_sgd_update_and_step_counter, "step_counter": test_sgd_update_and_step_counter,
 }
 
 
