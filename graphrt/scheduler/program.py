@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -80,12 +79,9 @@ class Program:
                     node.name, node.op, device.kernel(node.op), node.attrs,
                     [params[t] if t in params else views[t] for t in node.inputs],
                     [views[t] for t in node.outputs], self._workspace(plan, arena, node.name)))
-
-    @functools.cached_property
-    def updates_state(self) -> bool:
-        """True when a launch writes parameters or statistics in place (a training step): such a
-        step runs whole even if interrupted."""
-        return any(get_op(launch.op).side_effect for launch in self.launches)
+        # a step that writes parameters or statistics in place (training) runs whole even if
+        # interrupted
+        self.updates_state = any(get_op(launch.op).side_effect for launch in self.launches)
 
     @staticmethod
     def _workspace(plan, arena, node_name):
