@@ -66,7 +66,8 @@ def fill_zero_weights(graph, seed=0):
     for name, value in graph.params.items():
         if value.ndim >= 2 and not value.any():
             fan_in = int(np.prod(value.shape[1:]))
-            graph.params[name] = (rng.standard_normal(value.shape) / np.sqrt(fan_in)).astype(value.dtype)
+            value = rng.standard_normal(value.shape) / np.sqrt(fan_in)
+            graph.params[name] = value.astype(graph.params[name].dtype)
     return graph
 
 
@@ -155,6 +156,23 @@ def test_lrn_even_and_odd_sizes(size):
 @pytest.mark.parametrize("pads", [(1, -1, 0, 2), (-2, -1, -1, -3), (-6, 4, 0, 0), (2, 2, -9, 10)])
 def test_zero_pad_and_crop(pads):
     g = one_op("zero_pad", (2, 5, 6), {"pads": pads})
+    check(g, random_input(g, 2))
+
+
+@pytest.mark.parametrize("pads,value", [((0, 1, -1, 2, 0, 0, 2, -1), 0.0),
+                                        ((0, -1, 4, 0, 0, 2, -7, 3), 1.5),
+                                        ((0, 0, 0, 0, 0, 0, 0, 0), 0.0)])
+def test_pad(pads, value):
+    if "pad" not in graphrt.ops.registry.all_ops():
+        pytest.skip("graphrt has no pad op")
+    g = one_op("pad", (3, 5, 4), {"pads": pads, "value": value})
+    check(g, random_input(g, 2))
+
+
+def test_matmul():
+    if "matmul" not in graphrt.ops.registry.all_ops():
+        pytest.skip("graphrt has no matmul op")
+    g = one_op("matmul", (3, 5), {}, params=[(5, 4)])
     check(g, random_input(g, 2))
 
 
