@@ -94,13 +94,13 @@ class Trainer:
         completed step; ``fit(..., resume=True)`` with the same batches and epochs continues from the
         next batch of the interrupted epoch."""
         history = []
-        if resume:
+        if resume:  # the device's counter is exact even when the interrupt hit during a step
             self.steps = self._completed_steps()
         first = self._epoch if resume else 0
-        skip = self._completed_steps() - self._epoch_start if resume else 0
+        skip = self.steps - self._epoch_start if resume else 0
         for epoch in range(first, epochs):
             if not (resume and epoch == first):
-                self._epoch, self._epoch_start = epoch, self._completed_steps()
+                self._epoch, self._epoch_start = epoch, self.steps
             source = batches() if callable(batches) else batches
             source = itertools.islice(source, skip, None) if skip else source
             skip = 0
@@ -119,7 +119,7 @@ class Trainer:
             if last is not None and (not history or history[-1][0] != self.steps):
                 history.append((self.steps, self._read_loss(last)))
             bar.close()
-        self._epoch, self._epoch_start = epochs, self._completed_steps()
+        self._epoch, self._epoch_start = epochs, self.steps
         return history
 
     def _completed_steps(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import graphrt
@@ -319,6 +319,8 @@ def test_batch_norm_train_grad(data):
     rng, dtype = rng_of(data.draw), data.draw(DTYPES)
     shape = _bn_shape(data.draw)
     c = shape[1]
+    # one value per channel normalizes to exactly 0: dx is then pure rounding noise, nothing to compare
+    assume(np.prod(shape) // c > 1)
     x, dy = normal(rng, shape, dtype), normal(rng, shape, dtype)
     gamma = normal(rng, c, dtype)
     axes = (0,) + tuple(range(2, len(shape)))
