@@ -319,8 +319,9 @@ def test_batch_norm_train_grad(data):
     rng, dtype = rng_of(data.draw), data.draw(DTYPES)
     shape = _bn_shape(data.draw)
     c = shape[1]
-    # one value per channel normalizes to exactly 0: dx is then pure rounding noise, nothing to compare
-    assume(np.prod(shape) // c > 1)
+    # with one or two values per channel the exact dx is 0 (every dy is explained by the mean and the
+    # normalized input): the result is pure rounding noise, nothing to compare
+    assume(np.prod(shape) // c > 2)
     x, dy = normal(rng, shape, dtype), normal(rng, shape, dtype)
     gamma = normal(rng, c, dtype)
     axes = (0,) + tuple(range(2, len(shape)))
