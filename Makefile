@@ -9,6 +9,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,examples]'
+	# PyTorch (CPU) for the tests that compare with it; they skip where it cannot be installed
+	$(PY) -m pip install --quiet torch==2.13.0 || echo "torch 2.13.0 not installed: PyTorch comparisons will skip"
 	touch $@
 
 install: $(VENV)/.installed
