@@ -74,7 +74,7 @@ def _load_python_model(path: Path, shape, as_graph):
 
 
 def random_batch(graph, batch: int, seed: int = 0) -> dict:
-    from .viz import random_feeds
+    from .reference import random_feeds
 
     return random_feeds(graph, batch, seed)
 

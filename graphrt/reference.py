@@ -59,6 +59,19 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     return feeds, 1 if batch is None else batch
 
 
+def random_feeds(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random batch for every graph input (standard normal floats; 0/1 integers), seeded."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph.inputs:
+        spec = graph.specs[name]
+        if np.dtype(spec.dtype).kind == "f":
+            feeds[name] = rng.standard_normal(spec.concrete(batch)).astype(spec.dtype)
+        else:
+            feeds[name] = rng.integers(0, 2, spec.concrete(batch)).astype(spec.dtype)
+    return feeds
+
+
 def run_reference(graph: Graph, x, *, return_all: bool = False):
     """Run ``graph`` on ``x`` with numpy; see the module docstring for the return value.
 

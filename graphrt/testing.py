@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .graph import Graph
-from .reference import run_reference
+from .reference import random_feeds, run_reference
 
 __all__ = ["tensors", "sequential_graphs", "inception_graphs", "inputs_for", "assert_equivalent",
            "relative_error"]
@@ -208,18 +208,6 @@ def inputs_for(graph: Graph, batch: int = 2, *, extreme: bool = False):
 
 
 # ---- equivalence --------------------------------------------------------------------------------
-def _random_feeds(graph: Graph, batch: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        spec = graph.specs[name]
-        if np.dtype(spec.dtype).kind == "f":
-            feeds[name] = rng.standard_normal(spec.concrete(batch)).astype(spec.dtype)
-        else:
-            feeds[name] = rng.integers(0, 2, spec.concrete(batch)).astype(spec.dtype)
-    return feeds
-
-
 def _as_dict(graph: Graph, result) -> dict:
     return result if isinstance(result, dict) else {graph.outputs[0]: result}
 
@@ -267,7 +255,7 @@ def assert_equivalent(a, b=None, x=None, *, rtol: float = 1e-4, opt_levels: Sequ
     from .scheduler.executable import as_graph, compile
 
     ga = as_graph(a)
-    feeds = x if x is not None else _random_feeds(ga, batch)
+    feeds = x if x is not None else random_feeds(ga, batch)
     if not isinstance(feeds, dict):
         feeds = {ga.inputs[0]: feeds}
     expected = _as_dict(ga, run_reference(ga, feeds))

@@ -25,10 +25,9 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-
 from ..errors import GraphrtError
 from ..graph import Graph
+from ..reference import random_feeds  # noqa: F401  (re-exported: viz.random_feeds)
 from .dot import TIMEOUT_S as dot_timeout
 from .dot import GraphvizError, dot_available, dot_svg, run_dot, to_dot
 from .html import to_html
@@ -49,19 +48,6 @@ __all__ = ["graph_view", "write", "to_html", "to_svg", "to_dot", "plot_plan", "g
            "compile_stages", "build_view", "time_nodes", "GraphView", "NodeView", "EdgeView",
            "NodeTimes", "Stages", "StageError", "GraphvizError", "dot_available", "live_bytes",
            "random_feeds", "FORMATS", "ENGINES", "FIXED"]
-
-
-def random_feeds(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A random batch for every graph input (normal floats; 0/1 integers)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        spec = graph.specs[name]
-        if np.dtype(spec.dtype).kind == "f":
-            feeds[name] = rng.standard_normal(spec.concrete(batch)).astype(spec.dtype)
-        else:
-            feeds[name] = rng.integers(0, 2, spec.concrete(batch)).astype(spec.dtype)
-    return feeds
 
 
 def graph_view(graph: Graph, stage: str = "optimized", *, device="cpu", batch: int = 1,
