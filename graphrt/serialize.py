@@ -7,6 +7,7 @@ bytes as a uint8 array). ``np.load(..., allow_pickle=False)`` reads it; nothing 
 from __future__ import annotations
 
 import json
+import math
 import types
 import zipfile
 from pathlib import Path
@@ -83,18 +84,52 @@ def save_graph(graph: Graph, path: str | Path) -> None:
     np.savez(path, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
 
 
+def _check_members(path: str | Path, file: str) -> None:
+    """Check every member's declared sizes before numpy allocates them: the zip's sizes against
+    the limits, each ``.npy`` header's shape and dtype against the bytes the member holds."""
+    from .frontends import limits
+
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        total = sum(i.file_size for i in infos)
+        if total > limits.MAX_PARAM_BYTES + limits.MAX_CONFIG_BYTES:
+            raise ParseError(f"the archive declares {total:,} bytes, over the limit "
+                             "(graphrt.frontends.limits)", file=file)
+        for info in infos:
+            if info.compress_size > Path(path).stat().st_size:
+                raise ParseError(f"member {info.filename!r} declares {info.compress_size:,} "
+                                 "compressed bytes, more than the whole archive", file=file)
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(fh)
+                if dtype.hasobject or dtype.kind not in "biuf":
+                    raise ParseError(f"member {info.filename!r} has dtype {dtype}, not a number",
+                                     file=file)
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size or any(d < 0 or d >= 2**62 for d in shape):
+                    raise ParseError(f"member {info.filename!r} declares shape {shape} ({need:,} "
+                                     f"bytes) but holds {info.file_size:,} bytes", file=file)
+
+
 def load_graph(path: str | Path) -> Graph:
     """Read a graph saved by :func:`save_graph` (no pickle: object arrays are refused)."""
     file = str(path)
     try:
+        _check_members(path, file)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ParseError(f"cannot read the .npz archive: {err}", file=file) from None
+    except GraphrtError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zipfile/numpy raise OSError, ValueError, SyntaxError,
+        # tokenize.TokenError, NotImplementedError (compression), EOFError... on a corrupt archive
+        raise ParseError(f"cannot read the .npz archive: {type(err).__name__}: {err}",
+                         file=file) from None
     if GRAPH_KEY not in arrays:
         raise ParseError(f"the archive has no {GRAPH_KEY} entry: not saved by graphrt", file=file)
     try:
         doc = json.loads(arrays.pop(GRAPH_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError, deep nesting
         raise ParseError(f"the graph description is not valid JSON: {err}", file=file) from None
     return graph_from_json(doc, arrays, file)

@@ -162,7 +162,11 @@ def get_initializer(spec: Any) -> Initializer:
         if factory is None:
             raise ValueError(f"unknown initializer {spec['class_name']!r}; known: "
                              f"{', '.join(known_initializers())}")
-        config = {k: v for k, v in dict(spec.get("config") or {}).items() if v is not None}
+        raw = spec.get("config") or {}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"the config of initializer {spec['class_name']!r} must be an object, "
+                             f"got {raw!r}")
+        config = {k: v for k, v in raw.items() if v is not None}
         try:
             return factory(**config)
         except TypeError as err:

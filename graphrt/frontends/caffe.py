@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import GraphrtError, ParseError, UnsupportedError, WeightError
+from ..errors import GraphError, GraphrtError, ParseError, UnsupportedError, WeightError
 from ..graph import Graph, Source
 from . import caffe_layers
 from .caffemodel import read_caffemodel
@@ -107,9 +107,12 @@ class _NetBuilder:
             self._add_input(name, shape, self.net.line_of("input"))
 
     def _add_input(self, blob: str, shape: Sequence[int], line=None, dtype="float32"):
-        shape = tuple(int(d) for d in shape)
-        if any(d <= 0 for d in shape[1:]):
-            raise ParseError(f"input {blob!r} has a non-positive dimension {shape}",
+        try:
+            shape = tuple(caffe_layers._int(d, "an input dimension") for d in shape)
+        except GraphrtError as err:  # NaN, infinite, fractional
+            raise ParseError(f"input {blob!r}: {err.message}", file=self.file, line=line) from None
+        if any(d <= 0 or d >= 2**31 for d in shape[1:]):  # Caffe's blob dimensions are int32
+            raise ParseError(f"input {blob!r} has a dimension outside [1, 2**31): {shape}",
                              file=self.file, line=line)
         self.graph.add_input(blob, (None,) + shape[1:], dtype)
         self.blobs[blob] = blob
@@ -167,6 +170,10 @@ class _NetBuilder:
             raise UnsupportedError(f"layer {name!r} has type {ltype!r}, which graphrt does not support "
                                    f"(supported: {', '.join(sorted(caffe_layers.CONVERTERS))})",
                                    file=self.file, line=layer.line, node=name)
+        need = caffe_layers.MIN_BOTTOMS.get(ltype, 1)
+        if len(inputs) < need:
+            raise GraphError(f"layer {name!r} ({ltype}) needs {need} bottom(s), it has "
+                             f"{len(inputs)}", file=self.file, line=layer.line, node=name)
         try:
             outs = convert(self, layer, name, inputs)
         except GraphrtError as err:

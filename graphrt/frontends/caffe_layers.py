@@ -94,13 +94,21 @@ def _pair(p: Message, name: str, h: str, w: str, default):
     """Caffe's `kernel_size` (repeated, 1 or 2 values) or the explicit `_h`/`_w` fields."""
     if p.get(h) is not None or p.get(w) is not None:
         hv, wv = p.get(h, default), p.get(w, default)
-        return (None if hv is None else _int(hv, h)), (None if wv is None else _int(wv, w))
+        return (None if hv is None else _uint32(hv, h)), (None if wv is None else _uint32(wv, w))
     vals = p.getall(name)
     if not vals:
         return default, default
     if len(vals) > 2:
         raise GraphrtError(f"{name} has {len(vals)} values; 2-D layers take 1 or 2")
-    return (_int(vals[0], name), _int(vals[-1], name))
+    return (_uint32(vals[0], name), _uint32(vals[-1], name))
+
+
+def _uint32(value, what: str) -> int:
+    """Kernel sizes, strides, pads and dilations are uint32 fields in caffe.proto."""
+    value = _int(value, what)
+    if not 0 <= value < 2**32:
+        raise AttrError(f"{what} must be in [0, 2**32), got {value}")
+    return value
 
 
 def _node(b, op, inputs, layer, name, attrs=None):
@@ -306,6 +314,10 @@ CONVERTERS = {
     "Eltwise": eltwise, "Flatten": flatten, "Reshape": reshape, "Power": power, "Scale": scale,
     "BatchNorm": batch_norm, "Split": split,
 }
+
+
+# bottoms each converter reads (1 unless listed)
+MIN_BOTTOMS = {"SoftmaxWithLoss": 2, "Accuracy": 2}
 
 
 def data_transform(b, layer, transform: Message, tensor: str) -> str:

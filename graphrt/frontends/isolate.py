@@ -8,6 +8,7 @@ GraphrtError raised by ``read`` in the child is raised again, as the same class,
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import select
@@ -53,6 +54,7 @@ def _decode(data: bytes, file: str | None) -> Weights:
 
 def _child(wfd: int, read: Callable[[], Weights]) -> None:
     code = 0
+    faulthandler.disable()  # a crash here is expected and reported by the parent
     try:
         with os.fdopen(wfd, "wb") as out:
             try:

@@ -187,6 +187,10 @@ class Assembler:
             layer.add_nodes(b)
         except GraphrtError as err:
             raise err.locate(node=e.name, op=e.cls, file=self.file, line=e.line)
+        except (TypeError, ValueError, OverflowError) as err:  # as in _make_layer: a config value
+            # of the wrong type (groups=None, a string where a number belongs, NaN)
+            raise ParseError(f"bad {e.cls} config: {err}", node=e.name, op=e.cls, file=self.file,
+                             line=e.line) from None
         if e.config.get("trainable") is False:
             for p in b.g.params:
                 if p.startswith(e.name + "/"):
