@@ -20,6 +20,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--formats", nargs="+", help="formats to fuzz (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--driver", choices=("hypothesis", "random"), default="hypothesis")
-    p.add_argument("--save-failures", type=Path, default=Path("fuzz-failures"),
+    p.add_argument("--save-failures", type=Path,
+                   default=Path(tempfile.gettempdir()) / "graphrt-fuzz-failures",
                    help="folder for failing inputs and their descriptions")
     p.add_argument("--time-limit", type=float, default=2.0, help="seconds per case")
     p.add_argument("--memory-limit-mb", type=int, default=256, help="traced peak per case")

@@ -27,8 +27,8 @@ from graphrt.serialize import save_graph
 from graphrt.frontends.isolate import read_in_child
 
 # cases per format: a few hundred, fewer for the slow loaders, to keep this file near 60 s
-CASES = {"prototxt": 200, "caffemodel": 200, "mxnet-json": 300, "mxnet-params": 300,
-         "keras-json": 150, "keras-archive": 100, "onnx": 300, "npz": 200}
+CASES = {"prototxt": 300, "caffemodel": 300, "mxnet-json": 300, "mxnet-params": 300,
+         "keras-json": 200, "keras-archive": 150, "onnx": 300, "npz": 200}
 
 
 def _explain(report) -> str:
