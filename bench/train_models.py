@@ -67,9 +67,26 @@ import graphrt
 from graphrt.ops import get_op
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # torch_reference, seed_models (the inference benchmark's helpers)
+sys.path.insert(0, str(HERE))  # torch_reference
 
-from seed_models import limit_threads, machine_lines, seed_models  # noqa: E402
+
+def _inference_bench():
+    """bench/seed_models.py (the inference benchmark: its thread and machine helpers), loaded by
+    path: ``seed_models`` may already name examples/seed_models.py in this process."""
+    import importlib.util
+
+    key = "graphrt_bench_seed_models"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, HERE / "seed_models.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+_bench = _inference_bench()
+limit_threads, machine_lines, seed_models = (_bench.limit_threads, _bench.machine_lines,
+                                             _bench.seed_models)
 
 SHARED = HERE.parents[1] / "shared"
 SOLVER = dict(lr=0.001, momentum=0.9, weight_decay=5e-4)
