@@ -6,7 +6,7 @@
     python bench/fuzz.py --atheris --cases 20000 --formats caffemodel          # coverage-guided
 
 Each format runs in its own worker process, with its address space capped (RLIMIT_AS) and each
-case bounded in time (SIGALRM) and traced memory (tracemalloc); see graphrt.fuzzing. The worker
+case bounded in time (SIGALRM) and traced memory (tracemalloc); see tools.fuzz.driver. The worker
 writes the case it is about to run to ``<save-failures>/inflight-<format>.*`` first, so a case
 that kills the process (a crash in native code) still leaves its bytes. Prints one row per format
 and every failure with its mutations; failing inputs go to --save-failures.
@@ -50,7 +50,7 @@ def parse_args(argv=None):
 
 
 def limits_of(args):
-    from graphrt.fuzzing import Limits
+    from tools.fuzz.driver import Limits
 
     return Limits(seconds=args.time_limit, peak_bytes=args.memory_limit_mb << 20,
                   trace_memory=not args.no_trace_memory)
@@ -66,7 +66,7 @@ def cap_address_space(mb: int) -> None:
 def worker(args) -> int:
     """Fuzz one format in this process; print its report as one JSON line."""
     cap_address_space(args.address_space_mb)
-    from graphrt import fuzzing
+    from tools.fuzz import driver as fuzzing
 
     target = fuzzing.TARGETS[args.formats[0]]
     folder = args.save_failures
@@ -132,7 +132,7 @@ def run_workers(args, formats) -> dict[str, dict]:
 
 
 def print_table(args, formats, results, seconds: float) -> int:
-    from graphrt.fuzzing import TABLE_HEADER
+    from tools.fuzz.driver import TABLE_HEADER
 
     driver = "atheris (coverage-guided)" if args.atheris else args.driver
     print(f"graphrt fuzz: {args.cases} cases per format, driver {driver}, seed {args.seed}, "
@@ -164,10 +164,14 @@ def atheris_worker(args) -> int:
     cap_address_space(args.address_space_mb)
     with atheris.instrument_imports(include=["graphrt"]):
         import graphrt  # noqa: F401
-        from graphrt import fuzz_mutators, fuzzing, serialize  # noqa: F401
-        from graphrt.frontends import caffe, keras_files, mxnet  # noqa: F401
+        from tools.fuzz import mutators as fuzz_mutators  # noqa: F401
+        from tools.fuzz import driver as fuzzing  # noqa: F401
+        from graphrt.frontends import npz as serialize  # noqa: F401
+        from graphrt.frontends import mxnet  # noqa: F401
+        from graphrt.frontends.caffe.net import net as caffe  # noqa: F401
+        from graphrt.frontends.keras import files as keras_files  # noqa: F401
         with contextlib.suppress(ImportError):
-            from graphrt.frontends import onnx  # noqa: F401
+            from graphrt.frontends.onnx.importer import importer as onnx  # noqa: F401
     runner = fuzzing.Runner(fuzzing.TARGETS[args.formats[0]], limits_of(args))
     if runner.skipped:
         print(json.dumps({"row": runner.report.row(), "cases": 0, "errors": {}, "failures": []}))
@@ -184,7 +188,7 @@ def atheris_worker(args) -> int:
                                            for f, p in zip(report.failures, saved)]}), flush=True)
             os._exit(0)
 
-    # -timeout=0: the case bound is graphrt.fuzzing's own SIGALRM (libFuzzer's would share it)
+    # -timeout=0: the case bound is tools.fuzz.driver's own SIGALRM (libFuzzer's would share it)
     atheris.Setup([sys.argv[0], f"-runs={args.cases + 10}", "-timeout=0", f"-seed={args.seed + 1}",
                    f"-rss_limit_mb={args.address_space_mb}", "-max_len=4096", "-len_control=0",
                    "-print_final_stats=0"],
@@ -195,7 +199,7 @@ def atheris_worker(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from graphrt.fuzzing import TARGETS
+    from tools.fuzz.driver import TARGETS
 
     formats = args.formats or list(TARGETS)
     unknown = [f for f in formats if f not in TARGETS]
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     if args.worker:
         return atheris_worker(args) if args.atheris else worker(args)
     if args.replay:
-        from graphrt.fuzzing import replay
+        from tools.fuzz.driver import replay
 
         status, error, trace, seconds, peak = replay(TARGETS[formats[0]], args.replay_seed,
                                                      args.replay, limits_of(args))

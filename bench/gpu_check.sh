@@ -70,7 +70,7 @@ TEST_FILES="tests/test_cuda.py tests/test_testing.py"
 [ -f examples/test_my_model.py ] && TEST_FILES="$TEST_FILES examples/test_my_model.py"
 # graphrt's pytest plugin (the graphrt_equivalence fixture) is an entry point once installed; from
 # source it is loaded by name
-PLUGIN="-p graphrt.pytest_plugin"
+PLUGIN="-p graphrt.testing.plugin"
 "$PY" -c "import importlib.metadata as m, sys; sys.exit(0 if any(e.name == 'graphrt' for e in \
 m.entry_points(group='pytest11')) else 1)" 2>/dev/null && PLUGIN=""
 timeout 240 "$PY" -m pytest -q -p no:cacheprovider $PLUGIN -rfEs --tb=short --durations=8 \

@@ -130,7 +130,7 @@ def make_batches(graph: graphrt.Graph, batch: int, count: int, distinct: int = 8
 
 
 def _classes(graph: graphrt.Graph) -> int:
-    from graphrt.trainer import scores_graph
+    from graphrt.training.trainer import scores_graph
 
     g = scores_graph(graph)
     return g.specs[g.outputs[0]].shape[1]
@@ -154,7 +154,7 @@ def graphrt_engines(trainer: graphrt.Trainer) -> dict:
 def torch_peer_graph(graph: graphrt.Graph) -> tuple[graphrt.Graph, str]:
     """The graph cut at what the PyTorch loss takes, and that loss: ("nll", "xent")."""
     from graphrt.passes import PASSES
-    from graphrt.trainer import scores_graph
+    from graphrt.training.trainer import scores_graph
 
     g = scores_graph(graph)  # a Caffe train net: its loss layer cut off, the logits its output
     prod = g.producer(g.outputs[0])

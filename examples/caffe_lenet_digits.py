@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import graphrt
-from graphrt.datasets import digits_28x28
+from graphrt.training.datasets import digits_28x28
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "caffe"
 

@@ -6,7 +6,7 @@ Run ``python examples/torch_lenet_broken.py`` to see the message.
 """
 from __future__ import annotations
 
-from graphrt.errors import GraphrtError
+from graphrt.ir.errors import GraphrtError
 from graphrt.frontends import torch7 as nn
 
 INPUT_SHAPE = (1, 28, 28)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import graphrt
-from graphrt.datasets import digits_28x28
+from graphrt.training.datasets import digits_28x28
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "caffe"
 SOLVER = graphrt.optim.SGD(lr=0.01, momentum=0.9, weight_decay=5e-4, policy="inv", gamma=1e-4, power=0.75)

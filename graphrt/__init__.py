@@ -1,7 +1,8 @@
 """graphrt: run the model definitions people already have as one optimized dataflow graph.
 
 Frontends turn a definition (Keras ``Sequential``, Torch7 ``nn`` containers, Caffe prototxt, MXNet
-symbols) into a :class:`Graph`; :func:`run_reference` runs any graph with numpy::
+symbols, ONNX files) into a :class:`Graph`; :func:`run_reference` runs any graph with numpy;
+:func:`compile` optimizes, plans and places it on a device::
 
     import graphrt
     from graphrt.frontends import keras
@@ -9,17 +10,32 @@ symbols) into a :class:`Graph`; :func:`run_reference` runs any graph with numpy:
     model.add(keras.Dense(10, input_dim=20))
     y = graphrt.run_reference(model.to_graph(), x)
 
-Every user-facing error is a :class:`GraphrtError` subclass.
+The package is laid out as the pipeline (see ``docs/architecture.md``): ``ir`` <- ``ops`` <-
+``frontends``, ``passes``, ``memory`` <- ``scheduler`` (over the ``devices`` protocol) <-
+``training``, ``testing``, ``viz``, ``cli``. Every user-facing error is a :class:`GraphrtError`
+subclass. ``graphrt.testing`` is imported on first use (it needs hypothesis only when a strategy is
+built).
 """
-from .errors import (AttrError, GraphError, GraphrtError, InputError, ParseError,  # noqa: F401
-                     ShapeError, UnsupportedError, WeightError)
-from .graph import Graph, Node, Source, TensorSpec  # noqa: F401
-from .reference import run_reference  # noqa: F401
-from .loading import load  # noqa: F401
+import importlib
+
+from . import ops  # noqa: F401  (registers graphrt's op set in the IR's op table)
+from .frontends import load  # noqa: F401
+from .frontends.onnx import export_onnx, from_torch  # noqa: F401
+from .ir import Graph, Node, Source, TensorSpec  # noqa: F401
+from .ir.errors import (AttrError, GraphError, GraphrtError, InputError, ParseError,  # noqa: F401
+                        ShapeError, UnsupportedError, WeightError)
+from .ops.reference import run_reference  # noqa: F401
 from .scheduler import Executable, NumericsError, OutOfMemoryError, compile  # noqa: F401,A001
-from . import ops, optim  # noqa: F401
-from .trainer import Trainer  # noqa: F401
-from .export_onnx import export_onnx  # noqa: F401
-from .torch_import import from_torch  # noqa: F401
+from .training import optim  # noqa: F401
+from .training.trainer import Trainer  # noqa: F401
 
 __version__ = "0.1.0"
+
+_LAZY = {"testing": "graphrt.testing"}
+
+
+def __getattr__(name: str):
+    """``graphrt.testing`` without importing it (and hypothesis) with ``import graphrt``."""
+    if name in _LAZY:
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module 'graphrt' has no attribute {name!r}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GraphrtError, InputError
+from .ir.errors import GraphrtError, InputError
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = REPO / "bench" / "torch_reference.py"
@@ -74,7 +74,7 @@ def _load_python_model(path: Path, shape, as_graph):
 
 
 def random_batch(graph, batch: int, seed: int = 0) -> dict:
-    from .reference import random_feeds
+    from .ops.reference import random_feeds
 
     return random_feeds(graph, batch, seed)
 
@@ -349,7 +349,7 @@ def training_data(spec: str) -> tuple[np.ndarray, np.ndarray]:
     """``digits`` (scikit-learn's, as 1x28x28 images) or an ``.npz`` with inputs ``x`` (or ``data``)
     and labels ``y`` (or ``label``/``labels``)."""
     if spec == "digits":
-        from .datasets import digits_28x28
+        from .training.datasets import digits_28x28
 
         return digits_28x28()
     path = Path(spec)
@@ -405,7 +405,7 @@ def _model_args(p: argparse.ArgumentParser, batch: int = 1, stage_flag: bool = T
     p.add_argument("model", help="model file (.prototxt, -symbol.json, .keras, .json, .npz) "
                                  "or a .py with build()")
     p.add_argument("--weights", help=".caffemodel or .params weights")
-    from .loading import FORMATS
+    from .frontends.loading import FORMATS
 
     p.add_argument("--format", choices=FORMATS, help="override the detected format")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="input shape without the batch")

@@ -1,7 +1,7 @@
 """Every op's backward (VJP) rule against central finite differences and against PyTorch.
 
 The harness builds a one-node float64 graph of the op, asks the rule for the input gradients through
-:class:`FakeContext` (the ``ctx`` contract of :mod:`graphrt.autodiff`: ``add``, ``spec``,
+:class:`FakeContext` (the ``ctx`` contract of :mod:`graphrt.training.autodiff`: ``add``, ``spec``,
 ``wants``, ``state``), which adds the gradient ops to a copy of that graph, and runs both graphs
 with ``graphrt.run_reference``. The check is on f = sum_k sum(output_k * cotangent_k) for random
 cotangents: the rule's gradients against fourth-order central differences of f, element by element.
@@ -30,7 +30,7 @@ FEW = settings(max_examples=25)  # the costlier ops (each example runs 2 forward
 
 # ---- the harness ------------------------------------------------------------------------------
 class FakeContext:
-    """The backward-rule context of ``graphrt.autodiff``, adding nodes to ``graph``."""
+    """The backward-rule context of ``graphrt.training.autodiff``, adding nodes to ``graph``."""
 
     def __init__(self, graph: Graph, wants):
         self.graph, self._wants = graph, list(wants)

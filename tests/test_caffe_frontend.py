@@ -101,7 +101,7 @@ def numpy_lenet(params, x):
 
 def test_trained_lenet_matches_numpy_on_real_digits(shared):
     pytest.importorskip("sklearn")
-    from graphrt.datasets import digits_28x28
+    from graphrt.training.datasets import digits_28x28
 
     models = shared / "models/caffe"
     graph = graphrt.load(models / "lenet.prototxt", weights=models / "lenet_iter_10000.caffemodel")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from graphrt.errors import GraphrtError, ParseError, WeightError
-from graphrt.frontends.caffemodel import LayerBlobs, read_caffemodel
+from graphrt.ir.errors import GraphrtError, ParseError, WeightError
+from graphrt.frontends.caffe.caffemodel import LayerBlobs, read_caffemodel
 
 CAFFE = Path(__file__).resolve().parents[2] / "shared" / "models" / "caffe"
 LENET = CAFFE / "lenet_iter_10000.caffemodel"

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import graphrt
 from graphrt import Graph
-from graphrt.devices import cpu_kernels as K
+from graphrt.devices.cpu import kernels as K
 from graphrt.ops import get_op
 from graphrt.testing import relative_error
 

@@ -23,10 +23,15 @@ from hypothesis import strategies as st
 
 import graphrt
 from graphrt import Graph
-from graphrt.devices import cuda_kernels as K
-from graphrt.devices.base import get_device
-from graphrt.devices.cuda import CudaDevice, cuda_available, host_compiler
-from graphrt.errors import GraphrtError, UnsupportedError
+from graphrt.devices import get_device
+from graphrt.devices.cuda import CudaDevice, cuda_available
+from graphrt.devices.cuda.bind.registry import BINDERS, bind
+from graphrt.devices.cuda.calls import Call, Fallback, collapse
+from graphrt.devices.cuda.runtime.gemm import Gemm, blas_plan
+from graphrt.devices.cuda.sources import (BARRIER_KERNELS, CTYPES, PRELUDE, SIGNATURES, SOURCES,
+                                          kernel_params, module_source)
+from tools.cuda_emulator import EmulatedBackend, emulated_device, host_compiler, strided_at
+from graphrt.ir.errors import GraphrtError, UnsupportedError
 from graphrt.ops import all_ops
 from graphrt.testing import (assert_equivalent, first_divergence, inception_graphs, relative_error,
                              sequential_graphs)
@@ -50,7 +55,7 @@ SEED_OPS = {"relu", "tanh", "sigmoid", "scale", "dropout", "identity", "elementw
 
 
 def make_device(kind: str, **options) -> CudaDevice:
-    return CudaDevice(emulate=True, **options) if kind == "emulated" else CudaDevice(**options)
+    return emulated_device(**options) if kind == "emulated" else CudaDevice(**options)
 
 
 # ---- without a GPU: imports, errors, sources -----------------------------------------------------
@@ -71,9 +76,9 @@ def test_module_imports_without_cupy(monkeypatch):
 
     _block_cupy(monkeypatch)
     # a fresh import of every cuda module; the originals come back afterwards
-    for mod in [m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("graphrt.devices.cuda")]:
-        monkeypatch.delitem(sys.modules, f"graphrt.devices.{mod}", raising=False)
-        monkeypatch.setattr(package, mod, getattr(package, mod), raising=False)
+    for mod in [m for m in sys.modules if m.startswith("graphrt.devices.cuda")]:
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    monkeypatch.setattr(package, "cuda", getattr(package, "cuda", None), raising=False)
     cuda = importlib.import_module("graphrt.devices.cuda")
     assert not cuda.cuda_available()
     assert "cupy" not in sys.modules
@@ -108,9 +113,9 @@ NVCC = shutil.which("nvcc") or ("/usr/local/bin/nvcc" if os.path.exists("/usr/lo
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_kernel_source_compiles_with_nvcc(dtype, tmp_path):
     """Each source on its own (with the prelude) and the whole module, for sm_90, as PTX."""
-    ctype = K.CTYPES[dtype]
-    units = {name: f"typedef {ctype} T;\n" + K.PRELUDE + src for name, src in K.SOURCES.items()}
-    units["module"] = K.module_source(dtype)
+    ctype = CTYPES[dtype]
+    units = {name: f"typedef {ctype} T;\n" + PRELUDE + src for name, src in SOURCES.items()}
+    units["module"] = module_source(dtype)
     for name, text in units.items():
         path = tmp_path / f"{name}_{dtype}.cu"
         path.write_text(text)
@@ -133,7 +138,7 @@ def _nvrtc():
 def test_the_module_compiles_with_nvrtc(dtype):
     """The runtime path: CuPy compiles the module with NVRTC (no CUDA headers, no host compiler)."""
     nvrtc = _nvrtc()
-    err, prog = nvrtc.nvrtcCreateProgram(K.module_source(dtype).encode(), b"graphrt.cu", 0, [], [])
+    err, prog = nvrtc.nvrtcCreateProgram(module_source(dtype).encode(), b"graphrt.cu", 0, [], [])
     assert int(err) == 0
     opts = [b"--gpu-architecture=compute_90", b"-std=c++17"]
     (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
@@ -145,44 +150,44 @@ def test_the_module_compiles_with_nvrtc(dtype):
 
 
 def test_signatures_parse_and_match_the_host_wrappers():
-    params = K.kernel_params()
-    assert set(params) == set(K.SIGNATURES) == {
+    params = kernel_params()
+    assert set(params) == set(SIGNATURES) == {
         "ew_unary", "ew_nary", "copy_nd", "pad_nd", "bias_act", "im2col", "gemm", "pool2d", "lrn",
         "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc"}
-    assert K.BARRIER_KERNELS == {"gemm", "softmax", "class_loss"}
-    for name, kinds in K.SIGNATURES.items():
+    assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss"}
+    for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
 
 
 def test_every_op_has_a_cuda_kernel_or_runs_its_forward_on_the_device():
-    assert SEED_OPS <= set(K.BINDERS), sorted(SEED_OPS - set(K.BINDERS))
-    assert set(K.BINDERS) <= set(all_ops())
+    assert SEED_OPS <= set(BINDERS), sorted(SEED_OPS - set(BINDERS))
+    assert set(BINDERS) <= set(all_ops())
     # the rest (backward ops of training) run their reference forward on the device arrays
     x = np.zeros((2, 3), np.float32)
-    calls = K.bind("relu_grad" if "relu_grad" in all_ops() else "no_such_op", {}, [x, x], [x], None)
-    assert len(calls) == 1 and isinstance(calls[0], K.Fallback)
+    calls = bind("relu_grad" if "relu_grad" in all_ops() else "no_such_op", {}, [x, x], [x], None)
+    assert len(calls) == 1 and isinstance(calls[0], Fallback)
 
 
 def test_collapse_merges_what_every_operand_walks_contiguously():
-    assert K.collapse((2, 3, 4), (12, 4, 1), (12, 4, 1)) == ((24,), [(1,), (1,)])
+    assert collapse((2, 3, 4), (12, 4, 1), (12, 4, 1)) == ((24,), [(1,), (1,)])
     # a channel slice of a wider tensor: the batch axis stays apart
-    assert K.collapse((2, 3, 4), (40, 4, 1)) == ((2, 12), [(40, 1)])
-    assert K.collapse((1, 1), (5, 1)) == ((1,), [(0,)])
-    assert K.collapse((2, 1, 3), (3, 9, 1), (0, 0, 1)) == ((2, 3), [(3, 1), (0, 1)])
+    assert collapse((2, 3, 4), (40, 4, 1)) == ((2, 12), [(40, 1)])
+    assert collapse((1, 1), (5, 1)) == ((1,), [(0,)])
+    assert collapse((2, 1, 3), (3, 9, 1), (0, 0, 1)) == ((2, 3), [(3, 1), (0, 1)])
 
 
 def test_blas_plan_is_cublas_column_major_of_the_row_major_product():
     a = np.zeros((4, 5), np.float32)
-    g = K.Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 5, 1), a, (0, 6, 1), a, (0, 6, 1))
-    p = K.blas_plan(g)
+    g = Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 5, 1), a, (0, 6, 1), a, (0, 6, 1))
+    p = blas_plan(g)
     assert (p.transa, p.transb, p.m, p.n, p.k, p.lda, p.ldb, p.ldc) == ("N", "N", 6, 4, 5, 6, 5, 6)
     # dense: B = W^T with W (6, 5) contiguous -> column stride 5, row stride 1: cuBLAS transposes
-    g = K.Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 5, 1), a, (0, 1, 5), a, (0, 6, 1))
-    p = K.blas_plan(g)
+    g = Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 5, 1), a, (0, 1, 5), a, (0, 6, 1))
+    p = blas_plan(g)
     assert (p.transa, p.lda) == ("T", 5)
     # no unit stride at all: our kernel
-    g = K.Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 10, 2), a, (0, 6, 1), a, (0, 6, 1))
-    assert K.blas_plan(g) is None
+    g = Gemm(np.dtype(np.float32), 1, 4, 6, 5, a, (0, 10, 2), a, (0, 6, 1), a, (0, 6, 1))
+    assert blas_plan(g) is None
 
 
 # ---- graphs --------------------------------------------------------------------------------------
@@ -454,7 +459,7 @@ def test_a_step_with_a_reference_fallback_is_not_captured():
     program.launches[0].fn = dev.kernel("no_kernel_op")
     from graphrt.ops import get_op
 
-    import graphrt.devices.cuda_kernels as kernels
+    import graphrt.devices.cuda.bind.registry as kernels
     real = kernels.bind
 
     def bind(op, attrs, inputs, outputs, ws):
@@ -633,7 +638,6 @@ def _stand_in_cupy():
     import threading
     import types
 
-    from graphrt.devices.cuda import _EmulatedBackend
 
     cp = types.ModuleType("cupy")
     cp.__version__ = "14.stand-in"
@@ -729,7 +733,7 @@ def _stand_in_cupy():
         else:
             fn()
 
-    emu = _EmulatedBackend()
+    emu = EmulatedBackend()
 
     class RawModule:
         def __init__(self, code, options=()):
@@ -737,10 +741,10 @@ def _stand_in_cupy():
 
         def get_function(self, name):
             def launch(grid, block, args):
-                for a, kind in zip(args, K.SIGNATURES[name]):  # what CuPy receives
+                for a, kind in zip(args, SIGNATURES[name]):  # what CuPy receives
                     assert isinstance(a, np.generic), (name, a)
                     assert kind != "ptr" or a.dtype == np.uint64
-                run = emu.launcher(K.Call(name, np.dtype(self.dtype), grid, block,
+                run = emu.launcher(Call(name, np.dtype(self.dtype), grid, block,
                                           tuple(a.item() for a in args)))
                 log["launches"] += 1
                 enqueue(run)
@@ -789,21 +793,20 @@ def _stand_in_cupy():
             if current().capture is not None:
                 log["refused"] += 1
                 raise NotImplementedError("cuBLAS is not supported during stream capture")
-            from graphrt.devices.cuda import _strided_at
 
-            al = _strided_at(alpha, dtype, (1,), (8,))[0]
-            be = _strided_at(beta, dtype, (1,), (8,))[0]
+            al = strided_at(alpha, dtype, (1,), (8,))[0]
+            be = strided_at(beta, dtype, (1,), (8,))[0]
             isz = np.dtype(dtype).itemsize
 
             def view(ptr, trans, rows, cols, ld, stride):
                 r, c_ = (rows, cols) if trans == 0 else (cols, rows)
-                v = _strided_at(ptr, dtype, (batch, r, c_), (stride * isz, isz, ld * isz))
+                v = strided_at(ptr, dtype, (batch, r, c_), (stride * isz, isz, ld * isz))
                 return v if trans == 0 else v.transpose(0, 2, 1)
 
             def run():
                 A = view(a, ta, m, k, lda, sa)
                 B = view(b, tb, k, n, ldb, sb)
-                C = _strided_at(c, dtype, (batch, m, n), (sc * isz, isz, ldc * isz))
+                C = strided_at(c, dtype, (batch, m, n), (sc * isz, isz, ldc * isz))
                 C[...] = al * np.matmul(A, B) + (be * C if be else 0)
                 log["blas"] += 1
             enqueue(run)
@@ -820,8 +823,8 @@ def _stand_in_cupy():
 def test_the_cupy_backend_runs_against_a_stand_in_cupy(monkeypatch):
     import types
 
-    import graphrt.devices.cuda_launch as launch_mod
-    import graphrt.devices.cuda_runtime as runtime_mod
+    import graphrt.devices.cuda.runtime.launch as launch_mod
+    import graphrt.devices.cuda.runtime.driver as runtime_mod
 
     cp, libs, cublas, log = _stand_in_cupy()
     monkeypatch.setitem(sys.modules, "cupy", cp)

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 import graphrt
-from graphrt import fuzz_binary as B
-from graphrt import fuzz_mutators as M
-from graphrt import fuzzing
-from graphrt.errors import GraphrtError, ParseError, WeightError
+from tools.fuzz import binary as B
+from tools.fuzz import mutators as M
+from tools.fuzz import driver as fuzzing
+from graphrt.ir.errors import GraphrtError, ParseError, WeightError
 from graphrt.frontends import limits
 from graphrt.frontends.caffe import load_caffe
-from graphrt.serialize import save_graph
+from graphrt.frontends.npz import save_graph
 from graphrt.frontends.isolate import read_in_child
 
 # cases per format: a few hundred, fewer for the slow loaders, to keep this file near 60 s

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import graphrt
-from graphrt.errors import (AttrError, GraphError, GraphrtError, ShapeError, UnsupportedError,
-                            WeightError)
+from graphrt.ir.errors import (AttrError, GraphError, GraphrtError, ShapeError, UnsupportedError,
+                               WeightError)
 from graphrt.frontends import keras as K
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def _keras3_model(archive) -> K.Sequential:
 @pytest.mark.parametrize("name", ["seed_ann", "seed_cnn_32"])
 def test_matches_real_keras_outputs(shared, name):
     pytest.importorskip("h5py")
-    from graphrt.frontends.keras_io import read_keras_archive
+    from graphrt.frontends.keras.io import read_keras_archive
 
     folder = shared / "fixtures/keras"
     g = _keras3_model(read_keras_archive(folder / f"{name}.keras")).to_graph()

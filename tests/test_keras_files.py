@@ -1,4 +1,4 @@
-"""Tests for graphrt.frontends.keras_files: Keras to_json() configs and .keras archives."""
+"""Tests for graphrt.frontends.keras.files: Keras to_json() configs and .keras archives."""
 from __future__ import annotations
 
 import copy
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import graphrt
-from graphrt.errors import GraphError, ParseError, ShapeError, UnsupportedError, WeightError
-from graphrt.frontends.keras_files import config_to_graph, load_keras
+from graphrt.ir.errors import GraphError, ParseError, ShapeError, UnsupportedError, WeightError
+from graphrt.frontends.keras.files import config_to_graph, load_keras
 
 h5py = pytest.importorskip("h5py")
 
@@ -256,7 +256,7 @@ def test_archive_reproduces_keras_outputs(kdir, stem):
 
 
 def test_archive_parameters_are_canonical(kdir):
-    from graphrt.frontends.keras_io import read_keras_archive
+    from graphrt.frontends.keras.io import read_keras_archive
 
     arch = read_keras_archive(kdir / "seed_cnn_32.keras")
     g = graphrt.load(kdir / "seed_cnn_32.keras")

@@ -1,4 +1,4 @@
-"""Tests for graphrt.frontends.keras_io: .keras archives and to_json() configs."""
+"""Tests for graphrt.frontends.keras.io: .keras archives and to_json() configs."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from graphrt.errors import GraphrtError, ParseError
-from graphrt.frontends.keras_io import KerasArchive, read_keras_archive, read_keras_json
+from graphrt.ir.errors import GraphrtError, ParseError
+from graphrt.frontends.keras.io import KerasArchive, read_keras_archive, read_keras_json
 
 h5py = pytest.importorskip("h5py")
 

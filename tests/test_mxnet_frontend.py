@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 import graphrt
-from graphrt.errors import (AttrError, GraphrtError, ParseError, ShapeError, UnsupportedError,
-                            WeightError)
+from graphrt.ir.errors import (AttrError, GraphrtError, ParseError, ShapeError, UnsupportedError,
+                               WeightError)
 from graphrt.frontends import mxnet as mx
-from graphrt.frontends.mxnet_io import read_symbol_json
+from graphrt.frontends.mxnet.io import read_symbol_json
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mxnet_alexnet.py"
 
@@ -90,7 +90,7 @@ def test_lenet_sources_name_layer_op_file_and_line(shared):
 
 def test_lenet_same_through_symbol_load_and_param_dict(shared):
     d = shared / "fixtures" / "mxnet"
-    raw = graphrt.frontends.mxnet_io.read_params(d / "lenet-0000.params")
+    raw = graphrt.frontends.mxnet.io.read_params(d / "lenet-0000.params")
     net = mx.sym.load(d / "lenet-symbol.json")
     assert net.list_arguments()[:3] == ["data", "conv1_weight", "conv1_bias"]
     assert net.list_outputs() == ["softmax_output"]
@@ -445,7 +445,7 @@ def test_unknown_op_names_node_op_and_file(shared, tmp_path):
 
 def test_wrong_shaped_parameter_names_param_node_and_shapes(shared):
     d = shared / "fixtures" / "mxnet"
-    params = graphrt.frontends.mxnet_io.read_params(d / "lenet-0000.params")
+    params = graphrt.frontends.mxnet.io.read_params(d / "lenet-0000.params")
     params["arg:fc1_weight"] = np.zeros((500, 801), np.float32)
     with pytest.raises(WeightError) as info:
         mx.load_mxnet(d / "lenet-symbol.json", params=params, input_shape=(1, 28, 28))
@@ -460,7 +460,7 @@ def test_wrong_shaped_parameter_names_param_node_and_shapes(shared):
 
 def test_missing_parameter_names_it(shared):
     d = shared / "fixtures" / "mxnet"
-    params = graphrt.frontends.mxnet_io.read_params(d / "lenet-0000.params")
+    params = graphrt.frontends.mxnet.io.read_params(d / "lenet-0000.params")
     del params["arg:conv2_bias"]
     with pytest.raises(WeightError, match="conv2_bias") as info:
         mx.load_mxnet(d / "lenet-symbol.json", params=params, input_shape=(1, 28, 28))

@@ -1,4 +1,4 @@
-"""Tests for graphrt.frontends.mxnet_io: .params lists, -symbol.json graphs, attribute strings."""
+"""Tests for graphrt.frontends.mxnet.io: .params lists, -symbol.json graphs, attribute strings."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from graphrt.errors import GraphrtError, ParseError, UnsupportedError
-from graphrt.frontends.mxnet_io import (SymbolGraph, SymbolNode, parse_attr, read_params,
+from graphrt.ir.errors import GraphrtError, ParseError, UnsupportedError
+from graphrt.frontends.mxnet.io import (SymbolGraph, SymbolNode, parse_attr, read_params,
                                         read_symbol_json)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -1,4 +1,4 @@
-"""ONNX's own backend test runner (``onnx.backend.test.runner.Runner``) on ``graphrt.onnx_backend``,
+"""ONNX's own backend test runner (``onnx.backend.test.runner.Runner``) on ``graphrt.frontends.onnx.backend``,
 for the ONNX op set graphrt converts, plus the light real-architecture models at every optimization
 level and with random weights against onnxruntime.
 
@@ -27,7 +27,7 @@ from onnx.backend.test.runner import Runner  # noqa: E402
 
 import graphrt  # noqa: E402
 from graphrt.frontends.onnx import load_onnx  # noqa: E402
-from graphrt.onnx_backend import GraphrtBackend  # noqa: E402
+from graphrt.frontends.onnx.backend import GraphrtBackend  # noqa: E402
 from graphrt.testing import relative_error  # noqa: E402
 
 EXCLUSIONS_FILE = Path(__file__).with_name("onnx_backend_exclusions.json")
@@ -135,7 +135,9 @@ SQUEEZENET_ROUNDING = (
     "exactly when every output channel of the final 1x1 convolution is computed with the same "
     "summation order. onnxruntime's and PyTorch's kernels are; OpenBLAS sgemm is not (its edge "
     "micro-kernels round columns differently), so graphrt's logits differ by a few float32 spacings "
-    "and the softmax of a ~1e10 vector amplifies that. The random-weight comparison below passes.")
+    "and the softmax of a ~1e10 vector amplifies that. Whether it does depends on the machine's OpenBLAS "
+    "kernel (it matches with the SkylakeX kernel), so the outcome is the BLAS build's, not graphrt's: not "
+    "strict. The random-weight comparison below is the test that can fail.")
 
 
 def _light(name: str, fast: str, marks=()):
@@ -154,7 +156,7 @@ def _dummy_input(model) -> tuple[str, np.ndarray]:
 
 @pytest.mark.parametrize("name", [
     _light(n, "bvlc_alexnet",
-           [pytest.mark.xfail(reason=SQUEEZENET_ROUNDING, strict=True)] if n == "squeezenet" else [])
+           [pytest.mark.xfail(reason=SQUEEZENET_ROUNDING, strict=False)] if n == "squeezenet" else [])
     for n in LIGHT_MODELS])
 def test_light_model_reproduces_stored_output_at_every_level(name):
     model = onnx.load(str(LIGHT / f"light_{name}.onnx"))

@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import graphrt  # noqa: E402
 from graphrt import Graph  # noqa: E402
-from graphrt.errors import UnsupportedError  # noqa: E402
+from graphrt.ir.errors import UnsupportedError  # noqa: E402
 from graphrt.frontends.onnx import load_onnx  # noqa: E402
 from graphrt.testing import inception_graphs, relative_error, sequential_graphs  # noqa: E402
 

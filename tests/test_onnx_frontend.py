@@ -13,9 +13,9 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import graphrt  # noqa: E402
-from graphrt.errors import GraphrtError, ParseError, UnsupportedError  # noqa: E402
+from graphrt.ir.errors import GraphrtError, ParseError, UnsupportedError  # noqa: E402
 from graphrt.frontends.onnx import load_onnx  # noqa: E402
-from graphrt.frontends.onnx_fold import BatchError, ConstantInputError  # noqa: E402
+from graphrt.frontends.onnx.fold import BatchError, ConstantInputError  # noqa: E402
 from graphrt.testing import relative_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from graphrt.errors import GraphrtError, ParseError
-from graphrt.frontends.prototxt import (MAX_DEPTH, EnumValue, Message, format_prototxt,
-                                        load_prototxt, parse_prototxt)
+from graphrt.ir.errors import GraphrtError, ParseError
+from graphrt.frontends.caffe.prototxt import (MAX_DEPTH, EnumValue, Message, format_prototxt,
+                                              load_prototxt, parse_prototxt)
 
 CAFFE = Path(__file__).resolve().parents[2] / "shared" / "models" / "caffe"
 PROTOTXTS = sorted(CAFFE.glob("*.prototxt")) if CAFFE.is_dir() else []

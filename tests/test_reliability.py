@@ -146,7 +146,7 @@ def test_keyboard_interrupt_during_stream_leaves_no_thread():
 
 def _digits(n=96):
     pytest.importorskip("sklearn")
-    from graphrt.datasets import digits_28x28
+    from graphrt.training.datasets import digits_28x28
 
     x, y = digits_28x28()
     return [(x[i:i + 16] * 255, y[i:i + 16]) for i in range(0, n, 16)]

@@ -61,7 +61,7 @@ def test_two_different_models_fail_with_a_report():
 
 def test_a_wrong_kernel_is_named(monkeypatch):
     """A bug in one device kernel (not in a pass) is located by running the program launch by launch."""
-    from graphrt.devices import cpu_kernels
+    from graphrt.devices.cpu import kernels as cpu_kernels
 
     graph = next(iter(seed_models(["torch_lenet"]))).build()
     original = cpu_kernels.KERNELS.get("max_pool")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import graphrt
-from graphrt.errors import GraphError, ShapeError, UnsupportedError
+from graphrt.ir.errors import GraphError, ShapeError, UnsupportedError
 from graphrt.frontends import torch7 as nn
 
 ROOT = Path(__file__).resolve().parents[1]

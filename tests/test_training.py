@@ -101,7 +101,7 @@ def test_training_steps_equal_pytorch(name):
 
 def _retyped(graph):
     """Re-infer every spec after switching parameters and inputs to float64."""
-    from graphrt.serialize import graph_from_json, graph_to_json
+    from graphrt.frontends.npz import graph_from_json, graph_to_json
 
     doc = graph_to_json(graph)
     return graph_from_json(doc, graph.params)
@@ -145,7 +145,7 @@ def test_training_reduces_the_loss_and_save_load_keeps_weights(tmp_path):
     model = next(iter(seed_models(["torch_lenet"])))
     graph = model.build()
     pytest.importorskip("sklearn")
-    from graphrt.datasets import digits_28x28
+    from graphrt.training.datasets import digits_28x28
 
     images, labels = digits_28x28()
     x, y = images[:64] * 255, labels[:64]  # bytes: the net's MulConstant scales them to [0, 1)

@@ -3,7 +3,7 @@
 A device allocates the arena, uploads parameters once, supplies a kernel per op (``kernel(op)``
 returns ``fn(attrs, inputs, outputs, workspace)``) and each kernel's workspace size, copies between
 host and device, and provides streams and events (see :mod:`graphrt.devices.cpu` for the reference
-implementation). ``get_device("auto")`` picks CUDA when CuPy sees a GPU, else the cpu device.
+implementation). This module imports no implementation: :mod:`.registry` finds them by name.
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import GraphrtError
-from ..graph import Graph, Node
+from ..ir import Graph, Node
 
 Kernel = Callable[[Any, list, list, Any], None]
 
@@ -70,21 +69,14 @@ class Device(abc.ABC):
     def alloc_staging(self, nbytes: int) -> np.ndarray:
         """A host buffer for batches on their way in (page-locked where the device has DMA)."""
 
+    def adopt(self, value: Any) -> Any:
+        """``value`` as this device's own array without a copy when it already lives on the device
+        (a CuPy array, a CUDA DLPack capsule, ...); None for host data, which the executable copies."""
+        return None
 
-def get_device(name: str | Device = "auto") -> Device:
-    """``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when CuPy sees a GPU, else cpu); a Device passes through."""
-    if isinstance(name, Device):
-        return name
-    if name == "cpu":
-        from .cpu import CpuDevice
-
-        return CpuDevice()
-    if name == "cuda":
-        from .cuda import CudaDevice
-
-        return CudaDevice()
-    if name == "auto":
-        from .cuda import cuda_available
-
-        return get_device("cuda" if cuda_available() else "cpu")
-    raise GraphrtError(f"unknown device {name!r}: use 'cpu', 'cuda' or 'auto'")
+    def run_program(self, program: Any) -> None:
+        """Run one step of a compiled program (:class:`graphrt.scheduler.program.Program`): by
+        default each launch in order on the calling thread; a device may replace the whole step
+        (the cuda device replays it as one CUDA graph)."""
+        for launch in program.launches:
+            launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)

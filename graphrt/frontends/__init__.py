@@ -1,14 +1,12 @@
-"""Frontends: turn a model definition into a :class:`~graphrt.graph.Graph`.
+"""Frontends: turn a model definition into a :class:`~graphrt.ir.Graph`.
 
-Submodules (import the one you need; this package imports none of them, so optional packages
-stay optional):
-
-- :mod:`graphrt.frontends.keras` — a Keras-like ``Sequential`` builder (Keras 1 and 2/3 spellings).
-- :mod:`graphrt.frontends.torch7` — Lua Torch7's ``nn`` containers and modules in Python.
-- :mod:`graphrt.frontends.caffe`, :mod:`graphrt.frontends.mxnet` — Caffe and MXNet frontends.
-- :mod:`graphrt.frontends.keras_io`, :mod:`graphrt.frontends.mxnet_io`,
-  :mod:`graphrt.frontends.prototxt`, :mod:`graphrt.frontends.caffemodel` — readers of Keras,
-  MXNet and Caffe files.
-
-Every user mistake raises a :class:`graphrt.GraphrtError` naming the layer, file and line.
+One subpackage per format — ``caffe/`` (prototxt, caffemodel), ``keras/`` (the ``Sequential``
+builder, ``.keras`` archives and JSON configs), ``mxnet/`` (symbols and ``.params``), ``torch7/``
+(``nn`` containers in Python), ``onnx/`` (import, export, the ONNX backend and ``from_torch``) —
+plus graphrt's own ``.npz`` format (``npz``), the shared size budgets (``limits``), seeded weight
+initializers (``initializers``) and the forked reader for untrusted HDF5 (``isolate``).
+:func:`load` (``loading``) picks the frontend by extension or content and imports only that one, so
+optional packages stay optional. May import ``ir`` and ``ops`` only. Every user mistake raises a
+:class:`graphrt.GraphrtError` naming the layer, file and line.
 """
+from .loading import load  # noqa: F401

@@ -3,7 +3,7 @@
 libhdf5 can loop forever (or crash) on a corrupted file, beyond the reach of Python signals. Where
 ``os.fork`` exists, :func:`read_in_child` runs ``read()`` in a child process, receives its result
 (layer name -> list of numeric arrays) through a pipe as raw bytes (no pickle), and kills the child
-after ``seconds``: a stuck or crashed reader becomes a :class:`~graphrt.errors.ParseError`. A
+after ``seconds``: a stuck or crashed reader becomes a :class:`~graphrt.ir.errors.ParseError`. A
 GraphrtError raised by ``read`` in the child is raised again, as the same class, in the parent.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .. import errors
-from ..errors import GraphrtError, ParseError
+from ..ir import errors
+from ..ir.errors import GraphrtError, ParseError
 
 Weights = dict[str, list[np.ndarray]]
 

@@ -2,7 +2,7 @@
 
 ``MAX_PARAM_BYTES`` caps the float32 bytes of all parameters one load may allocate from shapes the
 file *declares* (initializers, fillers, declared array sizes): a ``num_output: 100000000`` is a
-:class:`~graphrt.errors.WeightError` naming the layer, raised before anything is allocated.
+:class:`~graphrt.ir.errors.WeightError` naming the layer, raised before anything is allocated.
 ``MAX_CONFIG_BYTES`` caps a JSON member of an archive (checked on its declared size, before it is
 inflated). ``HDF5_SECONDS`` bounds reading a Keras HDF5 weights file (libhdf5 can loop on corrupt input).
 Both are module attributes so a caller (the fuzzer, a server) may lower them.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..errors import WeightError
+from ..ir.errors import WeightError
 
 MAX_PARAM_BYTES = 4 << 30
 MAX_CONFIG_BYTES = 256 << 20

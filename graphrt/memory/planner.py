@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..ir import Graph, Node
 from ..ops import get_op
 
 ALIGNMENT = 64

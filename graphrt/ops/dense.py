@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .elementwise import EPILOGUE_ATTRS, activate, epilogue_backward
 from .registry import OpDef, OpPattern, float_dtype, register
 

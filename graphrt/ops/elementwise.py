@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Node, TensorSpec, spec_error
+from ..ir import Node, TensorSpec, spec_error
 from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
                        nonnegative, register, to_float, to_int)
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .conv import CONV2D, conv_out_size, im2col
 from .elementwise import EPILOGUE_ATTRS
 from .loss import class_labels

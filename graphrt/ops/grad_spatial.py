@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .norm import LRN, channel_shape, channel_window_sums, lrn_denominator
 from .pool import AVG_POOL, MAX_POOL, avg_divisor, pool_geometry
 from .registry import (Attr, OpDef, OpPattern, elementwise_cost, float_dtype, pair, positive,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from ..graph import TensorSpec, spec_error
+from ..ir.errors import InputError
+from ..ir import TensorSpec, spec_error
 from .registry import Attr, OpDef, OpPattern, float_dtype, positive, register, to_int
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .registry import Attr, OpDef, OpPattern, float_dtype, ints, register, to_float
 
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..graph import spec_error
+from ..ir import spec_error
 from .registry import Attr, OpDef, OpPattern, choice, floats, nonnegative, register, to_float, to_int
 
 POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly")

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .registry import (Attr, OpDef, OpPattern, float_dtype, nonnegative, pads4, pair, positive,
                        register, to_bool)
 

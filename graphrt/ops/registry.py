@@ -13,7 +13,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import AttrError, UnsupportedError
+from ..ir import opset
+from ..ir.errors import AttrError
+from ..ir.types import spec_error
 
 REQUIRED = object()
 
@@ -135,7 +137,7 @@ class OpDef:
     ``writes``: indices of inputs the op updates in place — state such as running statistics or
     parameters under an optimizer; such an op has a side effect and is never removed as dead code;
     ``backward``: the VJP rule ``backward(ctx, node, dys) -> [dx or None per input]`` (see
-    :mod:`graphrt.autodiff`): ``dys`` are the gradient tensors of the node's outputs (None where no
+    :mod:`graphrt.training.autodiff`): ``dys`` are the gradient tensors of the node's outputs (None where no
     gradient flows); it adds the nodes computing the input gradients through ``ctx``.
     """
 
@@ -181,39 +183,18 @@ class OpDef:
         return self.outputs(attrs)
 
 
-_REGISTRY: dict[str, OpDef] = {}
-
-
 def register(opdef: OpDef) -> OpDef:
-    if opdef.name in _REGISTRY:
-        raise ValueError(f"op {opdef.name!r} registered twice")
-    _REGISTRY[opdef.name] = opdef
-    return opdef
+    """Add ``opdef`` to the IR's op table (:mod:`graphrt.ir.opset`)."""
+    return opset.register(opdef)
 
 
 def get_op(name: str) -> OpDef:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnsupportedError(f"unknown op {name!r}; graphrt has: {', '.join(sorted(_REGISTRY))}") from None
+    """The ``OpDef`` of op ``name`` (UnsupportedError naming the known ops otherwise)."""
+    return opset.lookup(name)
 
 
 def all_ops() -> dict[str, OpDef]:
-    return dict(_REGISTRY)
-
-
-def check_arity(opdef: OpDef, n: int, node=None):
-    from ..errors import GraphError
-
-    lo, hi = opdef.arity
-    if n < lo or (hi is not None and n > hi):
-        want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any number of'}"
-        # a wrong input count is a structural error (GraphError), not a shape mismatch
-        err = GraphError(f"{opdef.name} takes {want} inputs, got {n}")
-        if node is not None:
-            err.locate(node=node.name, op=node.source.type or node.op, file=node.source.file,
-                       line=node.source.line)
-        raise err
+    return opset.registered()
 
 
 def elementwise_cost(flops_per_element: int = 1):
@@ -224,8 +205,6 @@ def elementwise_cost(flops_per_element: int = 1):
 
 
 def float_dtype(spec, node, what="input"):
-    from ..graph import spec_error
-
     if not np.issubdtype(np.dtype(spec.dtype), np.floating):
         raise spec_error(node, f"{what} must be floating point, got {spec.dtype}")
     return spec.dtype

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .registry import Attr, OpDef, OpPattern, ints, pads4, register, to_bool, to_int
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorSpec, spec_error
+from ..ir import TensorSpec, spec_error
 from .registry import Attr, OpDef, OpPattern, elementwise_cost, float_dtype, register, to_int
 
 

@@ -6,7 +6,7 @@ transfer ledger.
 """
 from __future__ import annotations
 
-from ..graph import TensorSpec
+from ..ir import TensorSpec
 from .elementwise import pass_through_backward
 from .registry import OpDef, OpPattern, register
 

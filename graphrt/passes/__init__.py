@@ -7,7 +7,9 @@
 | 2     | fold_scale, fold_batchnorm, fuse_conv_activation, fuse_elementwise |
 | 3     | merge_sibling_convs, alias_concat |
 
-Levels are cumulative: level 3 runs everything.
+Levels are cumulative: level 3 runs everything. ``pipeline`` holds the registry, :class:`Pipeline`,
+:class:`PassContext` and the instruments; ``place`` makes host<->device copies explicit. Imports
+``ir`` and ``ops``.
 """
 from .pipeline import (PASSES, GraphDumper, Pass, PassContext, PassError,  # noqa: F401
                        PassInstrument, PassTimer, Pipeline, register_pass, to_dot)

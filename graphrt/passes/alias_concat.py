@@ -8,7 +8,7 @@ its slice of the concat's buffer and the concat itself does nothing at run time.
 """
 from __future__ import annotations
 
-from ..graph import Graph
+from ..ir import Graph
 from .pipeline import each_node, register_pass
 
 VIEW_OPS = {"split", "concat", "flatten", "reshape"}

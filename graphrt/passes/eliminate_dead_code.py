@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..graph import Graph
+from ..ir import Graph
 from ..ops import get_op
 from .pipeline import register_pass
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Graph
+from ..ir import Graph
 from .pipeline import add_derived_param, constant_param, each_node, register_pass
 
 

@@ -9,7 +9,7 @@ activation in ``absorbed``.
 """
 from __future__ import annotations
 
-from ..graph import Graph
+from ..ir import Graph
 from .pipeline import each_node, register_pass
 
 FUSABLE = {"relu", "tanh", "sigmoid"}

@@ -6,7 +6,7 @@ a single pass over the data.
 """
 from __future__ import annotations
 
-from ..graph import Graph
+from ..ir import Graph
 from ..ops.elementwise import UNARY
 from .pipeline import each_node, register_pass
 

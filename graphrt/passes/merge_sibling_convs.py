@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..ir import Graph, Node
 from .pipeline import add_derived_param, constant_param, register_pass
 
 

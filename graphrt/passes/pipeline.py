@@ -13,8 +13,8 @@ import dataclasses
 import time
 from typing import Callable, Iterable, Sequence
 
-from ..errors import GraphrtError
-from ..graph import Graph
+from ..ir.errors import GraphrtError
+from ..ir import Graph
 
 
 class PassError(GraphrtError):

@@ -7,7 +7,7 @@ Parameters are not copied per step: the executable uploads them once when it is 
 """
 from __future__ import annotations
 
-from ..graph import Graph, Node
+from ..ir import Graph, Node
 from .pipeline import register_pass
 
 

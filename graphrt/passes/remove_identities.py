@@ -8,7 +8,7 @@ A node whose output is a graph output is kept (the output's name is part of the 
 """
 from __future__ import annotations
 
-from ..graph import Graph
+from ..ir import Graph
 from .pipeline import each_node, register_pass
 
 ALWAYS_IDENTITY = {"dropout", "identity"}

@@ -19,11 +19,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..devices import get_device
-from ..errors import GraphrtError
-from ..graph import Graph
+from ..ir.errors import GraphrtError
+from ..ir import Graph
 from ..memory import plan_memory
 from ..passes import optimize, place_on
-from ..reference import check_feeds
+from ..ops.reference import check_feeds
 from .ledger import Ledger
 from .prefetch import SLOTS, Prefetcher
 from .program import Program
@@ -140,12 +140,8 @@ class Executable:
 
     def _adopt(self, x):
         """Device arrays as the device's own array type, without a copy (the device decides)."""
-        adopt = getattr(self.device, "adopt", None)
-        if adopt is None:
-            return x
-
         def one(v):
-            a = adopt(v)
+            a = self.device.adopt(v)
             return v if a is None else a
         if isinstance(x, Mapping):
             return {k: one(v) for k, v in x.items()}

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from ..devices import get_device
-from ..graph import Graph
-from ..reference import check_feeds
+from ..ir import Graph
+from ..ops.reference import check_feeds
 from .ledger import Ledger
 
 

@@ -25,8 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import InputError
-from ..reference import check_feeds
+from ..ir.errors import InputError
+from ..ops.reference import check_feeds
 
 _DONE = object()
 SLOTS = 2

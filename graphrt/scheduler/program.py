@@ -16,8 +16,8 @@ import numpy as np
 from ..devices.base import Device
 from ..ops import get_op
 from .interrupts import deferred_interrupt
-from ..errors import GraphrtError
-from ..graph import Graph
+from ..ir.errors import GraphrtError
+from ..ir import Graph
 from ..memory import INPUTS, MemoryPlan, make_views
 
 
@@ -99,13 +99,8 @@ class Program:
             if check_finite:
                 self._run_checked()
                 return
-            # a device may run the whole step itself (the cuda device captures it into a CUDA graph)
-            runner = getattr(self.device, "run_program", None)
-            if runner is not None:
-                runner(self)
-                return
-            for launch in self.launches:
-                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+            # the device runs the step (the cuda device replays it as one CUDA graph)
+            self.device.run_program(self)
 
     def _run_checked(self) -> None:
         for launch in self.launches:

@@ -25,9 +25,9 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import GraphrtError
-from ..graph import Graph
-from ..reference import random_feeds  # noqa: F401  (re-exported: viz.random_feeds)
+from ..ir.errors import GraphrtError
+from ..ir import Graph
+from ..ops.reference import random_feeds  # noqa: F401  (re-exported: viz.random_feeds)
 from .dot import TIMEOUT_S as dot_timeout
 from .dot import GraphvizError, dot_available, dot_svg, run_dot, to_dot
 from .html import to_html

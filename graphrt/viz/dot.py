@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from html import escape
 
-from ..errors import GraphrtError
+from ..ir.errors import GraphrtError
 from .svg import COLORS, box_geometry
 from .text import FONT_FAMILY
 from .view import GraphView

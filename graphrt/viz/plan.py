@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import GraphrtError
+from ..ir.errors import GraphrtError
 
 KIND_COLORS = {"activation": "#4a7fc1", "input": "#3a9d5d", "workspace": "#e08a2c"}
 

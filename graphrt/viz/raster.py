@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import GraphrtError
+from ..ir.errors import GraphrtError
 from .plan import _matplotlib
 from .svg import COLORS, LABEL, LINE, PAD, ROW, ROWH, SUB, SUBLINE, TITLE, label_positions, layout_view
 from .text import text_width

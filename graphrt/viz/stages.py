@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import GraphrtError
-from ..graph import Graph
+from ..ir.errors import GraphrtError
+from ..ir import Graph
 from ..passes import PassInstrument, optimize
 
 FIXED = ("loaded", "optimized", "placed")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..ir import Graph, Node
 
 KINDS = ("op", "fused", "copy", "alias", "input", "output")
 

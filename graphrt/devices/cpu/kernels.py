@@ -1,0 +1,898 @@
+"""numpy kernels of the ``cpu`` device that differ from the ops' reference forwards.
+
+Every kernel has the signature ``fn(attrs, inputs, outputs, workspace)`` and writes into its planned
+output views, which may be strided slices of a larger buffer (a concat branch's channels); inputs may
+be such slices too. ``WORKSPACES[op](node, graph, batch)`` gives the scratch bytes the memory plan
+reserves for the node (live only at its step); a float32 view of that block arrives as
+``workspace`` (``None`` when 0 bytes were asked for) and kernels view it as the dtype they need.
+
+The point of these kernels is that a step allocates nothing: every temporary larger than a few
+per-row/per-channel numbers lives in the planned workspace, and elementwise work runs over cache-sized
+blocks (:data:`BLOCK` elements) so that a chain of ufuncs re-reads its data from cache. A kernel may
+compute derived index/shape constants once per geometry (a dict keyed by the geometry
+tuple, filled at warm-up); nothing is ever cached on a parameter array, and every kernel computes
+what the reference forward computes, in the same dtype (float64 where the reference uses it).
+
+- ``conv2d``: im2col into the workspace in chunks of about :data:`COLS_BYTES` (output-row ranges of
+  one image when an image's columns are larger, else whole images), one BLAS GEMM (stacked over
+  the images) per chunk and group straight into the output, bias and activation on each chunk
+  while it is in cache. 1x1 convolutions are GEMMs with no copy at all.
+- ``dense``: one GEMM, then the epilogue.
+- ``max_pool`` / ``avg_pool``: one ufunc per kernel offset into the output, in the reference's
+  order. With padding, small planes are padded into the workspace a few images at a time (only
+  the border filled, with -inf or 0); large planes are not copied at all: each offset updates only
+  the output positions whose window element at that offset is inside the input. A global max (or a
+  very large global average) is one reduction; average divisors are cached per geometry.
+- ``lrn``: one channel plane (of a chunk of images) at a time: squares in a float64 ring of
+  ``size`` planes, a float64 running window sum (the reference's float64 accuracy without its
+  full-size temporaries), ``s ** -0.75`` as two square roots.
+- unary ops and ``elementwise_chain``, ``add``: ops that need temporaries (leaky relu, sigmoid,
+  weighted add) run block by block with workspace temporaries — a chain re-reads each block from cache.
+- ``softmax`` / ``log_softmax``: reductions into the workspace.
+- ``split`` / ``concat`` (when the plan did not alias them), ``zero_pad``, ``flatten``/``reshape``,
+  ``transpose``, ``batch_norm``, ``channel_affine``: copies and broadcasts with no temporaries.
+
+Every kernel runs with numpy's ufunc buffer size at :data:`UFUNC_BUFSIZE` (see :func:`_small_buffers`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir import Graph, Node
+from ...ops.pool import avg_divisor, pool_geometry
+
+BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
+COLS_BYTES = 8 << 20  # im2col columns gathered per GEMM (L3-resident; few, big GEMMs thread best)
+SMALL_K = 256  # below this GEMM depth (a first layer: C = 3) the GEMM is memory-bound: 1/8 the chunk
+GLOBAL_SUM_LOOP = 1024  # global average pools up to this many windows sum in the reference's order
+PAD_PLANE = 4096  # pooling pads planes up to this size into the workspace (see _pads_in_workspace)
+PAD_BYTES = 4 << 20  # ... a chunk of about this many bytes of images at a time
+LRN_BYTES = 2 << 20  # LRN's float64 planes (window sums, squares) for a chunk of images
+UFUNC_BUFSIZE = 2048  # numpy's per-operand iteration buffer while a kernel runs (see _small_buffers)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+def _spec(graph: Graph, tensor: str, batch: int):
+    s = graph.specs[tensor]
+    return s.concrete(batch), np.dtype(s.dtype)
+
+
+def _flat(a: np.ndarray, shape) -> np.ndarray:
+    """``a`` reshaped without copying (raises if the layout does not allow it: never write to a copy)."""
+    v = a.view()
+    v.shape = shape
+    return v
+
+
+def _reshaped(a: np.ndarray, shape):
+    """``a`` reshaped without copying, or None when its strides do not allow it."""
+    try:
+        return _flat(a, shape)
+    except AttributeError:
+        return None
+
+
+_BLOCKS: dict = {}
+
+
+def _blocks(shape: tuple, limit: int | None = None) -> list:
+    """Index tuples splitting an array of ``shape`` into blocks of at most ``limit`` (default
+    :data:`BLOCK`) elements, each the widest run of trailing axes that fits (cached per shape)."""
+    limit = limit or BLOCK
+    key = (shape, limit)
+    found = _BLOCKS.get(key)
+    if found is not None:
+        return found
+    nd = len(shape)
+    inner, d = 1, nd
+    while d > 0 and inner * shape[d - 1] <= limit:
+        d -= 1
+        inner *= shape[d]
+    # axes d.. fit whole; split axis d-1 into groups (or the last axis into runs)
+    if d == 0:
+        out = [()]
+    else:
+        g = max(1, limit // inner)
+        size = shape[d - 1]
+        out = []
+        for lead in np.ndindex(*shape[:d - 1]):
+            for s in range(0, size, g):
+                out.append(tuple(int(i) for i in lead) + (slice(s, min(size, s + g)),))
+    if len(_BLOCKS) > 4096:
+        _BLOCKS.clear()
+    _BLOCKS[key] = out
+    return out
+
+
+def _block_temps(ws, dtype, k: int, size: int):
+    """``k`` temporaries for the blocks of an array of ``size`` elements of ``dtype``, from the
+    workspace (``k * min(BLOCK, size)`` elements: see :func:`_temps_bytes`)."""
+    base = ws.view(dtype)
+    m = min(BLOCK, size)
+    return [base[i * m:(i + 1) * m] for i in range(k)]
+
+
+def _temps_bytes(k: int, shape, dtype) -> int:
+    return k * min(BLOCK, int(np.prod(shape))) * np.dtype(dtype).itemsize
+
+
+def _tmp(t: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return _flat(t[:like.size], like.shape)
+
+
+# ---- elementwise steps, each bit-for-bit the op's reference, with no temporaries but the caller's ---
+TEMPS = {"relu": 0, "tanh": 0, "sigmoid": 2, "scale": 0, "dropout": 0, "identity": 0}
+
+
+def _temps_needed(op: str, attrs) -> int:
+    if op == "relu" and attrs.get("negative_slope", 0.0) != 0.0:
+        return 1
+    return TEMPS[op]
+
+
+def _step(op: str, attrs, x: np.ndarray, out: np.ndarray, t1, t2) -> None:
+    """``out = op(x)`` elementwise; ``t1``/``t2`` are scratch arrays shaped like ``x`` (or None when
+    the step needs none). ``out`` may be ``x``."""
+    if op == "relu":
+        slope = attrs["negative_slope"]
+        if slope == 0.0:
+            np.maximum(x, 0, out=out)
+        else:
+            # x * where(x > 0, 1, slope) == max(x, slope*x) for slope <= 1, min(...) for slope >= 1
+            np.multiply(x, x.dtype.type(slope), out=t1)
+            (np.maximum if slope <= 1.0 else np.minimum)(x, t1, out=out)
+    elif op == "tanh":
+        np.tanh(x, out=out)
+    elif op == "sigmoid":
+        # where(x >= 0, 1, e) / (1 + e) with e = exp(-|x|) <= 1: the numerator is max(e, H(x))
+        np.abs(x, out=t1)
+        np.negative(t1, out=t1)
+        np.exp(t1, out=t1)
+        np.add(t1, 1, out=t2)
+        np.heaviside(x, 1, out=out)
+        np.maximum(out, t1, out=out)
+        np.divide(out, t2, out=out)
+    elif op == "scale":
+        np.multiply(x, x.dtype.type(attrs["scale"]), out=out)
+        if attrs["shift"]:
+            out += x.dtype.type(attrs["shift"])
+        if attrs["power"] != 1.0:
+            np.power(out, x.dtype.type(attrs["power"]), out=out)
+    elif op in ("dropout", "identity"):
+        if out is not x:
+            np.copyto(out, x)
+    else:  # pragma: no cover - the registry's UNARY set is closed
+        raise KeyError(op)
+
+
+def _run_steps(steps, x: np.ndarray, out: np.ndarray, ws) -> None:
+    """Apply ``steps`` ((op, attrs), ...) elementwise from ``x`` to ``out`` block by block."""
+    k = max(_temps_needed(op, a) for op, a in steps)
+    if k == 0:
+        # no temporaries: whole-array ufuncs (each one pass, no Python per block) are as fast
+        src = x
+        for op, a in steps:
+            _step(op, a, src, out, None, None)
+            src = out
+        return
+    temps = _block_temps(ws, out.dtype, k, out.size)
+    if x.shape != out.shape:  # pragma: no cover - shapes are checked by inference
+        raise ValueError("shape mismatch")
+    for idx in _blocks(out.shape):
+        xb, ob = x[idx], out[idx]
+        t = [_tmp(tt, ob) for tt in temps] + [None, None]
+        src = xb
+        for op, a in steps:
+            _step(op, a, src, ob, t[0], t[1])
+            src = ob
+
+
+def _activate(out: np.ndarray, activation: str, slope: float, ws) -> None:
+    """The conv2d/dense epilogue in place, temporaries from ``ws`` (see :func:`_epilogue_temps`)."""
+    if activation == "none":
+        return
+    steps = ((activation, {"negative_slope": slope} if activation == "relu" else {}),)
+    _run_steps(steps, out, out, ws)
+
+
+def _epilogue_temps(attrs) -> int:
+    """Block temporaries the fused activation needs."""
+    act = attrs.get("activation", "none")
+    if act == "none":
+        return 0
+    return _temps_needed(act, {"negative_slope": attrs.get("negative_slope", 0.0)})
+
+
+def _unary_workspace(node: Node, graph: Graph, batch: int) -> int:
+    shape, dtype = _spec(graph, node.outputs[0], batch)
+    if node.op == "elementwise_chain":
+        k = max(_temps_needed(op, a) for op, a in node.attrs["steps"])
+    else:
+        k = _temps_needed(node.op, node.attrs)
+    return _temps_bytes(k, shape, dtype)
+
+
+def _unary_kernel(op: str):
+    def run(attrs, inputs, outputs, ws):
+        _run_steps(((op, attrs),), inputs[0], outputs[0], ws)
+    run.__name__ = op
+    return run
+
+
+def elementwise_chain(attrs, inputs, outputs, ws):
+    _run_steps(attrs["steps"], inputs[0], outputs[0], ws)
+
+
+def add(attrs, inputs, outputs, ws):
+    out = outputs[0]
+    coeffs = attrs["coeffs"] or (1.0,) * len(inputs)
+    dt = out.dtype.type
+    np.multiply(inputs[0], dt(coeffs[0]), out=out)
+    if all(c == 1.0 for c in coeffs[1:]):
+        for x in inputs[1:]:
+            out += x
+        return
+    (t,) = _block_temps(ws, out.dtype, 1, out.size)
+    for idx in _blocks(out.shape):
+        ob = out[idx]
+        tb = _tmp(t, ob)
+        for c, x in zip(coeffs[1:], inputs[1:]):
+            if c == 1.0:
+                ob += x[idx]
+            else:
+                np.multiply(x[idx], dt(c), out=tb)
+                ob += tb
+
+
+def add_workspace(node: Node, graph: Graph, batch: int) -> int:
+    coeffs = node.attrs["coeffs"]
+    if not coeffs or all(c == 1.0 for c in coeffs[1:]):
+        return 0
+    shape, dtype = _spec(graph, node.outputs[0], batch)
+    return _temps_bytes(1, shape, dtype)
+
+
+# ---- convolution ------------------------------------------------------------------------------------
+def _is_pointwise(attrs, kh, kw) -> bool:
+    return (kh, kw) == (1, 1) and attrs["stride"] == (1, 1) and not any(attrs["pads"])
+
+
+def _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, attrs, itemsize, temps=0):
+    """How the im2col columns are chunked. Returns (mode, count, padded elements per image,
+    workspace elements); the columns' space (after the padded images) holds at least ``temps``
+    elements for the epilogue, which runs after the GEMMs.
+
+    The chunk holds about :data:`COLS_BYTES` of columns (an eighth of that when the GEMM depth K
+    is below :data:`SMALL_K`: a first layer's GEMM is memory-bound and wants its columns in L2).
+
+    - "rows" (an image's columns exceed the chunk): ``count`` output rows per chunk,
+      gathered by strided windows, GEMM straight into the output.
+    - "images": ``count`` whole images per chunk, one stacked GEMM straight into the output.
+    """
+    t, b, l, r = attrs["pads"]
+    hp, wp = h + t + b, w + l + r
+    padded = c * hp * wp if any(attrs["pads"]) else 0
+    k = cg * kh * kw
+    per_image = k * oh * ow
+    budget = COLS_BYTES if k >= SMALL_K else COLS_BYTES // 8
+    if per_image * itemsize > budget and oh > 1:
+        rows = max(1, min(oh, budget // (itemsize * k * ow)))
+        return "rows", rows, padded, padded + max(k * rows * ow, temps)
+    imgs = max(1, min(n, budget // (itemsize * per_image)))
+    return "images", imgs, padded, imgs * padded + max(imgs * per_image, temps)
+
+
+def _conv_dims(node: Node, graph: Graph, batch: int):
+    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
+    o, cg, kh, kw = graph.specs[node.inputs[1]].shape
+    oh, ow = graph.specs[node.outputs[0]].shape[2:]
+    return n, c, h, w, o, cg, kh, kw, oh, ow, dtype
+
+
+def conv_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, cg, kh, kw, oh, ow, dtype = _conv_dims(node, graph, batch)
+    temps = _epilogue_temps(node.attrs) * BLOCK
+    if _is_pointwise(node.attrs, kh, kw):
+        return temps * dtype.itemsize
+    _, _, _, elems = _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, node.attrs, dtype.itemsize,
+                                temps)
+    return elems * dtype.itemsize
+
+
+def conv2d(attrs, inputs, outputs, ws):
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) == 3 else None
+    out = outputs[0]
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh, ow = out.shape[2:]
+    act, slope = attrs["activation"], attrs["negative_slope"]
+    if _is_pointwise(attrs, kh, kw):
+        _conv_pointwise(attrs, x, w, out)
+        if bias is not None:
+            out += bias.reshape(1, o, 1, 1)
+        _activate(out, act, slope, ws)
+        return
+    mode, count, padded, _ = _conv_plan(n, c, h, wd, o, cg, kh, kw, oh, ow, attrs, x.dtype.itemsize)
+    wsd = ws.view(x.dtype)
+    if mode == "rows":
+        for i in range(n):
+            xi = _pad_into(x[i:i + 1], attrs["pads"], wsd[:padded]) if padded else x[i:i + 1]
+            cols = wsd[padded:]
+            for r0 in range(0, oh, count):
+                r1 = min(oh, r0 + count)
+                region = out[i, :, r0:r1]
+                _conv_gather_gemm(attrs, xi, w, region, r0, cols)
+                _epilogue(region, bias, act, slope, cols)
+    else:
+        for start in range(0, n, count):
+            stop = min(n, start + count)
+            m = stop - start
+            xs = x[start:stop]
+            if padded:
+                xs = _pad_into(xs, attrs["pads"], wsd[:padded * m])
+            cols = wsd[padded * m:]
+            _conv_images(attrs, xs, w, out[start:stop], cols)
+            _epilogue(out[start:stop], bias, act, slope, cols)
+
+
+def _epilogue(region, bias, act, slope, ws):
+    """Bias and activation on a region of the output just computed: (O, rows, OW) of one image or
+    (images, O, OH, OW)."""
+    if bias is None and act == "none":
+        return
+    # the two spatial axes merged when their layout allows it: fewer, longer inner loops
+    flat = _reshaped(region, region.shape[:-2] + (region.shape[-2] * region.shape[-1],))
+    bshape = (-1, 1)
+    if flat is None:
+        flat, bshape = region, (-1, 1, 1)
+    if bias is not None:
+        flat += bias.reshape(bshape)
+    _activate(flat, act, slope, ws)
+
+
+def _gemm_into(wg, cols2, dst):
+    """``dst`` (O', rows, OW) = ``wg`` (O', K) @ ``cols2`` (K, rows*OW), without a copy."""
+    og, rows, ow = dst.shape
+    flat = _reshaped(dst, (og, rows * ow))
+    if flat is not None:
+        np.matmul(wg, cols2, out=flat)
+    else:  # the output's rows do not flatten (a slice along H or W): one GEMM per output row
+        np.matmul(wg, _flat(cols2, (cols2.shape[0], rows, ow)).transpose(1, 0, 2),
+                  out=dst.transpose(1, 0, 2))
+
+
+def _weights(w, gi, og):
+    return w[gi * og:(gi + 1) * og].reshape(og, -1)
+
+
+def _conv_pointwise(attrs, x, w, out):
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    g = attrs["groups"]
+    og, cg = o // g, c // g
+    for gi in range(g):
+        xg = x[:, gi * cg:(gi + 1) * cg]
+        og_out = out[:, gi * og:(gi + 1) * og]
+        x3 = _reshaped(xg, (n, cg, h * wd))
+        o3 = _reshaped(og_out, (n, og, h * wd))
+        wg = w[gi * og:(gi + 1) * og].reshape(og, cg)
+        if x3 is not None and o3 is not None:
+            np.matmul(wg, x3, out=o3)
+        else:  # planes that do not flatten (a slice along W): one GEMM per image row
+            for i in range(n):
+                np.matmul(wg, xg[i].transpose(1, 0, 2), out=og_out[i].transpose(1, 0, 2))
+
+
+def _pad_into(x, pads, buf):
+    """``x`` (m, C, H, W) zero-padded into ``buf``; only the border is zeroed."""
+    m, c, h, wd = x.shape
+    t, b, l, r = pads
+    hp, wp = h + t + b, wd + l + r
+    xp = _flat(buf[:m * c * hp * wp], (m, c, hp, wp))
+    if t:
+        xp[:, :, :t] = 0
+    if b:
+        xp[:, :, hp - b:] = 0
+    if l:
+        xp[:, :, t:hp - b, :l] = 0
+    if r:
+        xp[:, :, t:hp - b, wp - r:] = 0
+    xp[:, :, t:t + h, l:l + wd] = x
+    return xp
+
+
+def _windows(x, kh, kw, oh, ow, attrs, r0=0):
+    """(m, C, KH, KW, oh, OW) strided view of the (padded) input for output rows r0 .. r0+oh."""
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    base = x[:, :, r0 * sh:]
+    s = base.strides
+    return np.lib.stride_tricks.as_strided(
+        base, (x.shape[0], x.shape[1], kh, kw, oh, ow),
+        (s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
+
+
+def _conv_gather_gemm(attrs, xi, w, region, r0, cols_buf):
+    """Output rows [r0, r0 + rows) of one image (``region`` = out[i, :, r0:r1]): im2col of those
+    rows into ``cols_buf``, then one GEMM per group straight into the output."""
+    o, cg, kh, kw = w.shape
+    _, rows, ow = region.shape
+    g = attrs["groups"]
+    og = o // g
+    k = cg * kh * kw
+    p = rows * ow
+    cols = _flat(cols_buf[:k * p], (cg, kh, kw, rows, ow))
+    cols2 = _flat(cols, (k, p))
+    for gi in range(g):
+        np.copyto(cols, _windows(xi[:, gi * cg:(gi + 1) * cg], kh, kw, rows, ow, attrs, r0)[0])
+        _gemm_into(_weights(w, gi, og), cols2, region[gi * og:(gi + 1) * og])
+
+
+def _conv_images(attrs, xs, w, out, buf):
+    """A chunk of whole images: im2col as (images, K, OH*OW) and one stacked GEMM per group straight
+    into the output."""
+    m = xs.shape[0]
+    o, cg, kh, kw = w.shape
+    oh, ow = out.shape[2:]
+    g = attrs["groups"]
+    og = o // g
+    k = cg * kh * kw
+    p = oh * ow
+    cols = _flat(buf[:m * k * p], (m, cg, kh, kw, oh, ow))
+    cols3 = _flat(cols, (m, k, p))
+    for gi in range(g):
+        np.copyto(cols, _windows(xs[:, gi * cg:(gi + 1) * cg], kh, kw, oh, ow, attrs))
+        wg = _weights(w, gi, og)
+        dst = out[:, gi * og:(gi + 1) * og]
+        out3 = _reshaped(dst, (m, og, p))
+        if out3 is not None:
+            np.matmul(wg, cols3, out=out3)
+        else:
+            for i in range(m):
+                _gemm_into(wg, cols3[i], dst[i])
+
+
+# ---- dense ------------------------------------------------------------------------------------------
+def dense(attrs, inputs, outputs, ws):
+    out = outputs[0]
+    np.matmul(inputs[0], inputs[1].T, out=out)
+    if len(inputs) == 3:
+        out += inputs[2]
+    _activate(out, attrs["activation"], attrs["negative_slope"], ws)
+
+
+def dense_workspace(node: Node, graph: Graph, batch: int) -> int:
+    k = _epilogue_temps(node.attrs)
+    if not k:
+        return 0
+    shape, dtype = _spec(graph, node.outputs[0], batch)
+    return _temps_bytes(k, shape, dtype)
+
+
+# ---- pooling ----------------------------------------------------------------------------------------
+def _pool_pads(attrs, h, w, oh, ow):
+    """(kernel, stride, (top, bottom, left, right) actually needed to cover every window) — the
+    reference's padding (``_padded_windows``), where bottom/right may differ from the attribute."""
+    (kh, kw), (sh, sw), (t, b, l, r) = pool_geometry(attrs, h, w)
+    bottom = max(0, (oh - 1) * sh + kh - h - t)
+    right = max(0, (ow - 1) * sw + kw - w - l)
+    return (kh, kw), (sh, sw), (t, bottom, l, right)
+
+
+def _pads_in_workspace(pads, h, w) -> bool:
+    """Pad into the workspace (small planes, where per-offset sub-views would iterate in short rows)
+    or take each kernel offset over the output positions it covers (large planes: no copy)."""
+    t, b, l, r = pads
+    return bool(t or b or l or r) and (h + t + b) * (w + l + r) <= PAD_PLANE
+
+
+def _pad_chunk(n, c, h, w, pads) -> int:
+    """Images per chunk padded into the workspace: about :data:`PAD_BYTES` (at least one image)."""
+    t, b, l, r = pads
+    return max(1, min(n, PAD_BYTES // max(1, c * (h + t + b) * (w + l + r) * 4)))
+
+
+def pool_workspace(node: Node, graph: Graph, batch: int) -> int:
+    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
+    oh, ow = graph.specs[node.outputs[0]].shape[2:]
+    _, _, (t, b, l, r) = _pool_pads(node.attrs, h, w, oh, ow)
+    if not _pads_in_workspace((t, b, l, r), h, w):
+        return 0
+    return _pad_chunk(n, c, h, w, (t, b, l, r)) * c * (h + t + b) * (w + l + r) * dtype.itemsize
+
+
+_OFFSETS: dict = {}
+
+
+def _pool_offsets(kernel, stride, pads, h, w, oh, ow):
+    """Per kernel offset (i, j), in the reference's order: (output rows, output cols, input rows,
+    input cols) slices of the output positions whose window element (i, j) lies inside the input,
+    or None when there are none. Cached per geometry."""
+    key = (kernel, stride, pads, h, w, oh, ow)
+    found = _OFFSETS.get(key)
+    if found is not None:
+        return found
+    (kh, kw), (sh, sw), (t, _, l, _) = kernel, stride, pads
+
+    def valid(size, out, k, s, lo):  # positions p with 0 <= p*s + k - lo < size
+        first = max(0, -(-(lo - k) // s))
+        last = min(out - 1, (size - 1 + lo - k) // s)
+        if last < first:
+            return None
+        start = first * s + k - lo
+        return slice(first, last + 1), slice(start, start + (last - first) * s + 1, s)
+
+    found = []
+    for i in range(kh):
+        for j in range(kw):
+            vr, vc = valid(h, oh, i, sh, t), valid(w, ow, j, sw, l)
+            found.append(None if vr is None or vc is None else (vr[0], vc[0], vr[1], vc[1]))
+    if len(_OFFSETS) > 4096:
+        _OFFSETS.clear()
+    _OFFSETS[key] = found
+    return found
+
+
+def _pool_sub(op, x, out, kernel, stride, pads, fill):
+    """``out`` = op-reduction over the windows without padding the input: each kernel offset
+    updates the output positions it covers (a padded position would add 0 / never win a max)."""
+    h, w = x.shape[2:]
+    oh, ow = out.shape[2:]
+    started = False
+    for entry in _pool_offsets(kernel, stride, pads, h, w, oh, ow):
+        if entry is None:
+            continue
+        rows, cols, rs, cs = entry
+        src = x[:, :, rs, cs]
+        if not started:
+            started = True
+            if (rows.start, rows.stop, cols.start, cols.stop) == (0, oh, 0, ow):
+                np.copyto(out, src)  # (0 + w0) == w0, max(-inf, w0) == w0
+                continue
+            out.fill(fill)
+        dst = out[:, :, rows, cols]
+        op(dst, src, out=dst)
+
+
+def _pool_input(x, pads, fill, ws):
+    """``x`` padded with ``fill`` into the workspace (only the border is filled), or ``x`` itself."""
+    t, b, l, r = pads
+    if not (t or b or l or r):
+        return x
+    n, c, h, w = x.shape
+    hp, wp = h + t + b, w + l + r
+    xp = _flat(ws.view(x.dtype)[:n * c * hp * wp], (n, c, hp, wp))
+    if t:
+        xp[:, :, :t] = fill
+    if b:
+        xp[:, :, hp - b:] = fill
+    if l:
+        xp[:, :, t:hp - b, :l] = fill
+    if r:
+        xp[:, :, t:hp - b, wp - r:] = fill
+    xp[:, :, t:t + h, l:l + w] = x
+    return xp
+
+
+def _pool_windows(xp, kernel, stride, oh, ow):
+    (kh, kw), (sh, sw) = kernel, stride
+    for i in range(kh):
+        for j in range(kw):
+            yield xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+
+
+def max_pool(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    h, w = x.shape[2:]
+    oh, ow = out.shape[2:]
+    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
+    if (oh, ow) == (1, 1) and not any(pads):  # a global pool: one reduction, not h*w ufuncs
+        np.maximum.reduce(x[:, :, :kernel[0], :kernel[1]], axis=(2, 3), keepdims=True, out=out)
+        return
+    if any(pads) and not _pads_in_workspace(pads, h, w):
+        _pool_sub(np.maximum, x, out, kernel, stride, pads, -np.inf)
+        return
+    for xs, os in _pool_chunks(x, out, pads, ws):
+        wins = _pool_windows(_pool_input(xs, pads, -np.inf, ws), kernel, stride, oh, ow)
+        np.copyto(os, next(wins))
+        for win in wins:
+            np.maximum(os, win, out=os)
+
+
+def _pool_chunks(x, out, pads, ws):
+    """(input, output) chunks of images: all at once without padding, else as many as the
+    workspace holds padded (see :func:`_pad_chunk`)."""
+    n, c, h, w = x.shape
+    if not any(pads):
+        yield x, out
+        return
+    m = _pad_chunk(n, c, h, w, pads)
+    for start in range(0, n, m):
+        yield x[start:start + m], out[start:start + m]
+
+
+_DIVISORS: dict = {}
+
+
+def _avg_divisor(attrs, h, w, oh, ow, dtype):
+    """The reference's divisor (OH, OW) array, or one number when all are equal; per geometry."""
+    key = (attrs["kernel"], attrs["stride"], attrs["pads"], attrs["global_pool"],
+           attrs["count_include_pad"], h, w, oh, ow, dtype.str)
+    div = _DIVISORS.get(key)
+    if div is None:
+        (kh, kw), (sh, sw), (t, b, l, r) = pool_geometry(attrs, h, w)
+        inc = attrs["count_include_pad"]
+        d = np.outer(avg_divisor(h, oh, kh, sh, t, b, inc), avg_divisor(w, ow, kw, sw, l, r, inc))
+        d = np.maximum(d, 1).astype(dtype)
+        div = d.flat[0] if (d == d.flat[0]).all() else d
+        if len(_DIVISORS) > 4096:
+            _DIVISORS.clear()
+        _DIVISORS[key] = div
+    return div
+
+
+def avg_pool(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    h, w = x.shape[2:]
+    oh, ow = out.shape[2:]
+    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
+    if (oh, ow) == (1, 1) and not any(pads) and kernel[0] * kernel[1] > GLOBAL_SUM_LOOP:
+        # a large global pool: one reduction (pairwise, so rounded unlike the reference's
+        # window-by-window sum, which smaller pools keep: a stored ONNX output can depend on it)
+        np.add.reduce(x[:, :, :kernel[0], :kernel[1]], axis=(2, 3), keepdims=True, out=out)
+        np.divide(out, _avg_divisor(attrs, h, w, oh, ow, out.dtype), out=out)
+        return
+    if any(pads) and not _pads_in_workspace(pads, h, w):
+        _pool_sub(np.add, x, out, kernel, stride, pads, 0)
+    else:
+        for xs, os in _pool_chunks(x, out, pads, ws):
+            _pool_sum(_pool_windows(_pool_input(xs, pads, 0, ws), kernel, stride, oh, ow), os)
+    np.divide(out, _avg_divisor(attrs, h, w, oh, ow, out.dtype), out=out)
+
+
+def _pool_sum(wins, out):
+    first = next(wins)
+    second = next(wins, None)
+    if second is None:
+        np.copyto(out, first)
+    else:  # the reference's ((0 + w0) + w1) + ... in the same order
+        np.add(first, second, out=out)
+        for win in wins:
+            out += win
+
+
+# ---- normalization ----------------------------------------------------------------------------------
+def _lrn_chunk(n, c, h, w, size) -> tuple[int, int]:
+    """(images per chunk, float64 planes per image): the running sum, two temporaries and the ring
+    of squares, for about :data:`LRN_BYTES` of workspace (at least one image)."""
+    planes = min(size, c) + 3
+    return max(1, min(n, LRN_BYTES // (planes * h * w * 8))), planes
+
+
+def lrn_workspace(node: Node, graph: Graph, batch: int) -> int:
+    (n, c, h, w), _ = _spec(graph, node.inputs[0], batch)
+    m, planes = _lrn_chunk(n, c, h, w, node.attrs["size"])
+    return m * planes * h * w * 8
+
+
+def lrn(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    n, c, h, w = x.shape
+    m, _ = _lrn_chunk(n, c, h, w, attrs["size"])
+    for start in range(0, n, m):
+        _lrn_images(attrs, x[start:start + m], out[start:start + m], ws)
+
+
+def _lrn_images(attrs, x, out, ws):
+    n, c, h, w = x.shape
+    size, alpha, beta, k = attrs["size"], attrs["alpha"], attrs["beta"], attrs["k"]
+    p = n * h * w
+    ring_n = min(size, c)
+    f64 = ws.view(np.float64)
+    acc, tmp, tmp2, *ring = (_flat(f64[i * p:(i + 1) * p], (n, h, w)) for i in range(3 + ring_n))
+    windows = _lrn_windows(c, size)
+
+    def load(j):  # x[:, j] ** 2 in float64, kept in the ring until it leaves the window
+        sq = ring[j % ring_n]
+        np.copyto(sq, x[:, j])
+        np.square(sq, out=sq)
+        return sq
+
+    lo, hi = windows[0]
+    acc.fill(0)
+    for j in range(lo, hi):
+        acc += load(j)
+    coef = alpha / size
+    for ch in range(c):
+        nlo, nhi = windows[ch]
+        for j in range(lo, nlo):  # leaving first: the ring then never holds more than `size`
+            acc -= ring[j % ring_n]
+        for j in range(hi, nhi):
+            acc += load(j)
+        lo, hi = nlo, nhi
+        # out = x * (k + alpha/size * window) ** -beta, in float64 as the reference
+        np.multiply(acc, coef, out=tmp)
+        tmp += k
+        if beta == 0.75:  # s ** 0.75 = sqrt(s) * sqrt(sqrt(s)): two square roots, not a pow
+            np.sqrt(tmp, out=tmp)
+            np.sqrt(tmp, out=tmp2)
+            tmp *= tmp2
+            np.divide(x[:, ch], tmp, out=out[:, ch])
+        else:
+            np.power(tmp, -beta, out=tmp)
+            np.multiply(x[:, ch], tmp, out=out[:, ch])
+
+
+def _lrn_windows(c, size):
+    """[lo, hi) channel window of every channel (the reference's clipped window)."""
+    pre = (size - 1) // 2
+    return [(max(0, ch - pre), min(c, ch - pre + size)) for ch in range(c)]
+
+
+def batch_norm(attrs, inputs, outputs, ws):
+    x, mean, var = inputs[:3]
+    out = outputs[0]
+    c = x.shape[1]
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    inv = 1.0 / np.sqrt(var.astype(np.float64) + attrs["eps"])
+    if len(inputs) == 5:
+        inv = inv * inputs[3]
+        shift = inputs[4] - mean * inv
+    else:
+        shift = -mean * inv
+    np.multiply(x, inv.astype(x.dtype).reshape(shape), out=out)
+    out += shift.astype(x.dtype).reshape(shape)
+
+
+def channel_affine(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    np.multiply(x, inputs[1].reshape(shape), out=out)
+    if len(inputs) == 3:
+        out += inputs[2].reshape(shape)
+
+
+# ---- softmax ----------------------------------------------------------------------------------------
+def _reduced(shape, axis):
+    axis = axis % len(shape)
+    return tuple(1 if d == axis else s for d, s in enumerate(shape)), axis
+
+
+def softmax_workspace(node: Node, graph: Graph, batch: int) -> int:
+    shape, dtype = _spec(graph, node.inputs[0], batch)
+    red, _ = _reduced(shape, node.attrs["axis"])
+    full = int(np.prod(shape)) if node.op == "log_softmax" else 0
+    return (int(np.prod(red)) + full) * dtype.itemsize
+
+
+def _reduction(ws, x, axis):
+    """(the reduced-shape workspace view for per-row maxima and sums, the axis)."""
+    red, axis = _reduced(x.shape, axis)
+    count = 1
+    for d in red:
+        count *= d
+    return _flat(ws.view(x.dtype)[:count], red), axis, count
+
+
+def softmax(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    m, axis, _ = _reduction(ws, x, attrs["axis"])
+    np.maximum.reduce(x, axis=axis, keepdims=True, out=m)
+    np.subtract(x, m, out=out)
+    np.exp(out, out=out)
+    np.add.reduce(out, axis=axis, keepdims=True, out=m)
+    out /= m
+
+
+def log_softmax(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    m, axis, r = _reduction(ws, x, attrs["axis"])
+    e = _flat(ws.view(x.dtype)[r:r + x.size], x.shape)
+    np.maximum.reduce(x, axis=axis, keepdims=True, out=m)
+    np.subtract(x, m, out=out)
+    np.exp(out, out=e)
+    np.add.reduce(e, axis=axis, keepdims=True, out=m)
+    np.log(m, out=m)
+    out -= m
+
+
+# ---- data movement ----------------------------------------------------------------------------------
+def concat(attrs, inputs, outputs, ws):
+    out = outputs[0]
+    axis = attrs["axis"] % out.ndim
+    start = 0
+    lead = (slice(None),) * axis
+    for x in inputs:
+        size = x.shape[axis]
+        np.copyto(out[lead + (slice(start, start + size),)], x)
+        start += size
+
+
+def split(attrs, inputs, outputs, ws):
+    x = inputs[0]
+    axis = attrs["axis"] % x.ndim
+    lead = (slice(None),) * axis
+    start = 0
+    for out in outputs:
+        size = out.shape[axis]
+        np.copyto(out, x[lead + (slice(start, start + size),)])
+        start += size
+
+
+def reshape(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    view = _reshaped(out, x.shape)
+    if view is not None:
+        np.copyto(view, x)
+        return
+    xv = _reshaped(x, out.shape)
+    if xv is not None:
+        np.copyto(out, xv)
+        return
+    for i in range(x.shape[0]):  # both strided (slices of wider buffers): image by image
+        oi = _reshaped(out[i], x.shape[1:])
+        if oi is not None:
+            np.copyto(oi, x[i])
+        else:
+            np.copyto(out[i], x[i].reshape(out.shape[1:]))
+
+
+def transpose(attrs, inputs, outputs, ws):
+    np.copyto(outputs[0], inputs[0].transpose(attrs["perm"]))
+
+
+def zero_pad(attrs, inputs, outputs, ws):
+    x, out = inputs[0], outputs[0]
+    t, b, l, r = attrs["pads"]
+    h, w = x.shape[-2:]
+    oh, ow = out.shape[-2:]
+    src = x[..., max(0, -t):max(0, h - max(0, -b)), max(0, -l):max(0, w - max(0, -r))]
+    top, left = max(0, t), max(0, l)
+    bottom, right = top + src.shape[-2], left + src.shape[-1]
+    if oh * ow <= 4096:  # small planes: one fill beats four strided border fills
+        out[...] = 0
+    else:  # zero only the border: the interior is copied next
+        out[..., :top, :] = 0
+        out[..., bottom:, :] = 0
+        out[..., top:bottom, :left] = 0
+        out[..., top:bottom, right:] = 0
+    np.copyto(out[..., top:bottom, left:right], src)
+
+
+def _small_buffers(fn, bufsize: int | None = None):
+    """Run ``fn`` with ufunc buffers of :data:`UFUNC_BUFSIZE` (or ``bufsize``) elements: numpy (2.4)
+    allocates an iteration buffer per operand (8192 elements by default) for every ufunc call that
+    broadcasts or walks strided multi-dimensional views, even when no casting needs it; smaller
+    buffers are as fast here and keep a step's transient allocations to a few KiB."""
+    def run(attrs, inputs, outputs, ws):
+        old = np.setbufsize(bufsize or UFUNC_BUFSIZE)
+        try:
+            fn(attrs, inputs, outputs, ws)
+        finally:
+            np.setbufsize(old)
+    run.__name__ = fn.__name__
+    run.__qualname__ = fn.__qualname__
+    run.__doc__ = fn.__doc__
+    run.__wrapped__ = fn
+    return run
+
+
+KERNELS = {
+    "conv2d": conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "lrn": lrn,
+    "batch_norm": batch_norm, "channel_affine": channel_affine, "softmax": softmax,
+    "log_softmax": log_softmax, "elementwise_chain": elementwise_chain, "add": add,
+    "concat": concat, "split": split, "flatten": reshape, "reshape": reshape,
+    "transpose": transpose, "zero_pad": zero_pad,
+    **{op: _unary_kernel(op) for op in ("relu", "tanh", "sigmoid", "scale", "dropout", "identity")},
+}
+COPIES = {"concat", "split", "flatten", "reshape", "transpose", "zero_pad"}  # no ufunc: no buffers
+BUFSIZES = {"lrn": 512}  # float32 <-> float64 loops really buffer, three operands of 8 bytes
+KERNELS = {op: fn if op in COPIES else _small_buffers(fn, BUFSIZES.get(op))
+           for op, fn in KERNELS.items()}
+WORKSPACES = {
+    "conv2d": conv_workspace, "dense": dense_workspace, "lrn": lrn_workspace,
+    "softmax": softmax_workspace, "log_softmax": softmax_workspace,
+    "elementwise_chain": _unary_workspace, "add": add_workspace,
+    "max_pool": pool_workspace, "avg_pool": pool_workspace,
+    **{op: _unary_workspace for op in ("relu", "sigmoid")},
+}

@@ -1,0 +1,246 @@
+"""Build the graph of a Keras model config's layers, with the weights from the file.
+
+The :class:`Assembler` instantiates each :class:`~graphrt.frontends.keras.config.LayerEntry` as the
+builder's layer class (:data:`LAYER_CLASSES`, from the config's keyword arguments) and adds its
+nodes in order with a :class:`FileBuilder`, a :class:`~graphrt.frontends.keras.builder.GraphBuilder`
+that hands each layer its arrays from the file and checks them. Errors point at the layer's
+entry in the file, not at graphrt's code.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ...ir.errors import GraphrtError, ParseError, UnsupportedError, WeightError
+from ...ir import Graph, Source
+from .builder import CHANNELS_LAST, GraphBuilder, known_input_shape
+from .config import INPUT_SHAPE_KEYS, MODEL_CLASSES, LayerEntry
+from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, InputLayer,
+                   LeakyReLU, ReLU, Softmax)
+from .layer import Layer
+from .merge import Add, Average, Concatenate, MergeLayer, Multiply, Subtract
+from .spatial import (AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                      MaxPooling2D)
+
+#: Keras class name -> builder class.
+LAYER_CLASSES: dict[str, type] = {
+    "InputLayer": InputLayer,
+    "Dense": Dense,
+    "Conv2D": Conv2D,
+    "Convolution2D": Conv2D,  # Keras 2 alias; its config uses the Conv2D keywords
+    "MaxPooling2D": MaxPooling2D,
+    "MaxPool2D": MaxPooling2D,
+    "AveragePooling2D": AveragePooling2D,
+    "AvgPool2D": AveragePooling2D,
+    "GlobalAveragePooling2D": GlobalAveragePooling2D,
+    "GlobalAvgPool2D": GlobalAveragePooling2D,
+    "GlobalMaxPooling2D": GlobalMaxPooling2D,
+    "GlobalMaxPool2D": GlobalMaxPooling2D,
+    "BatchNormalization": BatchNormalization,
+    "Activation": Activation,
+    "ReLU": ReLU,
+    "LeakyReLU": LeakyReLU,
+    "Softmax": Softmax,
+    "Dropout": Dropout,
+    "Flatten": Flatten,
+    "Add": Add,
+    "Subtract": Subtract,
+    "Average": Average,
+    "Multiply": Multiply,
+    "Concatenate": Concatenate,
+}
+
+# keys a config must have for the layer to mean anything (a missing one is a ParseError)
+_REQUIRED = {"Dense": ("units",), "Conv2D": ("filters", "kernel_size"),
+             "Convolution2D": ("filters", "kernel_size"), "Activation": ("activation",),
+             "Dropout": ("rate",)}
+_ANY = None  # a _BENIGN entry of None means: whatever the value
+# keys Keras writes that do not change the inference graph when they have these values
+_BENIGN = {"quantization_config": (None,), "renorm": (False,), "renorm_clipping": (None,),
+           "renorm_momentum": None, "fused": None, "virtual_batch_size": (None,),
+           "adjustment": (None,), "lora_enabled": (False,), "build_config": None}
+
+
+class FileBuilder(GraphBuilder):
+    """The builder's state, handing each layer its weights from the file (checked here).
+
+    ``weights`` maps layer names to arrays in Keras order and layout (``None``: every layer
+    draws from the initializers); ``used`` collects the layers that took theirs.
+    """
+
+    def __init__(self, graph: Graph, rng: np.random.Generator, default_format: str,
+                 file: str | None, weights: Mapping[str, Sequence[np.ndarray]] | None):
+        super().__init__(graph, rng, default_format)
+        self.file = file
+        self.given = weights
+        self.used: set[str] = set()
+
+    def weights(self, layer: Layer, specs: list) -> list[np.ndarray]:
+        if self.given is not None and specs:
+            layer.initial_weights = self._file_weights(layer, specs)
+            self.used.add(layer.name)
+        return super().weights(layer, specs)
+
+    def _file_weights(self, layer: Layer, specs: list) -> list:
+        """The layer's arrays from the file, checked against ``specs`` (count, shape, dtype)."""
+        want = ", ".join(f"{var} {tuple(shape)}" for var, shape, _ in specs)
+        arrays = self.given.get(layer.name)
+        if arrays is None:
+            raise layer.error(WeightError, f"no weights for layer {layer.name!r} in the "
+                                           f"weights; it needs {want} (Keras layout)")
+        arrays = list(arrays)
+        if len(arrays) != len(specs):
+            got = ", ".join(str(tuple(np.shape(a))) for a in arrays) or "none"
+            raise layer.error(WeightError, f"the weights hold {len(arrays)} arrays ({got}) for "
+                                           f"this layer but it has {len(specs)}: {want}")
+        for i, ((var, shape, _), value) in enumerate(zip(specs, arrays)):
+            if np.shape(value) != tuple(shape):
+                raise layer.error(WeightError, f"weight {var} (variable {i}) has shape "
+                                               f"{tuple(np.shape(value))} in the file, the "
+                                               f"config needs {tuple(shape)} (Keras layout)")
+            if np.asarray(value).dtype.kind not in "fiu":
+                raise layer.error(WeightError, f"weight {var} has dtype "
+                                               f"{np.asarray(value).dtype}, not a number")
+        return arrays
+
+
+class Assembler:
+    """Turns a config's ordered layer entries into a verified graph.
+
+    ``weights`` maps layer names to arrays (``None``: initialize from ``default_rng(seed)``);
+    errors name ``file`` and the entry's line.
+    """
+
+    def __init__(self, file: str | None, weights, seed: int):
+        self.file = file
+        self.weights = weights
+        self.seed = seed
+
+    def build(self, name: str, entries: list[LayerEntry], inputs: list[str],
+              outputs: list[str]) -> Graph:
+        """The graph of ``entries`` (producers first) with the given input/output layers."""
+        layers = {e.name: self.make_layer(e) for e in entries}
+        # the model's layout is its first spatial layer's stated data format (Keras' default
+        # channels_last when none states one)
+        spatial = [l for l in layers.values() if l.spatial and l.data_format]
+        layout = spatial[0].data_format if spatial else CHANNELS_LAST
+        g = Graph(name)
+        b = FileBuilder(g, np.random.default_rng(self.seed), layout, self.file, self.weights)
+        b.layout = layout
+        tensors: dict[str, str] = {}
+        for e in entries:
+            tensors[e.name] = self._add_layer(b, e, layers[e.name], tensors)
+        self._check_unused(entries, b.used)
+        g.set_outputs(self._outputs(g, entries, outputs, tensors))
+        g.verify()
+        return g
+
+    def make_layer(self, e: LayerEntry) -> Layer:
+        """The builder layer of one entry, pointing at the entry's line in the file."""
+        cls = LAYER_CLASSES.get(e.cls)
+        if cls is None:
+            known = sorted(LAYER_CLASSES)
+            what = ("nested models are not supported" if e.cls in MODEL_CLASSES
+                    else f"layer class {e.cls!r} is not supported")
+            raise UnsupportedError(f"{what}; graphrt reads {', '.join(known)}", node=e.name,
+                                   op=e.cls, file=self.file, line=e.line)
+        for key in _REQUIRED.get(e.cls, ()):
+            if key not in e.config:
+                raise ParseError(f"{e.cls} config is missing {key!r}", node=e.name, op=e.cls,
+                                 file=self.file, line=e.line)
+        if e.cls == "InputLayer" and not any(e.config.get(k) is not None
+                                             for k in INPUT_SHAPE_KEYS):
+            raise ParseError("InputLayer config has no 'batch_shape' (Keras 2: "
+                             "'batch_input_shape')", node=e.name, op=e.cls, file=self.file,
+                             line=e.line)
+        try:
+            layer = cls(**_layer_kwargs(e))
+        except GraphrtError as err:
+            raise self._relocate(err, e) from None
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int(inf)
+            raise ParseError(f"bad {e.cls} config: {err}", node=e.name, op=e.cls, file=self.file,
+                             line=e.line) from None
+        layer.file, layer.line = self.file, e.line
+        return layer
+
+    def _relocate(self, err: GraphrtError, e: LayerEntry) -> GraphrtError:
+        """Point an error raised while constructing a layer at the config, not at Python code."""
+        err.node, err.op, err.file, err.line = e.name, e.cls, self.file, e.line
+        err.args = (err._render(),)
+        return err
+
+    def _add_layer(self, b: FileBuilder, e: LayerEntry, layer: Layer,
+                   tensors: Mapping[str, str]) -> str:
+        """Append one layer's nodes on its inputs' tensors; returns its output tensor."""
+        if e.cls == "InputLayer":
+            return self._input(b, layer, e)
+        ins = [tensors[s] for s in e.inbound]
+        try:
+            if isinstance(layer, MergeLayer):
+                return layer.merge(b, ins)  # no parameters to freeze
+            if len(ins) != 1:
+                raise UnsupportedError(f"{e.cls} takes one input, the config gives "
+                                       f"{len(ins)} ({', '.join(e.inbound)})", node=e.name,
+                                       op=e.cls, file=self.file, line=e.line)
+            b.tensor = ins[0]
+            layer.add_nodes(b)
+        except GraphrtError as err:
+            raise err.locate(node=e.name, op=e.cls, file=self.file, line=e.line)
+        except (TypeError, ValueError, OverflowError) as err:  # as in _make_layer: a config value
+            # of the wrong type (groups=None, a string where a number belongs, NaN)
+            raise ParseError(f"bad {e.cls} config: {err}", node=e.name, op=e.cls, file=self.file,
+                             line=e.line) from None
+        if e.config.get("trainable") is False:
+            for p in b.g.params:
+                if p.startswith(e.name + "/"):
+                    b.g.param_info[p].trainable = False
+        return b.tensor
+
+    def _input(self, b: FileBuilder, layer: InputLayer, e: LayerEntry) -> str:
+        """Declare a model input (and its ``to_nchw`` transpose when channels_last)."""
+        shape = known_input_shape(layer, layer.input_shape)
+        return b.add_input(e.name, shape, Source(e.name, e.cls, self.file, e.line))
+
+    def _outputs(self, g: Graph, entries: list[LayerEntry], outputs: list[str],
+                 tensors: Mapping[str, str]) -> list[str]:
+        """The graph outputs of the model's output layers."""
+        by_name = {e.name: e for e in entries}
+        outs = []
+        for lname in outputs:
+            t = tensors[lname]
+            if t in g.inputs or t in outs:  # an output that no node produces (or a repeat)
+                e = by_name[lname]
+                t = g.add_node("identity", [t], name=g.unique_name(f"{lname}/identity"),
+                               source=Source(lname, e.cls, self.file, e.line))
+            outs.append(t)
+        return outs
+
+    def _check_unused(self, entries: list[LayerEntry], used: set[str]) -> None:
+        """A WeightError for arrays given to a layer that has no weights."""
+        if self.weights is None:
+            return
+        for e in entries:
+            arrays = self.weights.get(e.name)
+            if arrays and e.name not in used:
+                raise WeightError(f"the weights hold {len(arrays)} arrays for layer {e.name!r} "
+                                  f"({e.cls}), which has no weights", node=e.name, op=e.cls,
+                                  file=self.file, line=e.line)
+
+
+def _layer_kwargs(e: LayerEntry) -> dict:
+    """The layer class's keyword arguments from the entry's config."""
+    kwargs = {}
+    for key, value in e.config.items():
+        if key in _BENIGN and (_BENIGN[key] is _ANY or value in _BENIGN[key]):
+            continue
+        kwargs[key] = value
+    kwargs["name"] = e.name
+    if isinstance(kwargs.get("activation"), Mapping):  # Keras 3 serialized function
+        act = kwargs["activation"]
+        if act.get("class_name") == "function" and isinstance(act.get("config"), str):
+            kwargs["activation"] = act["config"]
+    return kwargs
+
+
+__all__ = ["LAYER_CLASSES", "Assembler", "FileBuilder"]

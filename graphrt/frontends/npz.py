@@ -1,0 +1,135 @@
+"""Save and load a graph with its parameters as one ``.npz`` file, without pickle.
+
+The archive holds every parameter as a plain numeric array under its name and the graph itself as
+JSON (nodes, attributes, tensor specs, parameter metadata) in the entry ``__graph__.json`` (UTF-8
+bytes as a uint8 array). ``np.load(..., allow_pickle=False)`` reads it; nothing is evaluated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..ir.errors import GraphrtError, ParseError, WeightError
+from ..ir import Graph, Source
+
+GRAPH_KEY = "__graph__.json"
+FORMAT = "graphrt-graph/1"
+
+
+def _plain(value):
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (dict, types.MappingProxyType)):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def graph_to_json(graph: Graph) -> dict:
+    """A JSON-ready description of ``graph`` (parameters by name and spec only)."""
+    return {
+        "format": FORMAT, "name": graph.name,
+        "inputs": [{"name": t, "shape": list(graph.specs[t].shape), "dtype": graph.specs[t].dtype}
+                   for t in graph.inputs],
+        "outputs": list(graph.outputs),
+        "params": [{"name": p, "shape": list(v.shape), "dtype": str(v.dtype),
+                    "lr_mult": graph.param_info[p].lr_mult, "decay_mult": graph.param_info[p].decay_mult,
+                    "trainable": graph.param_info[p].trainable} for p, v in graph.params.items()],
+        "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
+                   "attrs": _plain(n.attrs), "absorbed": list(n.absorbed), "after": list(n.after),
+                   "source": {k: v for k, v in vars(n.source).items() if v is not None}}
+                  for n in graph.nodes],
+    }
+
+
+def graph_from_json(doc: dict, params: dict[str, np.ndarray], file: str | None = None) -> Graph:
+    """Rebuild a graph from :func:`graph_to_json` output and its parameter arrays."""
+    try:
+        if doc.get("format") != FORMAT:
+            raise ParseError(f"not a graphrt graph (format {doc.get('format')!r})", file=file)
+        g = Graph(doc["name"])
+        for spec in doc["inputs"]:
+            g.add_input(spec["name"], tuple(spec["shape"]), spec["dtype"])
+        for p in doc["params"]:
+            if p["name"] not in params:
+                raise WeightError(f"parameter {p['name']!r} is missing from the archive", file=file)
+            value = params[p["name"]]
+            if list(value.shape) != p["shape"] or str(value.dtype) != p["dtype"]:
+                raise WeightError(f"parameter {p['name']!r} is {value.shape} {value.dtype}, the graph "
+                                  f"says {tuple(p['shape'])} {p['dtype']}", file=file)
+            g.add_param(p["name"], value, lr_mult=p["lr_mult"], decay_mult=p["decay_mult"],
+                        trainable=p["trainable"])
+        for n in doc["nodes"]:
+            g.add_node(n["op"], n["inputs"], name=n["name"], attrs=n["attrs"], outputs=n["outputs"],
+                       source=Source(**n.get("source", {})), absorbed=n.get("absorbed", ()))
+            if n.get("after"):
+                node = g.node(n["name"])
+                g.replace_node(node.name, node.replace(after=tuple(n["after"])))
+        g.set_outputs(doc["outputs"])
+        return g
+    except (KeyError, TypeError, ValueError) as err:
+        raise ParseError(f"malformed graph description: {type(err).__name__}: {err}", file=file) from None
+
+
+def save_graph(graph: Graph, path: str | Path) -> None:
+    """Write ``graph`` and its parameters to ``path`` (.npz)."""
+    text = json.dumps(graph_to_json(graph)).encode("utf-8")
+    arrays = {name: np.asarray(value) for name, value in graph.params.items()}
+    if GRAPH_KEY in arrays:
+        raise GraphrtError(f"a parameter may not be named {GRAPH_KEY!r}")
+    np.savez(path, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
+
+
+def _check_members(path: str | Path, file: str) -> None:
+    """Check every member's declared sizes before numpy allocates them: the zip's sizes against
+    the limits, each ``.npy`` header's shape and dtype against the bytes the member holds."""
+    from . import limits
+
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        total = sum(i.file_size for i in infos)
+        if total > limits.MAX_PARAM_BYTES + limits.MAX_CONFIG_BYTES:
+            raise ParseError(f"the archive declares {total:,} bytes, over the limit "
+                             "(graphrt.frontends.limits)", file=file)
+        for info in infos:
+            if info.compress_size > Path(path).stat().st_size:
+                raise ParseError(f"member {info.filename!r} declares {info.compress_size:,} "
+                                 "compressed bytes, more than the whole archive", file=file)
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(fh)
+                if dtype.hasobject or dtype.kind not in "biuf":
+                    raise ParseError(f"member {info.filename!r} has dtype {dtype}, not a number",
+                                     file=file)
+                need = math.prod(shape) * dtype.itemsize
+                if need > info.file_size or any(d < 0 or d >= 2**62 for d in shape):
+                    raise ParseError(f"member {info.filename!r} declares shape {shape} ({need:,} "
+                                     f"bytes) but holds {info.file_size:,} bytes", file=file)
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Read a graph saved by :func:`save_graph` (no pickle: object arrays are refused)."""
+    file = str(path)
+    try:
+        _check_members(path, file)
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except GraphrtError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zipfile/numpy raise OSError, ValueError, SyntaxError,
+        # tokenize.TokenError, NotImplementedError (compression), EOFError... on a corrupt archive
+        raise ParseError(f"cannot read the .npz archive: {type(err).__name__}: {err}",
+                         file=file) from None
+    if GRAPH_KEY not in arrays:
+        raise ParseError(f"the archive has no {GRAPH_KEY} entry: not saved by graphrt", file=file)
+    try:
+        doc = json.loads(arrays.pop(GRAPH_KEY).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError, deep nesting
+        raise ParseError(f"the graph description is not valid JSON: {err}", file=file) from None
+    return graph_from_json(doc, arrays, file)

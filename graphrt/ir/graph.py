@@ -1,0 +1,351 @@
+"""The dataflow graph every frontend produces and every pass rewrites.
+
+A :class:`Graph` wraps a ``networkx.DiGraph`` whose nodes are op applications (:class:`Node`, a small
+frozen dataclass) and whose edges carry the tensor flowing from producer to consumer. Tensors are
+named; each has a :class:`TensorSpec` (shape with a symbolic batch dimension ``None`` first, dtype).
+Graph inputs and parameters are tensors too but have no producing node: inputs are listed in
+``graph.inputs``, parameters live in ``graph.params`` (a live mapping name -> numpy array in
+canonical layout: convolution weights OIHW, dense weights (out, in)).
+
+Example::
+
+    g = Graph("tiny")
+    x = g.add_input("data", (None, 20))
+    w = g.add_param("fc_weight", np.zeros((10, 20), np.float32))
+    y = g.add_node("dense", [x, w], name="fc")
+    g.set_outputs([y])
+    g.verify()
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Iterable, Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from . import opset
+from .errors import GraphError, GraphrtError
+from .verify import verify
+from .types import Source, TensorSpec, freeze
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One op application: ordered input and output tensor names and frozen attributes.
+
+    ``absorbed`` lists the source layers a fused node stands for (empty for plain nodes);
+    ``device`` is set by the ``place`` pass ("host" or the executable's device kind); ``after`` names
+    nodes that must run first although no tensor connects them (an optimizer update runs after every
+    reader of the parameter it overwrites).
+    """
+
+    name: str
+    op: str
+    inputs: tuple
+    outputs: tuple
+    attrs: Mapping = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+    source: Source = dataclasses.field(default_factory=Source)
+    absorbed: tuple = ()
+    device: str | None = None
+    after: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "attrs", freeze(dict(self.attrs)))
+        object.__setattr__(self, "absorbed", tuple(self.absorbed))
+        object.__setattr__(self, "after", tuple(self.after))
+
+    def replace(self, **changes) -> "Node":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class ParamInfo:
+    """Training metadata of a parameter (Caffe's ``param { lr_mult decay_mult }``)."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    trainable: bool = True
+
+
+class Graph:
+    """A dataflow graph of :class:`Node` s over typed, named tensors."""
+
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self.nx = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.params: dict[str, np.ndarray] = {}
+        self.param_info: dict[str, ParamInfo] = {}
+        self.specs: dict[str, TensorSpec] = {}
+        self._producer: dict[str, str] = {}
+        self._order = 0
+        self._topo: list[str] | None = None
+
+    # ---- building ---------------------------------------------------------------------------
+    def add_input(self, name: str, shape: Sequence, dtype: str = "float32") -> str:
+        """Declare a graph input; ``shape[0]`` should be ``None`` (the batch)."""
+        self._check_new_tensor(name)
+        self.specs[name] = TensorSpec(tuple(shape), dtype)
+        self.inputs.append(name)
+        return name
+
+    def add_param(self, name: str, value: np.ndarray, *, lr_mult: float = 1.0,
+                  decay_mult: float = 1.0, trainable: bool = True) -> str:
+        """Add a named parameter; ``graph.params[name]`` stays the live value."""
+        self._check_new_tensor(name)
+        value = np.asarray(value)
+        if not value.flags.c_contiguous:  # (np.ascontiguousarray would turn a scalar into shape (1,))
+            value = value.copy(order="C")
+        self.params[name] = value
+        self.param_info[name] = ParamInfo(float(lr_mult), float(decay_mult), trainable)
+        self.specs[name] = TensorSpec(value.shape, value.dtype)
+        return name
+
+    def add_node(self, op: str, inputs: Sequence[str], *, name: str | None = None,
+                 attrs: Mapping | None = None, outputs: Sequence[str] | None = None,
+                 source: Source | None = None, absorbed: Sequence[str] = ()) -> str | tuple:
+        """Append an op node, inferring its output specs now (errors name the node).
+
+        Returns the output tensor name (a tuple of names for several outputs).
+        """
+        try:
+            opdef = opset.lookup(op)
+        except GraphrtError as err:  # name the node that asked for the unknown op
+            raise err.locate(node=name, op=op, file=source and source.file,
+                             line=source and source.line)
+        name = name or self.unique_name(op)
+        if name in self.nx:
+            raise GraphError(f"duplicate node name {name!r}", node=name, op=op)
+        attrs = opdef.normalize_attrs(dict(attrs or {}), node=name)
+        n_out = opdef.num_outputs(attrs)
+        outputs = tuple(outputs) if outputs is not None else (
+            (name,) if n_out == 1 else tuple(f"{name}:{i}" for i in range(n_out)))
+        node = Node(name, op, tuple(inputs), outputs, attrs, source or Source(), tuple(absorbed))
+        for t in node.inputs:
+            if t not in self.specs:
+                raise GraphError(f"input {t!r} is not a graph input, parameter or node output",
+                                 node=name, op=op, file=node.source.file, line=node.source.line)
+        for t in outputs:
+            self._check_new_tensor(t)
+        out_specs = self.infer_node(node)
+        self._insert(node, out_specs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def infer_node(self, node: Node) -> list[TensorSpec]:
+        """Run the op's shape inference, attaching the node's location to any error."""
+        opdef = opset.lookup(node.op)
+        try:
+            opset.check_arity(opdef, len(node.inputs), node)
+            for t in node.inputs:
+                if t not in self.specs:
+                    raise GraphError(f"input {t!r} is not a graph input, parameter or node output")
+            return opdef.infer(node.attrs, [self.specs[t] for t in node.inputs], node)
+        except GraphrtError as err:
+            raise err.locate(node=node.name, op=node.source.type or node.op,
+                             file=node.source.file, line=node.source.line)
+
+    def _insert(self, node: Node, out_specs: Sequence[TensorSpec], order: float | None = None):
+        if order is None:
+            order, self._order = self._order, self._order + 1
+        self.nx.add_node(node.name, node=node, order=order)
+        for t, spec in zip(node.outputs, out_specs):
+            self.specs[t] = spec
+            self._producer[t] = node.name
+        self._wire(node)
+        self._topo = None
+
+    def _wire(self, node: Node) -> None:
+        """Add the edges of ``node``: from its inputs' producers and its ``after`` nodes, and to the
+        nodes that read its outputs or name it in their ``after``."""
+        for t in node.inputs:
+            if t in self._producer:
+                self._add_edge(self._producer[t], node.name, t)
+        for before in node.after:
+            if before not in self.nx:
+                raise GraphError(f"'after' names {before!r}, which is not a node", node=node.name)
+            self._add_edge(before, node.name, None)
+        outs = set(node.outputs)
+        for other in list(self.nx.nodes):
+            if other == node.name:
+                continue
+            o = self.node(other)
+            for t in outs.intersection(o.inputs):
+                self._add_edge(node.name, other, t)
+            if node.name in o.after:
+                self._add_edge(node.name, other, None)
+
+    def _add_edge(self, u: str, v: str, tensor: str | None):
+        extra = () if tensor is None else (tensor,)
+        if self.nx.has_edge(u, v):
+            self.nx.edges[u, v]["tensors"] = tuple(dict.fromkeys(self.nx.edges[u, v]["tensors"] + extra))
+        else:
+            self.nx.add_edge(u, v, tensors=extra)
+
+    def set_outputs(self, outputs: Iterable[str]):
+        outputs = list(outputs)
+        for t in outputs:
+            if t not in self.specs:
+                raise GraphError(f"output {t!r} is not a tensor of the graph")
+        self.outputs = outputs
+
+    def _check_new_tensor(self, name: str):
+        if name in self.specs:
+            raise GraphError(f"tensor name {name!r} is already used", node=name)
+
+    def unique_name(self, base: str) -> str:
+        i = 0
+        while f"{base}_{i}" in self.specs or f"{base}_{i}" in self.nx:
+            i += 1
+        return f"{base}_{i}"
+
+    # ---- reading ----------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        return self.nx.nodes[name]["node"]
+
+    @property
+    def nodes(self) -> list[Node]:
+        """All nodes in the deterministic topological order (ties broken by insertion order)."""
+        return [self.node(n) for n in self.topological_order()]
+
+    def topological_order(self) -> list[str]:
+        if self._topo is None:
+            order = self.nx.nodes
+            try:
+                self._topo = list(nx.lexicographical_topological_sort(
+                    self.nx, key=lambda n: order[n]["order"]))
+            except nx.NetworkXUnfeasible:
+                cycle = nx.find_cycle(self.nx)
+                raise GraphError("the graph has a cycle: " + " -> ".join(u for u, _ in cycle)
+                                 + f" -> {cycle[0][0]}", node=cycle[0][0]) from None
+        return list(self._topo)
+
+    def producer(self, tensor: str) -> Node | None:
+        name = self._producer.get(tensor)
+        return None if name is None else self.node(name)
+
+    def consumers(self, tensor: str) -> list[Node]:
+        name = self._producer.get(tensor)
+        cands = self.nx.successors(name) if name else (n.name for n in self.nodes)
+        return [self.node(c) for c in sorted(cands, key=lambda c: self.nx.nodes[c]["order"])
+                if tensor in self.node(c).inputs]
+
+    def is_param(self, tensor: str) -> bool:
+        return tensor in self.params
+
+    def num_params(self) -> int:
+        return int(sum(v.size for v in self.params.values()))
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self)} nodes, {self.num_params()} parameters>"
+
+    # ---- rewriting (used by passes on a copy) -----------------------------------------------
+    def copy(self) -> "Graph":
+        """A structural copy; parameter arrays are shared (they are replaced, never mutated, by passes)."""
+        g = Graph(self.name)
+        g.nx = self.nx.copy()
+        for n in g.nx.nodes:
+            g.nx.nodes[n].update(self.nx.nodes[n])
+        g.inputs, g.outputs = list(self.inputs), list(self.outputs)
+        # ParamInfo is mutable: each copy gets its own, so freezing a layer in one leaves the other
+        g.params = dict(self.params)
+        g.param_info = {k: dataclasses.replace(v) for k, v in self.param_info.items()}
+        g.specs, g._producer, g._order = dict(self.specs), dict(self._producer), self._order
+        return g
+
+    def remove_node(self, name: str):
+        node = self.node(name)
+        for t in node.outputs:
+            self.specs.pop(t, None)
+            self._producer.pop(t, None)
+        self.nx.remove_node(name)
+        self._topo = None
+
+    def replace_node(self, name: str, new: Node):
+        """Swap a node for another with the same outputs (attributes or inputs changed)."""
+        old = self.node(name)
+        if new.outputs != old.outputs:
+            raise GraphError("replace_node keeps the outputs", node=name)
+        specs = self.infer_node(new)  # before touching the graph, so a bad node leaves it intact
+        order = self.nx.nodes[name]["order"]
+        self.nx.remove_node(name)
+        self._insert(new, specs, order)
+
+    def splice(self, remove: Sequence[str], add: Sequence[Node]) -> None:
+        """Replace the nodes ``remove`` by the nodes ``add`` (in order), rewiring edges by tensor name.
+
+        The new nodes take the schedule position of the first removed node. Tensors that only the
+        removed nodes produced disappear; consumers of a tensor a new node produces read it from there.
+        """
+        if remove:
+            base = min(self.nx.nodes[r]["order"] for r in remove)
+        else:
+            base, self._order = self._order, self._order + 1
+        for r in remove:
+            self.remove_node(r)
+        for i, node in enumerate(add):
+            for t in node.inputs:
+                if t not in self.specs:
+                    raise GraphError(f"input {t!r} does not exist", node=node.name, op=node.op)
+            self._insert(node, self.infer_node(node), base + i / (len(add) + 1))
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Make every consumer of tensor ``old`` (and the graph outputs) read ``new`` instead."""
+        for c in self.consumers(old):
+            self.rename_input(c.name, old, new)
+        self.outputs = [new if t == old else t for t in self.outputs]
+
+    def single_consumer(self, tensor: str) -> Node | None:
+        """The only node reading ``tensor``, if exactly one does and it is not a graph output."""
+        users = self.consumers(tensor)
+        if len(users) != 1 or tensor in self.outputs:
+            return None
+        return users[0]
+
+    def rename_input(self, node_name: str, old: str, new: str):
+        """Make ``node_name`` read tensor ``new`` where it read ``old``."""
+        node = self.node(node_name)
+        inputs = tuple(new if t == old else t for t in node.inputs)
+        self.replace_node(node_name, node.replace(inputs=inputs))
+
+    def prune_unused_params(self):
+        used = {t for n in self.nodes for t in n.inputs}
+        for p in [p for p in self.params if p not in used]:
+            del self.params[p], self.param_info[p], self.specs[p]
+
+    # ---- checking and reporting -------------------------------------------------------------
+    def verify(self) -> "Graph":
+        verify(self)
+        return self
+
+    def summary(self, batch: int = 1) -> str:
+        rows = [("node", "op", "output shape", "params", "MFLOP")]
+        total_flops = 0
+        for n in self.nodes:
+            in_specs = [self.specs[t] for t in n.inputs]
+            out_specs = [self.specs[t] for t in n.outputs]
+            flops, _ = opset.lookup(n.op).cost(n.attrs, in_specs, out_specs, batch)
+            total_flops += flops
+            nparams = sum(self.params[t].size for t in n.inputs if t in self.params)
+            rows.append((n.name, n.op, ", ".join(str(s) for s in out_specs), str(nparams),
+                         f"{flops / 1e6:.3f}"))
+        rows.append(("total", f"{len(self)} nodes", "", str(self.num_params()),
+                     f"{total_flops / 1e6:.3f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def flops(self, batch: int = 1) -> int:
+        return sum(opset.lookup(n.op).cost(n.attrs, [self.specs[t] for t in n.inputs],
+                                     [self.specs[t] for t in n.outputs], batch)[0]
+                   for n in self.nodes)
