@@ -30,6 +30,18 @@ from .errors import GraphError, GraphrtError, ShapeError
 
 BATCH = None  # the symbolic batch dimension in a TensorSpec shape
 
+_DTYPE_NAMES: dict = {}  # what TensorSpec was given as dtype -> str(np.dtype(it)) (a hot path)
+
+
+def _dtype_name(dtype) -> str:
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: unhashable, computed every time
+        name = str(np.dtype(dtype))
+        if isinstance(dtype, (str, type, np.dtype)) and len(_DTYPE_NAMES) < 1024:
+            _DTYPE_NAMES[dtype] = name
+        return name
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -40,7 +52,7 @@ class TensorSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
-        object.__setattr__(self, "dtype", str(np.dtype(self.dtype)))
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
 
     @property
     def batched(self) -> bool:
@@ -360,19 +372,18 @@ class Graph:
     def copy(self) -> "Graph":
         """A structural copy; parameter arrays are shared (they are replaced, never mutated, by passes)."""
         g = Graph(self.name)
-        g.nx = self.nx.copy()
-        for n in g.nx.nodes:
-            g.nx.nodes[n].update(self.nx.nodes[n])
+        g.nx = self.nx.copy()  # (copies each node's attribute dict)
         g.inputs, g.outputs = list(self.inputs), list(self.outputs)
         # ParamInfo is mutable: each copy gets its own, so freezing a layer in one leaves the other
         g.params = dict(self.params)
-        g.param_info = {k: dataclasses.replace(v) for k, v in self.param_info.items()}
+        g.param_info = {k: ParamInfo(**vars(v)) for k, v in self.param_info.items()}
         g.specs, g._producer, g._order = dict(self.specs), dict(self._producer), self._order
         g._consumers = {t: dict(users) for t, users in self._consumers.items()}
         g._dependents = {n: dict(deps) for n, deps in self._dependents.items()}
         g._seq, g._next_seq = dict(self._seq), self._next_seq
         g._name_next = dict(self._name_next)
         g._name_holes = {b: list(h) for b, h in self._name_holes.items()}
+        g._topo = self._topo  # same nodes, edges and order: same order (never mutated, only replaced)
         return g
 
     def remove_node(self, name: str):
