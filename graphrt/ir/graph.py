@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import types
 from typing import Iterable, Mapping, Sequence
 
@@ -82,6 +83,15 @@ class Graph:
         self.param_info: dict[str, ParamInfo] = {}
         self.specs: dict[str, TensorSpec] = {}
         self._producer: dict[str, str] = {}
+        # use lists (as torch.fx's Node.users): tensor -> the nodes reading it, and node name -> the
+        # nodes naming it in their ``after``, each an insertion-ordered dict of node names
+        self._consumers: dict[str, dict[str, None]] = {}
+        self._dependents: dict[str, dict[str, None]] = {}
+        self._seq: dict[str, int] = {}  # node -> rank of its insertion into self.nx (its nx order)
+        self._next_seq = 0
+        # unique_name: per base, the next index to try and a heap of freed indices below it
+        self._name_next: dict[str, int] = {}
+        self._name_holes: dict[str, list[int]] = {}
         self._order = 0
         self._topo: list[str] | None = None
 
@@ -152,11 +162,32 @@ class Graph:
         if order is None:
             order, self._order = self._order, self._order + 1
         self.nx.add_node(node.name, node=node, order=order)
+        self._seq[node.name], self._next_seq = self._next_seq, self._next_seq + 1
         for t, spec in zip(node.outputs, out_specs):
             self.specs[t] = spec
             self._producer[t] = node.name
+        for t in node.inputs:
+            self._consumers.setdefault(t, {})[node.name] = None
+        for before in node.after:
+            self._dependents.setdefault(before, {})[node.name] = None
         self._wire(node)
         self._topo = None
+
+    def _unlink(self, node: Node) -> None:
+        """Drop ``node`` (about to leave self.nx) from the use lists of what it reads and waits for."""
+        for t in node.inputs:
+            users = self._consumers.get(t)
+            if users is not None:
+                users.pop(node.name, None)
+                if not users:
+                    del self._consumers[t]
+        for before in node.after:
+            deps = self._dependents.get(before)
+            if deps is not None:
+                deps.pop(node.name, None)
+                if not deps:
+                    del self._dependents[before]
+        self._seq.pop(node.name, None)
 
     def _wire(self, node: Node) -> None:
         """Add the edges of ``node``: from its inputs' producers and its ``after`` nodes, and to the
@@ -168,13 +199,18 @@ class Graph:
             if before not in self.nx:
                 raise GraphError(f"'after' names {before!r}, which is not a node", node=node.name)
             self._add_edge(before, node.name, None)
-        outs = set(node.outputs)
-        for other in list(self.nx.nodes):
-            if other == node.name:
-                continue
+        # the nodes already reading an output or waiting for this node (a re-inserted node's
+        # outputs may have readers), in self.nx's node order as a scan of all nodes would visit them
+        later: dict[str, None] = {}
+        for t in node.outputs:
+            later.update(self._consumers.get(t, ()))
+        later.update(self._dependents.get(node.name, ()))
+        later.pop(node.name, None)
+        for other in sorted(later, key=self._seq.__getitem__) if len(later) > 1 else later:
             o = self.node(other)
-            for t in outs.intersection(o.inputs):
-                self._add_edge(node.name, other, t)
+            for t in node.outputs:
+                if t in o.inputs:
+                    self._add_edge(node.name, other, t)
             if node.name in o.after:
                 self._add_edge(node.name, other, None)
 
@@ -197,10 +233,29 @@ class Graph:
             raise GraphError(f"tensor name {name!r} is already used", node=name)
 
     def unique_name(self, base: str) -> str:
-        i = 0
-        while f"{base}_{i}" in self.specs or f"{base}_{i}" in self.nx:
+        """``base_i`` for the smallest ``i`` no tensor or node uses (O(1) amortized per call)."""
+        def used(i):
+            return f"{base}_{i}" in self.specs or f"{base}_{i}" in self.nx
+
+        holes = self._name_holes.get(base)
+        while holes and used(holes[0]):  # indices freed, then taken again
+            heapq.heappop(holes)
+        if holes:
+            return f"{base}_{holes[0]}"
+        i = self._name_next.get(base, 0)
+        while used(i):
             i += 1
+        self._name_next[base] = i  # every index below is used (or a hole in the heap)
         return f"{base}_{i}"
+
+    def _freed(self, name: str) -> None:
+        """Note that ``name`` stopped being a tensor or node name: unique_name may return it again."""
+        if name in self.specs or name in self.nx:
+            return
+        base, sep, index = name.rpartition("_")
+        if sep and index.isascii() and index.isdigit() and str(int(index)) == index \
+                and int(index) < self._name_next.get(base, 0):
+            heapq.heappush(self._name_holes.setdefault(base, []), int(index))
 
     # ---- reading ----------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -228,10 +283,10 @@ class Graph:
         return None if name is None else self.node(name)
 
     def consumers(self, tensor: str) -> list[Node]:
-        name = self._producer.get(tensor)
-        cands = self.nx.successors(name) if name else (n.name for n in self.nodes)
-        return [self.node(c) for c in sorted(cands, key=lambda c: self.nx.nodes[c]["order"])
-                if tensor in self.node(c).inputs]
+        """The nodes reading ``tensor``, in schedule ("order" attribute) order."""
+        nodes = self.nx.nodes
+        return [nodes[c]["node"] for c in sorted(self._consumers.get(tensor, ()),
+                                                 key=lambda c: nodes[c]["order"])]
 
     def is_param(self, tensor: str) -> bool:
         return tensor in self.params
@@ -252,14 +307,18 @@ class Graph:
     def copy(self) -> "Graph":
         """A structural copy; parameter arrays are shared (they are replaced, never mutated, by passes)."""
         g = Graph(self.name)
-        g.nx = self.nx.copy()
-        for n in g.nx.nodes:
-            g.nx.nodes[n].update(self.nx.nodes[n])
+        g.nx = self.nx.copy()  # (copies each node's attribute dict)
         g.inputs, g.outputs = list(self.inputs), list(self.outputs)
         # ParamInfo is mutable: each copy gets its own, so freezing a layer in one leaves the other
         g.params = dict(self.params)
-        g.param_info = {k: dataclasses.replace(v) for k, v in self.param_info.items()}
+        g.param_info = {k: ParamInfo(**vars(v)) for k, v in self.param_info.items()}
         g.specs, g._producer, g._order = dict(self.specs), dict(self._producer), self._order
+        g._consumers = {t: dict(users) for t, users in self._consumers.items()}
+        g._dependents = {n: dict(deps) for n, deps in self._dependents.items()}
+        g._seq, g._next_seq = dict(self._seq), self._next_seq
+        g._name_next = dict(self._name_next)
+        g._name_holes = {b: list(h) for b, h in self._name_holes.items()}
+        g._topo = self._topo  # same nodes, edges and order: same order (never mutated, only replaced)
         return g
 
     def remove_node(self, name: str):
@@ -267,8 +326,11 @@ class Graph:
         for t in node.outputs:
             self.specs.pop(t, None)
             self._producer.pop(t, None)
+        self._unlink(node)
         self.nx.remove_node(name)
         self._topo = None
+        for t in (name,) + node.outputs:
+            self._freed(t)
 
     def replace_node(self, name: str, new: Node):
         """Swap a node for another with the same outputs (attributes or inputs changed)."""
@@ -277,8 +339,11 @@ class Graph:
             raise GraphError("replace_node keeps the outputs", node=name)
         specs = self.infer_node(new)  # before touching the graph, so a bad node leaves it intact
         order = self.nx.nodes[name]["order"]
+        self._unlink(old)
         self.nx.remove_node(name)
         self._insert(new, specs, order)
+        if new.name != name:
+            self._freed(name)
 
     def splice(self, remove: Sequence[str], add: Sequence[Node]) -> None:
         """Replace the nodes ``remove`` by the nodes ``add`` (in order), rewiring edges by tensor name.
@@ -306,10 +371,10 @@ class Graph:
 
     def single_consumer(self, tensor: str) -> Node | None:
         """The only node reading ``tensor``, if exactly one does and it is not a graph output."""
-        users = self.consumers(tensor)
+        users = self._consumers.get(tensor, ())
         if len(users) != 1 or tensor in self.outputs:
             return None
-        return users[0]
+        return self.node(next(iter(users)))
 
     def rename_input(self, node_name: str, old: str, new: str):
         """Make ``node_name`` read tensor ``new`` where it read ``old``."""
@@ -318,9 +383,9 @@ class Graph:
         self.replace_node(node_name, node.replace(inputs=inputs))
 
     def prune_unused_params(self):
-        used = {t for n in self.nodes for t in n.inputs}
-        for p in [p for p in self.params if p not in used]:
+        for p in [p for p in self.params if not self._consumers.get(p)]:
             del self.params[p], self.param_info[p], self.specs[p]
+            self._freed(p)
 
     # ---- checking and reporting -------------------------------------------------------------
     def verify(self) -> "Graph":

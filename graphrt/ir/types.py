@@ -12,6 +12,18 @@ from .errors import ShapeError
 
 BATCH = None  # the symbolic batch dimension in a TensorSpec shape
 
+_DTYPE_NAMES: dict = {}  # what TensorSpec was given as dtype -> str(np.dtype(it)) (a hot path)
+
+
+def _dtype_name(dtype) -> str:
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # TypeError: unhashable, computed every time
+        name = str(np.dtype(dtype))
+        if isinstance(dtype, (str, type, np.dtype)) and len(_DTYPE_NAMES) < 1024:
+            _DTYPE_NAMES[dtype] = name
+        return name
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -22,7 +34,7 @@ class TensorSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
-        object.__setattr__(self, "dtype", str(np.dtype(self.dtype)))
+        object.__setattr__(self, "dtype", _dtype_name(self.dtype))
 
     @property
     def batched(self) -> bool:

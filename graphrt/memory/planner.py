@@ -25,6 +25,7 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Callable
 
@@ -147,8 +148,7 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
             requests.append((ws_blocks[n.name], "workspace", align(size, alignment), i, i))
     blocks = _assign_offsets(requests)
     arena = max((b.offset + b.size for b in blocks.values()), default=0)
-    lower = max((sum(b.size for b in blocks.values() if b.start <= i <= b.end)
-                 for i in range(len(nodes))), default=0)
+    lower = _max_live_bytes(blocks.values(), len(nodes))
     naive = sum(nbytes.values()) + sum(r[2] for r in requests if r[1] == "workspace")
     return MemoryPlan(batch, alignment, steps, blocks, views, ws_blocks, slots, arena, lower, naive)
 
@@ -233,11 +233,70 @@ def _assign_offsets(requests) -> dict[str, Block]:
     return best[1]
 
 
+def _max_live_bytes(blocks, steps: int) -> int:
+    """The largest total size of the blocks live at one of the steps 0..steps-1 (a sweep)."""
+    delta = [0] * (steps + 1)
+    for b in blocks:
+        lo, hi = max(b.start, 0), min(b.end, steps - 1)
+        if lo <= hi:
+            delta[lo] += b.size
+            delta[hi + 1] -= b.size
+    best, live = 0, 0
+    for d in delta[:steps]:
+        live += d
+        best = max(best, live)
+    return best
+
+
+class _Lifetimes:
+    """Placed blocks indexed by lifetime: those overlapping steps [start, end] are the ones live at
+    ``start`` (a stabbing query on a segment tree over the steps) and the ones starting after it, up
+    to ``end`` (buckets by start step), in O(log steps + answer) rather than a scan of all blocks."""
+
+    def __init__(self, requests):
+        self.low = min((r[3] for r in requests), default=0)
+        steps = max((r[4] for r in requests), default=0) - self.low + 1
+        self.size = 1
+        while self.size < steps:
+            self.size *= 2
+        self.tree: dict[int, list] = {}  # segment-tree node -> (offset, index, block) it covers
+        self.by_start: dict[int, list] = {}
+        self.starts: list[int] = []  # the keys of by_start, sorted
+
+    def add(self, item) -> None:
+        b = item[2]
+        lo, hi = b.start - self.low + self.size, b.end - self.low + self.size + 1
+        while lo < hi:
+            if lo & 1:
+                self.tree.setdefault(lo, []).append(item)
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                self.tree.setdefault(hi, []).append(item)
+            lo, hi = lo >> 1, hi >> 1
+        if b.start not in self.by_start:
+            bisect.insort(self.starts, b.start)
+        self.by_start.setdefault(b.start, []).append(item)
+
+    def overlapping(self, start: int, end: int) -> list:
+        found = []
+        i = start - self.low + self.size
+        while i:
+            found.extend(self.tree.get(i, ()))
+            i >>= 1
+        j = bisect.bisect_right(self.starts, start)
+        while j < len(self.starts) and self.starts[j] <= end:
+            found.extend(self.by_start[self.starts[j]])
+            j += 1
+        return found
+
+
 def _best_fit(requests) -> dict[str, Block]:
     placed: list[Block] = []
+    index = _Lifetimes(requests)
     for name, kind, size, start, end in requests:
-        overlapping = sorted((b for b in placed if not (b.end < start or end < b.start)),
-                             key=lambda b: b.offset)
+        # the placed blocks whose lifetimes overlap [start, end], by offset then placement order
+        overlapping = [b for _, _, b in sorted(index.overlapping(start, end))]
         best, best_gap, cursor = None, None, 0
         for b in overlapping:
             gap = b.offset - cursor
@@ -246,6 +305,7 @@ def _best_fit(requests) -> dict[str, Block]:
             cursor = max(cursor, b.offset + b.size)
         offset = best if best is not None else cursor
         placed.append(Block(name, kind, size, offset, start, end))
+        index.add((offset, len(placed) - 1, placed[-1]))
     return {b.name: b for b in placed}
 
 

@@ -7,8 +7,6 @@ parameters nothing reads any more.
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from ..ir import Graph
 from ..ops import get_op
 from .pipeline import register_pass
@@ -19,8 +17,12 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     g = graph.copy()
     live = {g.producer(t).name for t in g.outputs if g.producer(t) is not None}
     live |= {n.name for n in g.nodes if get_op(n.op).side_effect}
-    for name in list(live):
-        live |= nx.ancestors(g.nx, name)
+    stack = list(live)  # everything they depend on (one walk, not one per live node)
+    while stack:
+        for pred in g.nx.predecessors(stack.pop()):
+            if pred not in live:
+                live.add(pred)
+                stack.append(pred)
     dead = [n for n in g.topological_order() if n not in live]
     for name in reversed(dead):
         g.remove_node(name)

@@ -175,7 +175,7 @@ def constant_param(graph: Graph, tensor: str) -> bool:
 
     if tensor not in graph.params:
         return False
-    for node in graph.nodes:
+    for node in graph.consumers(tensor):  # only a node reading the parameter can write it
         writes = get_op(node.op).writes
         if any(node.inputs[i] == tensor for i in writes if i < len(node.inputs)):
             return False

@@ -8,6 +8,7 @@ entry in the file, not at graphrt's code.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -176,6 +177,7 @@ class Assembler:
         if e.cls == "InputLayer":
             return self._input(b, layer, e)
         ins = [tensors[s] for s in e.inbound]
+        n_params = len(b.g.params)
         try:
             if isinstance(layer, MergeLayer):
                 return layer.merge(b, ins)  # no parameters to freeze
@@ -191,8 +193,8 @@ class Assembler:
             # of the wrong type (groups=None, a string where a number belongs, NaN)
             raise ParseError(f"bad {e.cls} config: {err}", node=e.name, op=e.cls, file=self.file,
                              line=e.line) from None
-        if e.config.get("trainable") is False:
-            for p in b.g.params:
+        if e.config.get("trainable") is False:  # the parameters this layer added (the newest)
+            for p in itertools.islice(reversed(b.g.params), len(b.g.params) - n_params):
                 if p.startswith(e.name + "/"):
                     b.g.param_info[p].trainable = False
         return b.tensor

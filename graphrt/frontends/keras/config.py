@@ -197,20 +197,33 @@ def functional_io(cfg: Mapping, entries: list[LayerEntry],
 
 
 def _topo_sort(entries: list[LayerEntry], file: str | None) -> None:
-    """Order ``entries`` so producers come first (config order among ready layers)."""
-    done: set[str] = set()
+    """Order ``entries`` so producers come first (config order among ready layers).
+
+    In rounds: a round takes every layer whose producers earlier rounds took, in config order."""
+    position = {e.name: i for i, e in enumerate(entries)}
+    waiting = {e.name: len(set(e.inbound)) for e in entries}  # producers not taken yet
+    readers: dict[str, list[LayerEntry]] = {}
+    for e in entries:
+        for s in set(e.inbound):
+            readers.setdefault(s, []).append(e)
     order: list[LayerEntry] = []
-    pending = list(entries)
-    while pending:
-        ready = [e for e in pending if all(s in done for s in e.inbound)]
-        if not ready:
-            e = pending[0]
-            raise GraphError("the layers form a cycle through " + ", ".join(
-                repr(p.name) for p in pending), node=e.name, op=e.cls, file=file, line=e.line)
-        for e in ready:
-            done.add(e.name)
+    ready = [e for e in entries if not waiting[e.name]]
+    while ready:
+        ready.sort(key=lambda e: position[e.name])
         order += ready
-        pending = [e for e in pending if e.name not in done]
+        following = []
+        for e in ready:
+            for r in readers.get(e.name, ()):
+                waiting[r.name] -= 1
+                if not waiting[r.name]:
+                    following.append(r)
+        ready = following
+    if len(order) < len(entries):
+        done = {e.name for e in order}
+        pending = [e for e in entries if e.name not in done]
+        e = pending[0]
+        raise GraphError("the layers form a cycle through " + ", ".join(
+            repr(p.name) for p in pending), node=e.name, op=e.cls, file=file, line=e.line)
     entries[:] = order
 
 

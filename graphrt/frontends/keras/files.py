@@ -188,7 +188,7 @@ def _layer_lines(text: str, doc: Any) -> dict[str, int]:
         return {}
     layers = doc.get("config", {}).get("layers") if isinstance(doc, dict) else None
     out: dict[str, int] = {}
-    pos = 0
+    pos, counted, line = 0, 0, 1  # line: the line of text[counted]
     for raw in layers if isinstance(layers, list) else []:
         cfg = raw.get("config") if isinstance(raw, dict) else None
         lname = cfg.get("name") if isinstance(cfg, dict) else None
@@ -199,7 +199,9 @@ def _layer_lines(text: str, doc: Any) -> dict[str, int]:
             m = re.compile(r'"name"\s*:\s*' + re.escape(json.dumps(lname, ensure_ascii=False))
                            ).search(text, pos)
         if m is not None:
-            out.setdefault(lname, text.count("\n", 0, m.start()) + 1)
+            line += text.count("\n", counted, m.start())
+            counted = m.start()
+            out.setdefault(lname, line)
             pos = m.end()
     return out
 
