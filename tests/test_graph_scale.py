@@ -270,3 +270,34 @@ def test_rewriting_and_planning_a_deep_model_is_linear(counts, monkeypatch):
     assert sum(len(found) for found in examined) <= 10 * len(examined)
     x = rng.standard_normal((1, 4)).astype(np.float32)
     np.testing.assert_allclose(exe(x), graphrt.run_reference(g, x), rtol=1e-5, atol=1e-6)
+
+
+def test_gc_paused_restores_the_collector_even_on_errors():
+    import gc
+
+    from graphrt.ir.gcpause import gc_paused
+
+    seen = []
+
+    @gc_paused
+    def inner():
+        seen.append(gc.isenabled())
+
+    @gc_paused
+    def outer(fail):
+        inner()
+        seen.append(gc.isenabled())  # the inner call left it paused for the outer one
+        if fail:
+            raise ValueError("boom")
+
+    assert gc.isenabled()
+    outer(False)
+    with pytest.raises(ValueError):
+        outer(True)
+    assert gc.isenabled() and seen == [False, False, False, False]
+    gc.disable()
+    try:
+        outer(False)
+        assert not gc.isenabled()  # a caller's own pause is left as it was
+    finally:
+        gc.enable()

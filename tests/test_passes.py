@@ -255,7 +255,7 @@ def test_pass_is_pure_idempotent_and_verified(name, graph):
     g = GRAPHS[graph]().verify()
     snap = snapshot(g)
     once = run(name, g)
-    assert once is not g
+    # a pass that finds nothing to rewrite may return its input itself; it never mutates it
     assert unchanged(g, snap), f"{name} mutated its input graph"
     once.verify()
     twice = run(name, once)

@@ -32,6 +32,7 @@ layer, for error messages and node sources) and :func:`shape_str` (a shape as er
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -201,6 +202,7 @@ _BUILDER_DIRS = tuple(os.path.join(_HERE, d) + os.sep for d in ("keras", "torch7
 _BUILDER_FILES = {os.path.abspath(__file__)}
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_builder_file(filename: str) -> bool:
     path = os.path.abspath(filename)
     return path in _BUILDER_FILES or path.startswith(_BUILDER_DIRS)

@@ -345,6 +345,14 @@ class Graph:
         if new.name != name:
             self._freed(name)
 
+    def retag(self, name: str, **changes) -> None:
+        """Change what a node says about itself — ``device``, ``absorbed``, ``source`` — in place:
+        its inputs, outputs, attributes and edges stay, so nothing is re-inferred or rewired."""
+        unknown = set(changes) - {"device", "absorbed", "source"}
+        if unknown:
+            raise GraphError(f"retag changes device, absorbed or source, not {sorted(unknown)}", node=name)
+        self.nx.nodes[name]["node"] = self.node(name).replace(**changes)
+
     def splice(self, remove: Sequence[str], add: Sequence[Node]) -> None:
         """Replace the nodes ``remove`` by the nodes ``add`` (in order), rewiring edges by tensor name.
 

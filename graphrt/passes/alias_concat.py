@@ -29,6 +29,8 @@ def can_alias(g: Graph, node) -> bool:
 
 @register_pass("alias_concat", opt_level=3)
 def alias_concat(graph: Graph) -> Graph:
+    if not any(can_alias(graph, n) for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     for node in each_node(g):
         if can_alias(g, node):

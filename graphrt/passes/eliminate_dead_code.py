@@ -14,16 +14,18 @@ from .pipeline import register_pass
 
 @register_pass("eliminate_dead_code", opt_level=1)
 def eliminate_dead_code(graph: Graph) -> Graph:
-    g = graph.copy()
-    live = {g.producer(t).name for t in g.outputs if g.producer(t) is not None}
-    live |= {n.name for n in g.nodes if get_op(n.op).side_effect}
+    live = {graph.producer(t).name for t in graph.outputs if graph.producer(t) is not None}
+    live |= {n.name for n in graph.nodes if get_op(n.op).side_effect}
     stack = list(live)  # everything they depend on (one walk, not one per live node)
     while stack:
-        for pred in g.nx.predecessors(stack.pop()):
+        for pred in graph.nx.predecessors(stack.pop()):
             if pred not in live:
                 live.add(pred)
                 stack.append(pred)
-    dead = [n for n in g.topological_order() if n not in live]
+    dead = [n for n in graph.topological_order() if n not in live]
+    if not dead and all(graph.consumers(p) for p in graph.params):
+        return graph  # nothing to remove: no copy (passes are pure either way)
+    g = graph.copy()
     for name in reversed(dead):
         g.remove_node(name)
     g.prune_unused_params()

@@ -42,6 +42,8 @@ def _producer_layer(g: Graph, node):
 
 @register_pass("fold_batchnorm", opt_level=2)
 def fold_batchnorm(graph: Graph) -> Graph:
+    if not any(_producer_layer(graph, n) is not None for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     for node in each_node(g):
         prod = _producer_layer(g, node)

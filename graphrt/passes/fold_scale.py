@@ -31,6 +31,8 @@ def _foldable(g: Graph, node):
 
 @register_pass("fold_scale", opt_level=2)
 def fold_scale(graph: Graph) -> Graph:
+    if not any(_foldable(graph, n) is not None for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     for node in each_node(g, reverse=True):  # a chain of scales folds from the layer up
         user = _foldable(g, node)

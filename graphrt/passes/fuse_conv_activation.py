@@ -15,15 +15,25 @@ from .pipeline import each_node, register_pass
 FUSABLE = {"relu", "tanh", "sigmoid"}
 
 
+def _fusable_producer(g: Graph, node):
+    """The convolution or dense layer whose epilogue can take activation ``node``, or None."""
+    if node.op not in FUSABLE:
+        return None
+    prod = g.producer(node.inputs[0])
+    if (prod is None or prod.op not in ("conv2d", "dense") or prod.attrs["activation"] != "none"
+            or g.single_consumer(prod.outputs[0]) is None):
+        return None
+    return prod
+
+
 @register_pass("fuse_conv_activation", opt_level=2)
 def fuse_conv_activation(graph: Graph) -> Graph:
+    if not any(_fusable_producer(graph, n) is not None for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     for node in each_node(g):
-        if node.op not in FUSABLE:
-            continue
-        prod = g.producer(node.inputs[0])
-        if (prod is None or prod.op not in ("conv2d", "dense") or prod.attrs["activation"] != "none"
-                or g.single_consumer(prod.outputs[0]) is None):
+        prod = _fusable_producer(g, node)
+        if prod is None:
             continue
         attrs = dict(prod.attrs, activation=node.op,
                      negative_slope=node.attrs.get("negative_slope", 0.0))

@@ -11,17 +11,23 @@ from ..ops.elementwise import UNARY
 from .pipeline import each_node, register_pass
 
 
+def _next_in_chain(g: Graph, node):
+    """The unary op that is the only reader of ``node``'s output, or None."""
+    user = g.single_consumer(node.outputs[0])
+    return user if user is not None and user.op in UNARY else None
+
+
 def _chain_from(g: Graph, node) -> list:
     chain = [node]
-    while True:
-        user = g.single_consumer(chain[-1].outputs[0])
-        if user is None or user.op not in UNARY:
-            return chain
+    while (user := _next_in_chain(g, chain[-1])) is not None:
         chain.append(user)
+    return chain
 
 
 @register_pass("fuse_elementwise", opt_level=2)
 def fuse_elementwise(graph: Graph) -> Graph:
+    if not any(n.op in UNARY and _next_in_chain(graph, n) is not None for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     done: set[str] = set()
     for node in each_node(g):

@@ -28,15 +28,16 @@ def _key(g: Graph, node: Node):
 
 @register_pass("merge_sibling_convs", opt_level=3)
 def merge_sibling_convs(graph: Graph) -> Graph:
-    g = graph.copy()
     groups: dict[tuple, list[Node]] = {}
-    for node in g.nodes:
-        key = _key(g, node)
+    for node in graph.nodes:
+        key = _key(graph, node)
         if key is not None:
             groups.setdefault(key, []).append(node)
+    groups = {k: members for k, members in groups.items() if len(members) > 1}
+    if not groups:
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
+    g = graph.copy()
     for members in groups.values():
-        if len(members) < 2:
-            continue
         first = members[0]
         name = "+".join(m.name for m in members)
         params = [add_derived_param(g, f"{name}_weight",

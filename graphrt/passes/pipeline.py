@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..ir.errors import GraphrtError
 from ..ir import Graph
+from ..ir.gcpause import gc_paused
 
 
 class PassError(GraphrtError):
@@ -96,6 +97,7 @@ class Pipeline:
     def __init__(self, passes: Iterable[str | Pass]):
         self.passes = [PASSES[p] if isinstance(p, str) else p for p in passes]
 
+    @gc_paused
     def __call__(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         ctx = ctx or PassContext()
         unknown = [d for d in ctx.disabled if d not in PASSES]

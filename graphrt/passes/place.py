@@ -15,8 +15,8 @@ def place_on(graph: Graph, device: str) -> Graph:
     g = graph.copy()
     if any(n.op in ("copy_to_device", "copy_to_host") for n in g.nodes):
         return g  # already placed
-    for node in g.nodes:
-        g.replace_node(node.name, node.replace(device=device))
+    for name in g.topological_order():
+        g.retag(name, device=device)
     for t in list(g.inputs):
         dev = f"{t}@device"
         users = g.consumers(t)

@@ -22,6 +22,8 @@ def is_identity(g: Graph, node) -> bool:
 
 @register_pass("remove_identities", opt_level=1)
 def remove_identities(graph: Graph) -> Graph:
+    if not any(is_identity(graph, n) and n.outputs[0] not in graph.outputs for n in graph.nodes):
+        return graph  # nothing to rewrite: no copy (passes are pure either way)
     g = graph.copy()
     for node in each_node(g):
         if is_identity(g, node) and node.outputs[0] not in g.outputs:

@@ -21,6 +21,7 @@ import numpy as np
 from ..devices import get_device
 from ..ir.errors import GraphrtError
 from ..ir import Graph
+from ..ir.gcpause import gc_paused
 from ..memory import plan_memory
 from ..passes import optimize, place_on
 from ..ops.reference import check_feeds
@@ -215,6 +216,7 @@ class Executable:
                 f"arena {self.plan.arena_bytes / 2**20:.2f} MiB>")
 
 
+@gc_paused
 def compile(model, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
             disabled: Sequence[str] = (), debug: bool = False, check_finite: bool = False) -> Executable:
     """Compile a Graph (or a model with ``to_graph()``) into an :class:`Executable`.
