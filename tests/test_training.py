@@ -128,6 +128,28 @@ def test_cifar10_quick_ten_iterations_ten_copies(shared):
     assert np.isfinite(history[0][1])
 
 
+def test_fit_progress_counts_against_the_total_and_stays_off_log_files(capsys, monkeypatch):
+    tqdm = pytest.importorskip("tqdm")
+    model = next(iter(seed_models(["keras_simple_ann"])))
+    trainer = graphrt.Trainer(model.build(), optimizer=graphrt.optim.SGD(lr=0.1), batch_size=16)
+    rng = np.random.default_rng(1)
+    data = list(digits_batches(rng.standard_normal((40, 20)).astype(np.float32), rng.integers(0, 10, 40), 16))
+    trainer.fit(data, epochs=1)  # stderr is not a terminal here: no bar, no carriage returns
+    assert "\r" not in capsys.readouterr().err
+    bars = []
+    real = tqdm.tqdm
+
+    def recording(*args, **kwargs):
+        bars.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", recording)
+    trainer.fit(data, epochs=2)
+    assert [(b["desc"], b["total"], b["disable"]) for b in bars] == [("epoch 1/2", 3, None), ("epoch 2/2", 3, None)]
+    trainer.fit(iter(data), epochs=1)  # a one-pass iterator has no length: no total
+    assert bars[-1]["total"] is None
+
+
 def test_last_partial_batch_is_trained_on():
     model = next(iter(seed_models(["keras_simple_ann"])))
     trainer = graphrt.Trainer(model.build(), optimizer=graphrt.optim.SGD(lr=0.1), batch_size=16)
