@@ -326,3 +326,20 @@ def test_plan_picture_numbers_the_largest_blocks_and_names_steps(shared, model):
     assert all(plan.steps[i].startswith(t.get_text().rstrip("…")) for i, t in zip(positions, ticks))
     assert _overlapping(_boxes(fig, ticks)) == []
     assert all(figure_box.contains(b.x0, b.y0) for b in _boxes(fig, ticks))
+
+
+def test_long_names_wrap_at_layer_boundaries():
+    for name in ("a_very_long_layer_name_without_any_plus_signs_that_goes_on_and_on_forever",
+                 "model/block_12/branch_3/conv_reduce_3x3+model/block_12/branch_3/conv_reduce_5x5", "x" * 100):
+        lines = wrap_name(name)
+        assert "".join(lines) == name and all(len(line) <= 45 for line in lines)
+
+
+def test_op_labels_name_the_source_layer_type_alike():
+    """Every box that stands for one source layer shows its op and the layer's type, spelled as the
+    framework does, even where they differ only in case (Keras' Conv2D, the conv2d op)."""
+    view = viz.graph_view(small_cnn(), "loaded")
+    own = [n for n in view.nodes if not n.is_tensor and n.source.get("layer") == n.name]
+    subs = {n.name: viz.svg.subtitle(n) for n in own}
+    assert subs["conv2d_1"].startswith("conv2d · Conv2D") and subs["dense_1"].startswith("dense · Dense")
+    assert len(own) == 6 and all(n.source["type"] in subs[n.name] for n in own)

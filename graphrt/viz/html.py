@@ -60,13 +60,14 @@ def to_html(view: GraphView, svg: str) -> str:
     <datalist id="names"></datalist>
     <span id="search-status"></span>
     <button id="zoom-out" title="zoom out">−</button><button id="zoom-in" title="zoom in">+</button>
-    <button id="zoom-fit" title="fit the width">fit</button>
+    <button id="zoom-fit" title="show the whole graph">fit</button>
   </div>
   <div class="legend">{legend}</div>
   {orphans}
 </header>
 <main>
   <div id="canvas">{svg}</div>
+  <div id="overview" hidden title="the whole graph: click or drag to move there"><div class="caption">overview</div><svg xmlns="http://www.w3.org/2000/svg"></svg></div>
   <aside id="panel"><p class="hint">Click a node to see its op, attributes, shapes, parameters and
   place in the memory arena.</p></aside>
 </main>
