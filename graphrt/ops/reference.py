@@ -17,10 +17,10 @@ from ..ir import Graph
 def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     """Match ``x`` (an array, a sequence of arrays or a dict) to the graph's inputs.
 
-    Checks every shape and dtype against the input's spec (a dtype that converts exactly, such as
-    uint8 into float32, is converted; one that would round or truncate, such as float64 into
-    float32, is refused) and that all inputs share one batch size. Returns the feeds and the batch
-    size.
+    Checks every shape and dtype against the input's spec (values that convert exactly, such as
+    uint8 images or integer labels into float32, are converted; a dtype that would round or
+    truncate, such as float64 into float32, is refused) and that all inputs share one batch size.
+    Returns the feeds and the batch size.
     """
     names = graph.inputs
     if isinstance(x, Mapping):
@@ -59,13 +59,18 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
 
 
 def _convert(name: str, value, dtype: str):
-    """``value`` as ``dtype`` when every value it can hold converts exactly (uint8 images into
-    float32, int32 labels into int64); anything else — float64 into float32 rounds, floats into
+    """``value`` as ``dtype`` when it converts exactly: a dtype that always does (uint8 images into
+    float32, int32 labels into int64), or integers within the float's exact range (class labels
+    into a Caffe float label input). Anything else — float64 into float32 rounds, floats into
     integer labels truncate — is refused rather than changed silently."""
     want = np.dtype(dtype)
     if value.dtype == want:
         return value
-    if not np.can_cast(value.dtype, want, "safe"):
+    exact = np.can_cast(value.dtype, want, "safe")
+    if not exact and value.dtype.kind in "iu" and want.kind == "f":
+        limit = 2 ** (np.finfo(want).nmant + 1)
+        exact = value.size == 0 or (int(value.min()) >= -limit and int(value.max()) <= limit)
+    if not exact:
         raise InputError(f"input {name!r} expects dtype {want}, got {value.dtype}, which does not "
                          f"convert exactly: convert it yourself, e.g. x.astype(np.{want})", node=name)
     return value.astype(want)
