@@ -33,10 +33,12 @@ class Chromium:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
-        def wire():  # in the child: the protocol's pipes must be fds 3 and 4
+        def wire():  # in the child: the protocol's pipes must be fds 3 and 4, kept across exec
             a, b = os.dup(to_child_r), os.dup(from_child_w)
             os.dup2(a, 3)
             os.dup2(b, 4)
+            for fd in (3, 4):  # a dup that landed on 3 or 4 made dup2 a no-op: still close-on-exec
+                os.set_inheritable(fd, True)
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,7 +46,7 @@ class Chromium:
              "--disable-extensions", "--disable-dev-shm-usage", "--remote-debugging-pipe",
              f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire, pass_fds=(3, 4))
+            preexec_fn=wire, close_fds=False)  # only 3 and 4 are inheritable: the rest close at exec
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""

@@ -115,8 +115,8 @@ PAGE_JS = r"""
       marks.appendChild(r);
     }
   }
-  const unmark = kind => marks.querySelectorAll(kind === 'hit' ? 'rect.mark-hit' : 'rect.mark-selected, rect.mark-halo')
-      .forEach(r => r.remove());
+  const unmark = kind => marks.querySelectorAll(
+      kind === 'hit' ? 'rect.mark-hit' : 'rect.mark-selected, rect.mark-halo').forEach(r => r.remove());
 
   // ---- zoom: the viewBox stays, the drawn size changes; a graph smaller than the canvas is centred
   const FIT_MARGIN = 12;
