@@ -74,6 +74,7 @@ def selected(category: str, name: str) -> bool:
 
 EXCLUDED = load_exclusions()
 SELECTED: list[str] = []
+CATEGORY: dict[str, str] = {}  # selected case -> runner category (NodeModel, RealModel, ...)
 
 
 def _conformance_cases() -> dict:
@@ -88,6 +89,7 @@ def _conformance_cases() -> dict:
             func = getattr(case, name)
             base = name[:-len("_cpu")]
             SELECTED.append(base)
+            CATEGORY[base] = category
             if base in EXCLUDED:
                 func = unittest.skip(f"excluded: {EXCLUDED[base]}")(func)
             elif base in SLOW_REAL:
