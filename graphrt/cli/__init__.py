@@ -26,6 +26,7 @@ import sys
 from ..ir.errors import GraphrtError
 from .common import cli_wording, load_model  # noqa: F401  (used by tests and scripts)
 from .options import parser
+from .profile import format_copies  # noqa: F401  (the copy table, for scripts)
 
 
 def main(argv=None) -> int:

@@ -53,11 +53,17 @@ def format_profile(report: dict, shown: int) -> str:
         lines.append(f"{r['ms']:9.3f} {r['percent']:6.1f}  {r['op']:16s} {r['node']}{extra}")
     if len(rows) < len(report["layers"]):
         lines.append(f"  ... {len(report['layers']) - len(rows)} more nodes (--layers 0 shows all)")
-    for mode, copies in report["copies"].items():
+    return "\n".join(lines) + "\n" + format_copies(report["copies"])
+
+
+def format_copies(copies: dict) -> str:
+    """The seed's copy table per mode: ``{mode: ledger.summary()}`` as text."""
+    lines = []
+    for mode, summary in copies.items():
         lines.append(f"== copies: {mode} ==")
         lines.append(f"{'copy':6s} {'invocations':>12s} {'total MB':>10s} {'avg GB/s':>10s} "
                      f"{'duration ms':>12s}")
-        for kind, r in copies.items():
+        for kind, r in summary.items():
             gbs = r["bytes"] / r["seconds"] / 1e9 if r["seconds"] > 0 else 0.0
             lines.append(f"{kind:6s} {r['invocations']:12d} {r['bytes'] / 1e6:10.3f} {gbs:10.2f} "
                          f"{r['seconds'] * 1e3:12.3f}")
