@@ -42,7 +42,11 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
         spec = graph.specs[name]
         # device arrays with numpy dtypes (CuPy's: the cuda executable adopts the others) stay put
         if not hasattr(value, "dtype"):  # Python numbers and lists take the input's dtype
-            value = np.asarray(value, dtype=spec.dtype)
+            try:
+                value = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError) as err:
+                raise InputError(f"input {name!r} expects {spec.dtype} values, got "
+                                 f"{type(value).__name__}: {err}", node=name) from None
         elif not (hasattr(value, "__cuda_array_interface__") and hasattr(value.dtype, "kind")):
             value = np.asarray(value)
         want = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
