@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
+# the run ends with the optional tools (chromium, Graphviz, ...) it skipped tests for, and how to get them
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# the README's pictures and plan table, regenerated from the code (the page screenshot needs chromium)
+docs: $(VENV)/.installed
+	$(PY) tools/docs_images.py
+	$(PY) bench/plan_table.py --update README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

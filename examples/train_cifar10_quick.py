@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import graphrt
-from graphrt.cli import format_profile
+from graphrt.cli import format_copies
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "caffe"
 
@@ -41,7 +41,7 @@ def main(argv=None):
     print(f"{args.iterations} CIFAR-10 quick training iterations at batch 100; loss {history[-1][1]:.4f}")
     print(f"parameters uploaded once at compile time: {trainer.exe.ledger.uploads['invocations']} "
           "copies")
-    print(format_profile({"graphrt (training)": trainer.exe.ledger.summary()}))
+    print(format_copies({"graphrt (training)": trainer.exe.ledger.summary()}))
 
 
 if __name__ == "__main__":

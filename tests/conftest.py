@@ -24,3 +24,52 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+# ---- what a run skipped for: optional tools, each with how to get it -----------------------------
+OPTIONAL_TOOLS = [  # (tool, pattern of its skip reasons, how to get it)
+    ("chromium", r"chromium is not installed", "apt-get install chromium (the browser tests drive it)"),
+    ("Graphviz", r"Graphviz's dot is not installed", "apt-get install graphviz"),
+    ("PyTorch", r"could not import 'torch'|PyTorch is not installed",
+     "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"),
+    ("onnx, onnxruntime", r"could not import 'onnx", "pip install -e '.[test]'"),
+    ("h5py, scikit-learn, matplotlib", r"could not import '(h5py|sklearn|matplotlib)",
+     "pip install -e '.[test]'"),
+    ("../shared", r"\.\./shared|is absent|shared/models",
+     "put the shared models and fixtures beside the repository as ../shared"),
+    ("a CUDA GPU", r"no GPU|could not import 'cupy'|torch has no CUDA",
+     "a machine with an NVIDIA GPU and pip install -e '.[cuda13]' (or cuda12)"),
+    ("nvcc", r"nvcc is not installed", "the CUDA toolkit (nvcc on PATH)"),
+    ("NVRTC", r"libnvrtc", "pip install -e '.[cuda13]'"),
+    ("a C++ compiler", r"no host C\+\+ compiler", "apt-get install g++"),
+]
+
+
+def skipped_tools(reasons) -> dict[str, int]:
+    """How many of the skip ``reasons`` each optional tool accounts for."""
+    import re
+
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        for tool, pattern, _ in OPTIONAL_TOOLS:
+            if re.search(pattern, reason):
+                counts[tool] = counts.get(tool, 0) + 1
+                break
+    return counts
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which optional tools the run skipped tests for, and how to get each."""
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reasons.append(longrepr[2] if isinstance(longrepr, tuple) else str(longrepr))
+    counts = skipped_tools(reasons)
+    terminalreporter.write_sep("-", "optional tools")
+    if not counts:
+        terminalreporter.write_line("no test was skipped for a missing optional tool")
+        return
+    terminalreporter.write_line("tests skipped because an optional tool is missing:")
+    for tool, _, how in OPTIONAL_TOOLS:
+        if tool in counts:
+            terminalreporter.write_line(f"  {tool:32s} {counts[tool]:4d} skipped   get it: {how}")

@@ -7,8 +7,8 @@ with ``graphrt.run_reference``. The check is on f = sum_k sum(output_k * cotange
 cotangents: the rule's gradients against fourth-order central differences of f, element by element.
 Inputs are drawn away from kinks (relu at 0, ties in max pooling) by more than the differences'
 reach. State inputs an op writes (running statistics, dropout counters) are reset before every
-run. With PyTorch installed, convolution, pooling, LRN, training batch norm and the losses are also
-compared with ``torch.autograd`` in float64.
+run. With PyTorch installed, every op with a rule that PyTorch also has is compared with
+``torch.autograd`` in float64 too (``test_backward_torch.py``, ``test_backward_torch_ops.py``).
 """
 from __future__ import annotations
 

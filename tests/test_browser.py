@@ -1,8 +1,8 @@
 """The HTML page in a real headless browser: Debian's ``chromium`` driven over the DevTools protocol.
 
-No extra Python package: chromium runs with ``--remote-debugging-pipe`` (commands in on fd 3,
-replies and events out on fd 4, JSON messages ending in NUL) and :class:`Chromium` speaks the
-protocol with the standard library. The tests skip where chromium is not installed.
+No extra Python package: ``tools/browser.py`` speaks the protocol over chromium's
+``--remote-debugging-pipe`` with the standard library. The tests skip where chromium is not
+installed.
 
 What they check on the optimized GoogLeNet: the page loads with no console error, no exception
 and no request other than the page file itself; every node of the graph is in the SVG; a real mouse
@@ -11,160 +11,18 @@ executable's memory plan); the search box finds ``inception_4a/output``.
 """
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import subprocess
-import tempfile
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
 import graphrt
 from graphrt import viz
+from tools.browser import CHROMIUM, Chromium
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
                                 "(apt-get install chromium)")
-TIMEOUT_S = 30.0
-
-
-class BrowserError(RuntimeError):
-    pass
-
-
-class Chromium:
-    """A headless chromium with one page, driven over ``--remote-debugging-pipe``."""
-
-    def __init__(self, width: int = 1400, height: int = 900):
-        self.profile = tempfile.mkdtemp(prefix="graphrt-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-
-        def wire():  # in the child: the protocol's pipes must be fds 3 and 4
-            a, b = os.dup(to_child_r), os.dup(from_child_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--disable-dev-shm-usage", "--remote-debugging-pipe",
-             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=wire, pass_fds=(3, 4))
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self._buf = b""
-        self._next_id = 0
-        self.events: list[dict] = []
-        targets = self.call("Target.getTargets")["targetInfos"]
-        page = next(t for t in targets if t["type"] == "page")
-        attached = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)
-        self.session = attached["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable", session=True)
-
-    # ---- protocol ---------------------------------------------------------------------------
-    def _read_message(self, deadline: float) -> dict:
-        while b"\0" not in self._buf:
-            if time.monotonic() > deadline:
-                raise BrowserError("chromium did not answer in time")
-            chunk = os.read(self._from_child, 1 << 16)
-            if not chunk:
-                raise BrowserError("chromium closed the pipe")
-            self._buf += chunk
-        raw, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(raw)
-
-    def call(self, method: str, session: bool = False, **params) -> dict:
-        self._next_id += 1
-        msg = {"id": self._next_id, "method": method, "params": params}
-        if session:
-            msg["sessionId"] = self.session
-        os.write(self._to_child, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
-            reply = self._read_message(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise BrowserError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def wait_for(self, method: str, after: int = 0) -> dict:
-        deadline = time.monotonic() + TIMEOUT_S
-        while True:
-            for ev in self.events[after:]:
-                if ev.get("method") == method:
-                    return ev
-            self.events.append(self._read_message(deadline))
-
-    # ---- page helpers -----------------------------------------------------------------------
-    def open(self, path: Path) -> None:
-        self.events.clear()
-        nav = self.call("Page.navigate", session=True, url=path.resolve().as_uri())
-        if nav.get("errorText"):
-            raise BrowserError(f"cannot open {path}: {nav['errorText']}")
-        self.wait_for("Page.loadEventFired")
-
-    def js(self, expression: str):
-        result = self.call("Runtime.evaluate", session=True, expression=expression,
-                           returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise BrowserError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def click(self, x: float, y: float) -> None:
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y,
-                      button="left" if kind != "mouseMoved" else "none", clickCount=1)
-
-    def type_text(self, text: str) -> None:
-        self.call("Input.insertText", session=True, text=text)
-
-    def press_enter(self) -> None:
-        for kind in ("rawKeyDown", "char", "keyUp"):
-            extra = {"text": "\r"} if kind == "char" else {}
-            self.call("Input.dispatchKeyEvent", session=True, type=kind, key="Enter", code="Enter",
-                      windowsVirtualKeyCode=13, **extra)
-
-    def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def problems(self, page: Path) -> list[str]:
-        """Console errors, uncaught exceptions and requests for anything but ``page`` itself."""
-        out = []
-        for ev in self.events:
-            method, params = ev.get("method"), ev.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                out.append(f"exception: {params['exceptionDetails']}")
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                out.append(f"console.{params['type']}: {params.get('args')}")
-            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-                out.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}")
-            elif method == "Network.requestWillBeSent":
-                url = params["request"]["url"]
-                if url != page.resolve().as_uri() and not url.startswith("data:"):
-                    out.append(f"request: {url}")
-        return out
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except (BrowserError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_child)
-        os.close(self._from_child)
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +156,145 @@ def test_profiled_page_shows_measured_times(browser, tmp_path):
     assert "copy" in browser.js("document.querySelector('g.node[data-name=\"dense_1/copy_to_device\"], "
                                 "g.node[data-name$=\"copy_to_device\"]').getAttribute('class')")
     assert browser.problems(path) == []
+
+
+# ---- fit, overview, highlight, wrapping: bounding boxes in the viewport ---------------------------
+BOX_JS = """(el => { const r = el.getBoundingClientRect();
+                     return [r.left, r.top, r.right, r.bottom]; })"""
+
+
+def rect(browser, selector: str) -> list[float]:
+    return browser.js(f"{BOX_JS}(document.querySelector({json.dumps(selector)}))")
+
+
+def inside(inner, outer, slack: float = 1.0) -> bool:
+    return (inner[0] >= outer[0] - slack and inner[1] >= outer[1] - slack and inner[2] <= outer[2] + slack
+            and inner[3] <= outer[3] + slack)
+
+
+@pytest.fixture(scope="module")
+def keras_cnn_pages(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from seed_models import seed_models
+
+    graph = next(iter(seed_models(["keras_simple_cnn"]))).build()
+    view = viz.graph_view(graph, "optimized", batch=1)
+    folder = tmp_path_factory.mktemp("keras_pages")
+    return {engine: viz.write(view, folder / f"cnn_{engine}.html", engine=engine) for engine in ENGINES}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("model", ["googlenet", "keras_cnn"])
+def test_fit_shows_the_whole_graph_centred(browser, googlenet, keras_cnn_pages, model, engine):
+    page = googlenet[1][engine] if model == "googlenet" else keras_cnn_pages[engine]
+    browser.open(page)
+    browser.js("document.getElementById('zoom-fit').click()")
+    canvas = browser.js(f"{BOX_JS}(document.getElementById('canvas'))")
+    width, height = browser.js("[document.getElementById('canvas').clientWidth, "
+                               "document.getElementById('canvas').clientHeight]")
+    visible = [canvas[0], canvas[1], canvas[0] + width, canvas[1] + height]  # without scroll bars
+    graph = rect(browser, "#canvas svg")
+    assert inside(graph, visible), (graph, visible)
+    nodes = browser.js(f"[...document.querySelectorAll('#canvas g.node, #canvas g.tensor')].map({BOX_JS})")
+    assert nodes and all(inside(n, visible) for n in nodes)
+    left, right = graph[0] - visible[0], visible[2] - graph[2]
+    top, bottom = graph[1] - visible[1], visible[3] - graph[3]
+    assert abs(left - right) <= 2 and abs(top - bottom) <= 2  # centred both ways
+    assert min(left, top) <= 14  # and as large as fits: one side meets the margin
+    assert browser.js("document.getElementById('overview').hidden")  # all of it shows: no overview
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_overview_of_a_large_graph_moves_the_view(browser, googlenet, engine):
+    stages, pages = googlenet
+    browser.open(pages[engine])
+    assert browser.js("window.graphrt.scale") == 1
+    assert not browser.js("document.getElementById('overview').hidden")
+    main, overview = rect(browser, "main"), rect(browser, "#overview")
+    assert inside(overview, main) and overview[2] - overview[0] < 250
+    count = browser.js("document.querySelectorAll('#overview rect[data-node]').length")
+    assert count == len(stages.get("optimized").nodes) + 2  # and the input and output tensors
+    frame = rect(browser, "#overview .frame")
+    assert inside(frame, rect(browser, "#overview svg")) and frame[3] - frame[1] > 2
+    last = browser.js("document.querySelector('#canvas g.node[data-name=\"prob\"]').id")
+    canvas = rect(browser, "#canvas")
+    assert not inside(rect(browser, f"#{last}"), canvas)  # the end of the graph is out of view...
+    x, y = browser.js(f"""(() => {{ const r = document.querySelector('#overview rect[data-node="{last}"]')
+                                      .getBoundingClientRect();
+                                    return [r.left + r.width / 2, r.top + r.height / 2]; }})()""")
+    browser.click(x, y)
+    assert inside(rect(browser, f"#{last}"), canvas)  # ...and one click on the overview shows it
+    assert inside(rect(browser, "#overview .frame"), rect(browser, "#overview svg"))
+
+
+def clear_search(browser) -> None:
+    """Empty the search box as a user does (an input event)."""
+    browser.js("(() => { const b = document.getElementById('search'); b.value = '';"
+               " b.dispatchEvent(new Event('input', {bubbles: true})); })()")
+
+
+def marks(browser, kind: str) -> list[tuple[str, list[float]]]:
+    return browser.js(f"""[...document.querySelectorAll('#canvas rect.{kind}')]
+                          .map(r => [r.dataset.node, {BOX_JS}(r)])""")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_selected_and_searched_nodes_are_outlined(browser, googlenet, engine):
+    stages, pages = googlenet
+    browser.open(pages[engine])
+    x, y = visible_center(browser, "#search")
+    browser.click(x, y)
+    browser.type_text("inception_4a/")
+    browser.press_enter()
+    expected = [n.name for n in stages.get("optimized").nodes
+                if "inception_4a/" in n.name or any("inception_4a/" in m for m in n.absorbed)]
+    hits = marks(browser, "mark-hit")
+    assert len(hits) == len(expected) > 3
+    for node, box in hits:  # each outline surrounds its node, outside its border
+        assert inside(rect(browser, f"#{node}"), box, slack=0)
+    (node, box), = marks(browser, "mark-selected")
+    assert inside(rect(browser, f"#{node}"), box, slack=0)
+    assert browser.js(f"document.getElementById('{node}').dataset.name") == browser.js("window.graphrt.selected")
+    style = browser.js("(() => { const s = getComputedStyle(document.querySelector('rect.mark-selected'));"
+                       " return [s.stroke, parseFloat(s.strokeWidth)]; })()")
+    assert style[0] == "rgb(230, 81, 0)" and style[1] >= 3
+    assert inside(box, rect(browser, "#canvas"))  # scrolled into view
+    # clearing the box clears the matches and the count; a failed search's "no match" too
+    clear_search(browser)
+    assert marks(browser, "mark-hit") == [] and browser.js("document.getElementById('search-status').textContent") == ""
+    browser.type_text("no_such_layer")
+    browser.press_enter()
+    assert browser.js("document.getElementById('search-status').textContent") == "no match"
+    clear_search(browser)
+    assert browser.js("document.getElementById('search-status').textContent") == ""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_title_fits_its_box(browser, googlenet, engine):
+    _, pages = googlenet
+    browser.open(pages[engine])
+    outside = browser.js(f"""[...document.querySelectorAll('#canvas g.node')].flatMap(g => {{
+        const shape = g.querySelector('rect.box, ellipse, path, polygon');
+        const box = {BOX_JS}(shape);
+        return [...g.querySelectorAll('text')].map(t => [g.dataset.name, t.textContent, {BOX_JS}(t), box])
+            .filter(([, , t, b]) => t[0] < b[0] - 0.5 || t[2] > b[2] + 0.5 || t[1] < b[1] - 0.5 || t[3] > b[3] + 0.5)
+            .map(([name, text]) => name + ': ' + text);
+    }})""")
+    assert outside == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_side_panel_wraps_long_text(browser, googlenet, engine):
+    _, pages = googlenet
+    browser.open(pages[engine])
+    name = browser.js("window.graphrt.data.nodes.map(n => n.name).find(n => n.startsWith('inception_4a/1x1+'))")
+    browser.js(f"window.graphrt.select({json.dumps(name)})")
+    panel = browser.js("(() => { const p = document.getElementById('panel');"
+                       " return [p.scrollWidth, p.clientWidth]; })()")
+    assert panel[0] <= panel[1]
+    right = rect(browser, "#panel")[2]
+    widest = browser.js(f"Math.max(...[...document.querySelectorAll('#panel *')].map(e => {BOX_JS}(e)[2]))")
+    assert widest <= right
+    text = browser.js("document.getElementById('panel').innerText")
+    assert "bvlc_googlenet_deploy.prototxt" in text.replace("\n", "")  # the whole source path
+    assert "KiB" in text and "KIB" not in text

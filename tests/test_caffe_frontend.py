@@ -57,6 +57,27 @@ def test_phase_and_stage_select_layers(shared):
     assert "loss" in train and "accuracy" not in train and "scale" not in train
 
 
+def test_one_stage_may_be_a_string_and_input_shape_is_never_ignored(shared):
+    path = shared / "models/caffe/digits_lenet.prototxt"
+    one = graphrt.load(path, input_shape=(1, 28, 28), stage="deploy", classes=10)
+    listed = graphrt.load(path, input_shape=(1, 28, 28), stage=["deploy"], classes=10)
+    assert [n.name for n in one.nodes] == [n.name for n in listed.nodes] and "scale" in one
+    declared = shared / "models/caffe/lenet.prototxt"  # input_shape: { dim: 64 dim: 1 dim: 28 dim: 28 }
+    assert graphrt.load(declared, input_shape=(1, 28, 28)).specs["data"].shape == (None, 1, 28, 28)
+    with pytest.raises(graphrt.InputError, match=r"input_shape=\(3, 32, 32\) was given, but the file "
+                                                  r"declares input 'data' as \(1, 28, 28\)"):
+        graphrt.load(declared, input_shape=(3, 32, 32))
+
+
+def test_unsupported_enum_reads_as_written():
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 '
+            'dim: 8 } } }\nlayer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+            'pooling_param { pool: MAXX kernel_size: 2 } }\n')
+    with pytest.raises(graphrt.GraphrtError) as err:
+        load_caffe(text=text)
+    assert "pooling method MAXX is not supported" in str(err.value) and "EnumValue" not in str(err.value)
+
+
 def test_deploy_batch_is_symbolic(shared):
     graph = load_caffe(shared / "models/caffe/lenet.prototxt")  # declares batch 64
     for batch in (1, 3, 65):

@@ -3,6 +3,7 @@
 options). ``graphrt viz`` runs on every model in ../shared/models/caffe and every seed example."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -65,6 +66,40 @@ def test_no_subcommand_is_a_usage_error(capsys):
         cli.main([])
     assert exit_.value.code == 2
     assert "required: COMMAND" in capsys.readouterr().err
+
+
+def subcommands() -> dict:
+    top = cli.parser()
+    return next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help_and_the_model_help_names_every_format(command):
+    sub = subcommands()[command]
+    missing = [a.option_strings or a.dest for a in sub._actions
+               if not isinstance(a, argparse._HelpAction) and a.help != argparse.SUPPRESS
+               and not (a.help or "").strip()]
+    assert not missing, f"graphrt {command}: options without help: {missing}"
+    model = next(a for a in sub._actions if a.dest == "model")
+    for ext in (".prototxt", "-symbol.json", ".keras", ".json", ".onnx", ".npz", ".py"):
+        assert ext in model.help
+
+
+def test_option_names_mean_one_thing_in_every_command(capsys):
+    """``--caffe-stage`` is Caffe's stage everywhere; ``--stage`` is viz's graph stage and elsewhere
+    a usage error that names the option meant."""
+    meanings = {}
+    for command, sub in subcommands().items():
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if action.help != argparse.SUPPRESS:
+                    meanings.setdefault(flag, set()).add(action.dest)
+    assert {flag: dests for flag, dests in meanings.items() if len(dests) > 1} == {}
+    assert meanings["--caffe-stage"] == {"caffe_stage"} and meanings["--stage"] == {"graph_stage"}
+    for command in ("run", "plan", "train"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command, ANN, "--stage", "deploy"])
+        assert exit_.value.code == 2 and "Caffe's stage is --caffe-stage" in capsys.readouterr().err
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -139,6 +174,63 @@ def test_bad_option_values_are_usage_errors(capsys):
         assert "error:" in capsys.readouterr().err
 
 
+def test_run_prints_top_k_probabilities_of_a_classifier(capsys, shared, tmp_path):
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    expected = graphrt.run_reference(graphrt.load(lenet(shared)), x).astype(np.float64)
+    code, out, _ = graphrt_cmd(capsys, "run", lenet(shared), "--batch", 2, "--input", tmp_path / "x.npy",
+                               "--top-k", 3, "--json")
+    assert code == 0
+    report = json.loads(out)["prob"]
+    assert report["probabilities"] == "softmax"
+    for row, probs in zip(report["top"], expected):
+        assert [c for c, _ in row] == list(np.argsort(-probs)[:3])
+        np.testing.assert_allclose([p for _, p in row], np.sort(probs)[::-1][:3], rtol=1e-5)
+    code, out, _ = graphrt_cmd(capsys, "run", lenet(shared), "--batch", 2, "--input", tmp_path / "x.npy")
+    best = np.argsort(-expected[1])[:5]
+    assert re.search(rf"item 1: class {best[0]} {expected[1, best[0]]:.4f}, class {best[1]} ", out)
+
+
+def test_run_prints_scalar_outputs_and_writes_every_output(capsys, shared, tmp_path):
+    model = [shared / "models" / "caffe" / "lenet_train_test.prototxt", "--input-shape", 1, 28, 28]
+    code, out, _ = graphrt_cmd(capsys, "run", *model, "--batch", 4, "--output", tmp_path / "y.npz")
+    assert code == 0
+    assert re.search(r"^accuracy: [0-9.]+ \(float32 scalar\)$", out, re.M), out
+    assert re.search(r"^loss: [0-9.]+ \(float32 scalar\)$", out, re.M), out
+    with np.load(tmp_path / "y.npz") as saved:
+        assert sorted(saved.files) == ["accuracy", "loss"] and saved["accuracy"].shape == ()
+        assert 0 <= saved["accuracy"] <= 1
+    code, _, err = graphrt_cmd(capsys, "run", *model, "--output", tmp_path / "y.npy")
+    assert code == 2 and "2 outputs (accuracy, loss): write them to an .npz" in err
+
+
+def test_run_takes_uint8_and_refuses_float64_inputs(capsys, shared, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 1, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "u8.npy", pixels)
+    np.save(tmp_path / "f64.npy", pixels.astype(np.float64))
+    code, out, _ = graphrt_cmd(capsys, "run", lenet(shared), "--input", tmp_path / "u8.npy", "--json")
+    expected = graphrt.run_reference(graphrt.load(lenet(shared)), pixels.astype(np.float32))
+    assert code == 0 and json.loads(out)["prob"]["argmax"] == expected.argmax(1).tolist()
+    code, _, err = graphrt_cmd(capsys, "run", lenet(shared), "--input", tmp_path / "f64.npy")
+    assert code == 2 and "expects dtype float32, got float64" in err
+
+
+def test_errors_name_the_command_line_options(capsys, shared):
+    code, _, err = graphrt_cmd(capsys, "run", shared / "models" / "caffe" / "lenet_train_test.prototxt")
+    assert code == 2 and "--input-shape C H W" in err and "input_shape=" not in err
+    code, _, err = graphrt_cmd(capsys, "run", lenet(shared), "--input-shape", 3, 28, 28)
+    assert code == 2 and "InputError" in err and "--input-shape 3 28 28 was given" in err
+    assert "(1, 28, 28)" in err  # what the file declares
+    code, _, _ = graphrt_cmd(capsys, "run", lenet(shared), "--input-shape", 1, 28, 28)
+    assert code == 0  # the shape the file declares is fine
+
+
+def test_python_model_files_name_their_graph(capsys, tmp_path):
+    code, out, _ = graphrt_cmd(capsys, "plan", EXAMPLES / "torch_lenet.py", "-o", tmp_path / "p.png",
+                               "--json")
+    assert code == 0 and json.loads(out)["model"] == "torch_lenet"
+
+
 # ---- bench and profile --------------------------------------------------------------------------
 def test_bench_against_peers(capsys):
     code, out, _ = graphrt_cmd(capsys, "bench", ANN, "--batch", 4, "--iterations", 3, "--warmup", 1,
@@ -155,7 +247,7 @@ def test_bench_against_peers(capsys):
 
 
 def test_bench_without_the_torch_converter_skips_the_peer(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "TORCH_REFERENCE", tmp_path / "absent.py")
+    monkeypatch.setattr(cli.bench, "TORCH_REFERENCE", tmp_path / "absent.py")
     code, out, _ = graphrt_cmd(capsys, "bench", ANN, "--batch", 2, "--iterations", 2, "--vs", "torch")
     assert code == 0
     assert re.search(r"graphrt\s+[\d.]+ images/s", out) and "torch" in out and "skipped" in out
@@ -165,7 +257,7 @@ def test_profile_counts_copies_and_writes_a_page(capsys, shared, tmp_path):
     code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2, "--naive",
                                "--json", "--html", tmp_path / "p.html")
     assert code == 0
-    report = json.loads(out)
+    report = json.loads(out)["copies"]
     assert report["graphrt"]["HtoD"]["invocations"] == 2
     assert report["naive"]["HtoD"]["invocations"] > report["graphrt"]["HtoD"]["invocations"]
     page = (tmp_path / "p.html").read_text()
@@ -176,8 +268,26 @@ def test_profile_counts_copies_and_writes_a_page(capsys, shared, tmp_path):
 def test_profile_table_and_json_file(capsys, shared, tmp_path):
     code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2,
                                "--json", tmp_path / "p.json")
-    assert code == 0 and "== graphrt ==" in out and "HtoD" in out
-    assert json.loads((tmp_path / "p.json").read_text())["graphrt"]["HtoD"]["invocations"] == 2
+    assert code == 0 and "== copies: graphrt ==" in out and "HtoD" in out
+    assert json.loads((tmp_path / "p.json").read_text())["copies"]["graphrt"]["HtoD"]["invocations"] == 2
+
+
+def test_profile_prints_per_node_times(capsys, shared):
+    code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2, "--layers", 3)
+    assert code == 0
+    table = out.split("== copies")[0].splitlines()
+    assert table[0].startswith("== per-node times: batch 1, mean of 2 runs, step ")
+    rows = [line.split() for line in table[2:5]]
+    times = [float(r[0]) for r in rows]
+    assert times == sorted(times, reverse=True) and all(t >= 0 for t in times)
+    assert "more nodes (--layers 0 shows all)" in table[5]
+    code, out, _ = graphrt_cmd(capsys, "profile", lenet(shared), "--iterations", 2, "--json")
+    report = json.loads(out)
+    exe = graphrt.compile(graphrt.load(lenet(shared)), batch_size=1, opt_level=3)
+    assert {r["node"] for r in report["layers"]} == {launch.node for launch in exe.program(1).launches}
+    assert abs(sum(r["percent"] for r in report["layers"]) - 100) < 1e-6
+    conv = next(r for r in report["layers"] if r["node"] == "conv1")
+    assert conv["op"].startswith("conv") and conv["layers"][0] == "conv1"
 
 
 # ---- viz and plan -------------------------------------------------------------------------------
@@ -245,82 +355,3 @@ def test_plan_png_is_produced_and_not_blank(capsys, shared, tmp_path):
 def test_plan_rejects_an_unknown_extension(capsys, shared, tmp_path):
     code, _, err = graphrt_cmd(capsys, "plan", lenet(shared), "-o", tmp_path / "plan.gif")
     assert code == 2 and "extension must be one of .png, .svg, .pdf" in err
-
-
-# ---- train --------------------------------------------------------------------------------------
-def test_train_says_when_training_is_not_available(capsys, monkeypatch, tmp_path):
-    monkeypatch.delattr(graphrt, "Trainer", raising=False)
-    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz")
-    assert code == 2 and "GraphrtError: training is not available yet" in err
-
-
-class FakeTrainer:
-    """Stands in for graphrt.Trainer: records how the command line drives it."""
-
-    calls: list = []
-
-    def __init__(self, model, loss="auto", optimizer=None, device="cpu", batch_size=64):
-        FakeTrainer.calls.append(("init", model.name, loss, optimizer, device, batch_size))
-
-    def fit(self, batches, epochs=1):
-        batches = list(batches)
-        FakeTrainer.calls.append(("fit", [(len(x), len(y)) for x, y in batches], epochs))
-        return [(len(batches) * epochs, 0.5)]
-
-    def save(self, path):
-        Path(path).write_bytes(b"saved")
-
-
-def test_train_drives_the_trainer(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
-    monkeypatch.setattr(FakeTrainer, "calls", [])
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 20)).astype(np.float32),
-             y=rng.integers(0, 10, 40))
-    code, out, _ = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 16,
-                               "--epochs", 2, "--lr", 0.05, "--momentum", 0.5, "--weight-decay", 1e-4,
-                               "--save", tmp_path / "m.npz", "--json")
-    assert code == 0
-    (_, name, loss, opt, device, batch), (_, sizes, epochs) = FakeTrainer.calls
-    assert (name, loss, device, batch) == ("sequential", "auto", "cpu", 16)
-    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.5, 1e-4)
-    assert sizes == [(16, 16), (16, 16), (8, 8)] and epochs == 2  # the last partial batch is kept
-    report = json.loads(out)
-    assert report["steps"] == 6 and report["loss"] == [[6, 0.5]]
-    assert (tmp_path / "m.npz").read_bytes() == b"saved"
-
-
-def test_train_end_to_end(capsys, tmp_path):
-    if not hasattr(graphrt, "Trainer"):
-        pytest.skip("graphrt.Trainer is not there yet")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.standard_normal((32, 20)).astype(np.float32),
-             y=rng.integers(0, 10, 32))
-    code, out, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 16,
-                                 "--epochs", 2, "--save", tmp_path / "m.npz", "--json")
-    assert code == 0, err
-    report = json.loads(out)
-    assert report["steps"] == 4 and np.isfinite(report["loss"][-1][1]) and (tmp_path / "m.npz").exists()
-
-
-@pytest.mark.parametrize("data, message", [
-    ("absent.npz", "no such data file"),
-    ("d.csv", "must be an .npz"),
-    ("nolabels.npz", "must hold x and y arrays"),
-    ("short.npz", "32 inputs but 5 labels"),
-])
-def test_train_data_errors(capsys, monkeypatch, tmp_path, data, message):
-    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
-    x = np.zeros((32, 20), np.float32)
-    (tmp_path / "d.csv").write_text("1,2\n")
-    np.savez(tmp_path / "nolabels.npz", x=x)
-    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(5, np.int64))
-    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / data)
-    assert code == 2 and message in err
-
-
-def test_train_data_of_the_wrong_shape(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(graphrt, "Trainer", FakeTrainer, raising=False)
-    np.savez(tmp_path / "d.npz", x=np.zeros((8, 7), np.float32), y=np.zeros(8, np.int64))
-    code, _, err = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 4)
-    assert code == 2 and "InputError" in err and "have shape (8, 7)" in err and "expects (N, 20)" in err

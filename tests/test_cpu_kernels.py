@@ -333,6 +333,46 @@ def test_batch_norm_and_channel_affine(data):
     check_kernel("channel_affine", [x], affine, tol=TOL[dtype], inplace=inplace)
 
 
+@given(st.data())
+def test_compiled_batch_norm_matches_naive_loops(data):
+    """The cpu device's batch norm, inference and training (its running statistics after a few
+    steps, per framework convention), against the per-element loops of tests/naive.py — not
+    against graphrt's own reference forward."""
+    import naive
+    import naive_grad
+
+    draw = data.draw
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    shape = (draw(st.integers(2, 3)), draw(st.integers(1, 4))) + tuple(
+        draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    stats = [rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2.0, c).astype(dtype)]
+    affine = [rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)]
+    eps = draw(st.sampled_from([1e-5, 1e-3]))
+    g, _, n = one_node("batch_norm", [x], stats + affine, {"eps": eps})
+    g.set_outputs(["node"])
+    for level in (0, 3):
+        got = graphrt.compile(g, batch_size=n, opt_level=level)(x)
+        assert relative_error(got, naive.batch_norm(x, *stats, *affine, eps=eps)) < TOL[dtype], level
+    convention = draw(st.sampled_from([{"momentum": 0.1, "unbiased": True},
+                                       {"momentum": 0.01, "unbiased": False},
+                                       {"caffe_fraction": 0.9, "unbiased": True}]))
+    count = [np.zeros(1, dtype)] if "caffe_fraction" in convention else []
+    g, node, n = one_node("batch_norm_train", [x], affine + [s.copy() for s in stats] + count,
+                          {"eps": eps, **convention})
+    g.set_outputs([node.outputs[0]])
+    exe = graphrt.compile(g, batch_size=n, opt_level=2)
+    state = list(stats) + [c_.copy() for c_ in count]
+    for _ in range(3):
+        xs = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+        want = naive_grad.batch_norm_train(xs, *affine, *state, eps=eps, **convention)
+        assert relative_error(exe(xs), want[0]) < TOL[dtype]
+        state = [v for v in want[3:] if v is not None]
+    for i, expected in zip((2, 3), state):
+        assert relative_error(exe.params[f"p{i}"], expected) < 10 * TOL[dtype], f"running statistic {i}"
+
+
 # ---- elementwise --------------------------------------------------------------------------------
 def elementwise_input(draw, rng, dtype, spread=3.0):
     rank = draw(st.integers(2, 4))

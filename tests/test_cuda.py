@@ -493,9 +493,11 @@ def test_copy_stream_errors_reach_the_waiter():
         s.close()
 
 
+@pytest.mark.parametrize("convention", ["pytorch", "caffe"])
 @pytest.mark.parametrize("kind", DEVICES)
-def test_training_steps_match_the_cpu_device(kind):
-    """sgd_update and step_counter on the device (the backward ops run their forward there)."""
+def test_training_steps_match_the_cpu_device(kind, convention):
+    """sgd_update (both momentum conventions, a rate that changes) and step_counter on the device
+    (the backward ops run their forward there)."""
     rng = np.random.default_rng(5)
     g = Graph("mlp")
     x = g.add_input("x", (None, 6))
@@ -504,7 +506,7 @@ def test_training_steps_match_the_cpu_device(kind):
     g.set_outputs([g.add_node("dense", [h, _param(g, rng, "w2", (4, 8)), _param(g, rng, "b2", (4,))])])
     g.verify()
     opt = graphrt.optim.SGD(lr=0.1, momentum=0.9, weight_decay=1e-3, policy="step", gamma=0.5,
-                            stepsize=2)
+                            stepsize=2, convention=convention)
     xs = rng.standard_normal((4, 5, 6)).astype(np.float32)
     ys = rng.integers(0, 4, (4, 5))
     trainers = [graphrt.Trainer(g, optimizer=opt, device=d, batch_size=5)

@@ -190,11 +190,20 @@ def test_wrong_input_shape_or_dtype_names_the_input(shared, lenet):
     with pytest.raises(graphrt.InputError, match="'data'"):
         exe(np.zeros((2, 28, 28), np.float32))
     with pytest.raises(graphrt.InputError, match="'data'"):
-        exe(np.zeros((2, 1, 28, 28), np.int32))
+        exe(np.zeros((2, 1, 28, 28), np.complex64))
     with pytest.raises(graphrt.InputError):
         exe({"data": np.zeros((2, 1, 28, 28), np.float32), "extra": np.zeros(2)})
-    np.testing.assert_array_equal(exe(np.zeros((2, 1, 28, 28), np.float64)),
-                                  exe(np.zeros((2, 1, 28, 28), np.float32)))  # widths convert
+    # a dtype that converts exactly is converted (uint8 images); one that would round is refused
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 1, 28, 28)).astype(np.uint8)
+    np.testing.assert_array_equal(exe(pixels), exe(pixels.astype(np.float32)))
+    with pytest.raises(graphrt.InputError, match=r"'data' expects dtype float32, got float64.*astype"):
+        exe(np.zeros((2, 1, 28, 28), np.float64))
+    np.testing.assert_array_equal(exe(np.zeros((2, 1, 28, 28)).tolist()),  # Python lists take the dtype
+                                  exe(np.zeros((2, 1, 28, 28), np.float32)))
+    ints = np.arange(2 * 28 * 28).reshape(2, 1, 28, 28) - 700  # integers a float32 holds exactly
+    np.testing.assert_array_equal(exe(ints), exe(ints.astype(np.float32)))
+    with pytest.raises(graphrt.InputError, match="got int64, which does not convert exactly"):
+        exe(ints + 2**24)  # beyond float32's integers: they would round
 
     train = load(shared, SMALL[1])
     exe = graphrt.compile(train, "cpu", batch_size=4, opt_level=1)

@@ -26,6 +26,8 @@ from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import save_graph
 from graphrt.frontends.isolate import read_in_child
 
+from bounds import peak_bytes
+
 # cases per format: a few hundred, fewer for the slow loaders, to keep this file near 60 s
 CASES = {"prototxt": 300, "caffemodel": 300, "mxnet-json": 300, "mxnet-params": 300,
          "keras-json": 200, "keras-archive": 150, "onnx": 300, "npz": 200}
@@ -100,10 +102,9 @@ def _lenet_text(shared) -> str:
 
 def test_huge_num_output_is_refused_before_allocating(shared):
     text = _lenet_text(shared).replace("num_output: 500", "num_output: 100000000000")
-    start = time.perf_counter()
     with pytest.raises(WeightError, match="ip1"):
         load_caffe(text=text)
-    assert time.perf_counter() - start < 1.0
+    assert peak_bytes(lambda: load_caffe(text=text)) < 16 << 20
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-3", "2.5", "MAX"])
@@ -208,7 +209,7 @@ def test_a_stuck_or_crashing_hdf5_reader_is_a_parse_error():
     start = time.perf_counter()
     with pytest.raises(ParseError, match="did not finish"):
         read_in_child(lambda: time.sleep(60), 0.5, "the weights", "w.h5")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 30  # killed: the child would have slept 60 s
     with pytest.raises(ParseError, match="signal"):
         read_in_child(lambda: os.kill(os.getpid(), signal.SIGSEGV), 5, "the weights", "w.h5")
     with pytest.raises(WeightError, match="nope"):
@@ -232,10 +233,8 @@ def test_keras_dataset_declaring_more_than_it_stores_is_refused(shared, tmp_path
         h5.create_dataset(name, shape=(2**31,), dtype="f4", chunks=True)  # nothing written
     members[k] = (members[k][0], buf.getvalue())
     (tmp_path / "huge.keras").write_bytes(B._rezip(members))
-    start = time.perf_counter()
     with pytest.raises(ParseError, match="declares shape"):
         graphrt.load(tmp_path / "huge.keras")
-    assert time.perf_counter() - start < 5
 
 
 def _datasets(h5py, h5):

@@ -263,8 +263,11 @@ def two_inputs():
     (np.zeros((2, 3, 8, 7), np.float32),
      r"input 'x' expects shape \(N, 3, 8, 8\) float32, got \(2, 3, 8, 7\)"),
     (np.zeros((3, 8, 8), np.float32), r"input 'x' expects shape \(N, 3, 8, 8\)"),
-    (np.zeros((2, 3, 8, 8), np.int64), r"input 'x' expects dtype float32, got int64"),
-    (np.zeros((2, 3, 8, 8), bool), r"input 'x' expects dtype float32, got bool"),
+    (np.full((2, 3, 8, 8), 2**25), r"input 'x' expects dtype float32, got int64, which does not "
+                                   r"convert exactly"),
+    (np.zeros((2, 3, 8, 8)), r"input 'x' expects dtype float32, got float64.*x.astype\(np.float32\)"),
+    (np.zeros((2, 3, 8, 8), np.complex64), r"input 'x' expects dtype float32, got complex64"),
+    ("text", r"input 'x' expects float32 values"),
 ])
 def test_run_reference_rejects_a_bad_feed_naming_the_input(feed, pattern):
     with pytest.raises(InputError, match=pattern) as info:
@@ -272,12 +275,14 @@ def test_run_reference_rejects_a_bad_feed_naming_the_input(feed, pattern):
     assert info.value.node == "x"
 
 
-def test_run_reference_converts_other_float_widths():
+def test_run_reference_converts_what_converts_exactly():
     g = lenet()
-    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8))
-    out = graphrt.run_reference(g, x)  # float64 fed to a float32 input
-    assert out.dtype == np.float32
-    assert_close(out, lenet_naive(g, x.astype(np.float32)))
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8)).astype(np.float16)
+    pixels = np.random.default_rng(4).integers(0, 256, (2, 3, 8, 8))
+    for feed in (x, pixels, pixels.astype(np.uint8), pixels > 100):  # float16, integers, bytes, bools
+        out = graphrt.run_reference(g, feed)
+        assert out.dtype == np.float32
+        assert_close(out, lenet_naive(g, feed.astype(np.float32)))
 
 
 def test_run_reference_checks_the_number_and_names_of_inputs():

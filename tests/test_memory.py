@@ -296,6 +296,22 @@ def test_prefetch_input_slots():
         assert slot.start == 0 and slot.end == len(p.steps) - 1 and slot.kind == "input"
 
 
+def test_naive_plan_counts_every_prefetch_slot_and_the_repr_is_short():
+    """A tiny dense net whose input is most of its bytes: the executable's plan (two prefetch slots)
+    stays within the naive total, which gives each slot its own buffer too."""
+    from graphrt.frontends import keras
+
+    model = keras.Sequential()
+    model.add(keras.Dense(4, input_dim=200))
+    model.add(keras.Activation("softmax"))
+    exe = graphrt.compile(model, batch_size=1, opt_level=3)
+    p = exe.plan
+    assert len(p.input_slots) == 2
+    assert p.lower_bound_bytes <= p.arena_bytes <= p.naive_bytes
+    text = repr(p)
+    assert len(text) < 200 and text.startswith("<MemoryPlan batch 1: ") and " KiB, lower bound " in text
+
+
 def test_every_caffe_model_plan_is_consistent(shared):
     from graphrt.frontends.caffe import load_caffe
 

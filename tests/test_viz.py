@@ -264,3 +264,82 @@ def test_plan_picture_is_drawn_and_not_blank(tmp_path):
     blue = np.array([0x4A, 0x7F, 0xC1]) / 255  # activation blocks are drawn
     assert (np.abs(img - blue).max(axis=2) < 0.08).mean() > 0.01
     assert max(viz.live_bytes(exe.plan)) == exe.plan.lower_bound_bytes
+
+
+def _boxes(fig, texts):
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def _overlapping(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[i + 1:], i + 1)
+            if a.overlaps(b) and a.width and b.width]
+
+
+def deep_chain(layers: int) -> graphrt.Graph:
+    from graphrt.frontends import keras
+
+    model = keras.Sequential()
+    model.add(keras.Dense(16, input_dim=8))
+    for _ in range(layers):
+        model.add(keras.Dense(16 + _ % 3, activation="tanh"))
+    return model.to_graph()
+
+
+@pytest.mark.parametrize("model", ["googlenet", "deep_chain"])
+def test_plan_picture_numbers_the_largest_blocks_and_names_steps(shared, model):
+    """The LABELLED largest blocks carry their rank on their rectangle and are named in a column;
+    the x axis names the node of each step (GoogLeNet: every step; a 300-layer chain: evenly spaced
+    ones); no two labels overlap and every label lies inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from graphrt.viz.plan import LABELLED
+
+    if model == "googlenet":
+        graph = graphrt.load(shared / "models" / "caffe" / "bvlc_googlenet_deploy.prototxt")
+    else:
+        graph = deep_chain(300)
+    plan = graphrt.compile(graph, batch_size=2, opt_level=3).plan
+    fig = viz.plan_figure(plan)
+    FigureCanvasAgg(fig)
+    ax = fig.axes[0]
+    largest = viz.largest_blocks(plan)
+    assert len(largest) == LABELLED and largest[0].size == max(b.size for b in plan.blocks.values())
+    texts = {t.get_gid(): t for t in ax.texts if t.get_gid()}
+    figure_box = fig.bbox
+    for rank, block in enumerate(largest, start=1):
+        number, label = texts[f"block-number-{rank}"], texts[f"block-label-{rank}"]
+        assert number.get_text() == str(rank) and block.name[:30] in label.get_text()
+        # the number sits on its block's rectangle (in data coordinates)
+        x, y = number.get_position()
+        scale = plan.arena_bytes / ax.get_ylim()[1] * 1.08
+        assert block.start <= x <= block.end + 1 and block.offset <= y * scale <= block.offset + block.size
+    labels = [texts[f"block-label-{r}"] for r in range(1, LABELLED + 1)]
+    assert _overlapping(_boxes(fig, labels)) == []
+    assert all(figure_box.contains(b.x0, b.y0) and figure_box.contains(b.x1, b.y1)
+               for b in _boxes(fig, labels))
+    ticks = [t for t in ax.get_xticklabels() if t.get_text()]
+    positions = [int(t.get_position()[0]) for t in ticks]
+    if model == "googlenet":
+        assert positions == list(range(len(plan.steps)))  # 70 steps: every one is named
+    else:
+        assert 60 <= len(ticks) < len(plan.steps) and len(set(np.diff(positions))) == 1
+    assert all(plan.steps[i].startswith(t.get_text().rstrip("…")) for i, t in zip(positions, ticks))
+    assert _overlapping(_boxes(fig, ticks)) == []
+    assert all(figure_box.contains(b.x0, b.y0) for b in _boxes(fig, ticks))
+
+
+def test_long_names_wrap_at_layer_boundaries():
+    for name in ("a_very_long_layer_name_without_any_plus_signs_that_goes_on_and_on_forever",
+                 "model/block_12/branch_3/conv_reduce_3x3+model/block_12/branch_3/conv_reduce_5x5", "x" * 100):
+        lines = wrap_name(name)
+        assert "".join(lines) == name and all(len(line) <= 45 for line in lines)
+
+
+def test_op_labels_name_the_source_layer_type_alike():
+    """Every box that stands for one source layer shows its op and the layer's type, spelled as the
+    framework does, even where they differ only in case (Keras' Conv2D, the conv2d op)."""
+    view = viz.graph_view(small_cnn(), "loaded")
+    own = [n for n in view.nodes if not n.is_tensor and n.source.get("layer") == n.name]
+    subs = {n.name: viz.svg.subtitle(n) for n in own}
+    assert subs["conv2d_1"].startswith("conv2d · Conv2D") and subs["dense_1"].startswith("dense · Dense")
+    assert len(own) == 6 and all(n.source["type"] in subs[n.name] for n in own)

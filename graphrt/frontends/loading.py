@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..ir.errors import GraphrtError, ParseError, UnsupportedError
+from ..ir.errors import GraphrtError, InputError, ParseError, UnsupportedError
 from ..ir import Graph
 from ..ir.gcpause import gc_paused
 
@@ -56,20 +56,43 @@ def detect_format(path: Path) -> str:
 
 @gc_paused
 def load(path: str | Path, format: str | None = None, weights: str | Path | None = None, *,
-         phase: str = "TEST", stage: Sequence[str] = (), input_shape: Sequence[int] | None = None,
-         classes: int | None = None, seed: int = 0) -> Graph:
+         phase: str = "TEST", stage: str | Sequence[str] = (),
+         input_shape: Sequence[int] | None = None, classes: int | None = None, seed: int = 0) -> Graph:
     """Load a model file as a :class:`Graph` with its parameters filled.
 
-    ``phase``/``stage``/``classes`` apply to Caffe; ``input_shape`` (C, H, W) gives inputs whose shape
-    the file does not state (Caffe data layers, MXNet symbols, symbolic ONNX dimensions); ``seed``
-    seeds the initializers used when no weights are given.
+    ``phase``/``stage``/``classes`` apply to Caffe (``stage`` is one stage name or a sequence of
+    them); ``input_shape`` (C, H, W) gives inputs whose shape the file does not state (Caffe data
+    layers, MXNet symbols, symbolic ONNX dimensions) — given for a file that states a different one,
+    it is an :class:`InputError`, never ignored; ``seed`` seeds the initializers used when no weights
+    are given.
 
     >>> g = graphrt.load("lenet.prototxt", weights="lenet_iter_10000.caffemodel")  # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
         raise GraphrtError("no such model file", file=str(path))
-    fmt = format or detect_format(path)
+    graph = _load(path, format or detect_format(path), weights, phase=phase,
+                  stage=(stage,) if isinstance(stage, str) else tuple(stage), input_shape=input_shape,
+                  classes=classes, seed=seed)
+    return check_input_shape(graph, input_shape, path)
+
+
+def check_input_shape(graph: Graph, input_shape, path: Path) -> Graph:
+    """``graph`` if one of its batched inputs has ``input_shape`` (or none was given); an
+    :class:`InputError` naming what the file declares otherwise."""
+    if input_shape is None or isinstance(input_shape, dict):
+        return graph
+    given = tuple(int(d) for d in input_shape)
+    declared = {t: tuple(graph.specs[t].shape[1:]) for t in graph.inputs if graph.specs[t].batched}
+    if not declared or given in declared.values():
+        return graph
+    name, shape = next(iter(declared.items()))
+    raise InputError(f"input_shape={given} was given, but the file declares input {name!r} as "
+                     f"{shape} (batch excluded) and graphrt uses the file's shape: leave input_shape "
+                     "out, or change the file", file=str(path))
+
+
+def _load(path: Path, fmt: str, weights, *, phase, stage, input_shape, classes, seed) -> Graph:
     if fmt == "caffe":
         from .caffe.net import load_caffe
 

@@ -21,7 +21,8 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
    are tried too and the smallest arena wins — each is cheap, and none dominates on every graph. Invariant (checked by :meth:`MemoryPlan.check`): two
    buffers live at a common step never share a byte.
 5. **Bounds.** ``lower_bound_bytes`` is the largest total size of the buffers live at one step — no
-   plan of these buffers can use less; ``naive_bytes`` gives every tensor and workspace its own buffer.
+   plan of these buffers can use less; ``naive_bytes`` gives every tensor, workspace and prefetch
+   slot its own buffer, so ``lower_bound_bytes <= arena_bytes <= naive_bytes``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ from ..ir import Graph, Node
 from ..ops import get_op
 
 ALIGNMENT = 64
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.50 KiB``, ``11.92 MiB``, ``2.00 GiB``."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
 
 
 def align(n: int, alignment: int = ALIGNMENT) -> int:
@@ -79,6 +88,12 @@ class MemoryPlan:
     arena_bytes: int
     lower_bound_bytes: int
     naive_bytes: int
+
+    def __repr__(self) -> str:
+        return (f"<MemoryPlan batch {self.batch}: {len(self.blocks)} buffers over {len(self.steps)} "
+                f"steps, arena {format_bytes(self.arena_bytes)}, lower bound "
+                f"{format_bytes(self.lower_bound_bytes)}, naive {format_bytes(self.naive_bytes)}; "
+                ".table() lists the buffers>")
 
     def check(self) -> None:
         """Raise AssertionError if two buffers live at a common step share a byte."""
@@ -149,7 +164,9 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
     blocks = _assign_offsets(requests)
     arena = max((b.offset + b.size for b in blocks.values()), default=0)
     lower = _max_live_bytes(blocks.values(), len(nodes))
-    naive = sum(nbytes.values()) + sum(r[2] for r in requests if r[1] == "workspace")
+    # naively too, every prefetch slot but the first is a buffer of its own
+    naive = (sum(nbytes.values()) + packed * (len(slots) - 1)
+             + sum(r[2] for r in requests if r[1] == "workspace"))
     return MemoryPlan(batch, alignment, steps, blocks, views, ws_blocks, slots, arena, lower, naive)
 
 

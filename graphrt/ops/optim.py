@@ -2,8 +2,11 @@
 
 ``sgd_update(param, grad, velocity, iteration)`` updates ``param`` and ``velocity`` in place (no
 outputs): with ``lr = lr_policy(iteration) * lr_mult`` and ``g = grad + weight_decay * decay_mult *
-param``, ``velocity = momentum * velocity + g; param -= lr * velocity`` (PyTorch's form of momentum,
-the same as Caffe's while the rate is constant). Learning-rate policies are Caffe's: ``fixed``;
+param``, ``convention="pytorch"`` is ``torch.optim.SGD``'s ``velocity = momentum * velocity + g;
+param -= lr * velocity`` and ``convention="caffe"`` is Caffe's SGDSolver's ``velocity = momentum *
+velocity + lr * g; param -= velocity`` (Keras' SGD too). The two agree while the rate is constant
+and differ once a policy changes it: PyTorch's velocity carries past gradients at the new rate,
+Caffe's at the rates they were taken with. Learning-rate policies are Caffe's: ``fixed``;
 ``step`` (lr * gamma ^ floor(it / stepsize)); ``multistep`` (gamma ^ number of ``stepvalues``
 passed); ``exp`` (lr * gamma ^ it); ``inv`` (lr * (1 + gamma * it) ^ -power); ``poly``
 (lr * (1 - it / max_iter) ^ power). ``iteration`` is a device-resident counter, so the rate needs no
@@ -21,6 +24,7 @@ from ..ir import spec_error
 from .registry import Attr, OpDef, OpPattern, choice, floats, nonnegative, register, to_float, to_int
 
 POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly")
+CONVENTIONS = ("pytorch", "caffe")
 
 
 def learning_rate(attrs, it: float) -> float:
@@ -55,13 +59,16 @@ def _sgd_infer(attrs, ins, node):
 
 def _sgd(attrs, inputs, outputs):
     param, grad, velocity, it = inputs
-    lr = learning_rate(attrs, float(it)) * attrs["lr_mult"]
+    lr = param.dtype.type(learning_rate(attrs, float(it)) * attrs["lr_mult"])
     decay = attrs["weight_decay"] * attrs["decay_mult"]
+    g = grad + param.dtype.type(decay) * param if decay else grad
     velocity *= param.dtype.type(attrs["momentum"])
-    velocity += grad
-    if decay:
-        velocity += param.dtype.type(decay) * param
-    param -= param.dtype.type(lr) * velocity
+    if attrs["convention"] == "caffe":
+        velocity += lr * g
+        param -= velocity
+    else:
+        velocity += g
+        param -= lr * velocity
 
 
 def _sgd_cost(attrs, ins, outs, batch):
@@ -75,7 +82,8 @@ SGD_UPDATE = register(OpDef(
            "weight_decay": Attr(nonnegative(to_float), 0.0), "lr_mult": Attr(to_float, 1.0),
            "decay_mult": Attr(to_float, 1.0), "policy": Attr(choice(*POLICIES), "fixed"),
            "gamma": Attr(to_float, 0.1), "power": Attr(to_float, 1.0), "stepsize": Attr(to_int, 0),
-           "stepvalues": Attr(floats, ()), "max_iter": Attr(to_int, 0)},
+           "stepvalues": Attr(floats, ()), "max_iter": Attr(to_int, 0),
+           "convention": Attr(choice(*CONVENTIONS), "pytorch")},
     infer=_sgd_infer, forward=_sgd, cost=_sgd_cost, pattern=OpPattern.OPAQUE,
     outputs=lambda attrs: 0, writes=(0, 2), doc=__doc__))
 

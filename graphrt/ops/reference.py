@@ -17,9 +17,10 @@ from ..ir import Graph
 def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     """Match ``x`` (an array, a sequence of arrays or a dict) to the graph's inputs.
 
-    Checks every shape and dtype against the input's spec (floats of another width are converted;
-    other dtype kinds are refused) and that all inputs share one batch size. Returns the feeds and
-    the batch size.
+    Checks every shape and dtype against the input's spec (values that convert exactly, such as
+    uint8 images or integer labels into float32, are converted; a dtype that would round or
+    truncate, such as float64 into float32, is refused) and that all inputs share one batch size.
+    Returns the feeds and the batch size.
     """
     names = graph.inputs
     if isinstance(x, Mapping):
@@ -40,23 +41,43 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     for name, value in items:
         spec = graph.specs[name]
         # device arrays with numpy dtypes (CuPy's: the cuda executable adopts the others) stay put
-        if not (hasattr(value, "__cuda_array_interface__") and hasattr(value.dtype, "kind")):
+        if not hasattr(value, "dtype"):  # Python numbers and lists take the input's dtype
+            try:
+                value = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError) as err:
+                raise InputError(f"input {name!r} expects {spec.dtype} values, got "
+                                 f"{type(value).__name__}: {err}", node=name) from None
+        elif not (hasattr(value, "__cuda_array_interface__") and hasattr(value.dtype, "kind")):
             value = np.asarray(value)
         want = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
         if value.ndim != len(spec.shape) or any(d is not None and d != v
                                                  for d, v in zip(spec.shape, value.shape)):
             raise InputError(f"input {name!r} expects shape {want} {spec.dtype}, got {value.shape}",
                              node=name)
-        want_kind = np.dtype(spec.dtype).kind
-        if value.dtype.kind != want_kind and not (want_kind in "iu" and value.dtype.kind in "iu"):
-            raise InputError(f"input {name!r} expects dtype {spec.dtype}, got {value.dtype}",
-                             node=name)
-        feeds[name] = value.astype(spec.dtype, copy=False)
+        feeds[name] = _convert(name, value, spec.dtype)
         if spec.batched:
             if batch is not None and value.shape[0] != batch:
                 raise InputError(f"input {name!r} has batch {value.shape[0]}, others {batch}", node=name)
             batch = value.shape[0]
     return feeds, 1 if batch is None else batch
+
+
+def _convert(name: str, value, dtype: str):
+    """``value`` as ``dtype`` when it converts exactly: a dtype that always does (uint8 images into
+    float32, int32 labels into int64), or integers within the float's exact range (class labels
+    into a Caffe float label input). Anything else — float64 into float32 rounds, floats into
+    integer labels truncate — is refused rather than changed silently."""
+    want = np.dtype(dtype)
+    if value.dtype == want:
+        return value
+    exact = np.can_cast(value.dtype, want, "safe")
+    if not exact and value.dtype.kind in "iu" and want.kind == "f":
+        limit = 2 ** (np.finfo(want).nmant + 1)
+        exact = value.size == 0 or (int(value.min()) >= -limit and int(value.max()) <= limit)
+    if not exact:
+        raise InputError(f"input {name!r} expects dtype {want}, got {value.dtype}, which does not "
+                         f"convert exactly: convert it yourself, e.g. x.astype(np.{want})", node=name)
+    return value.astype(want)
 
 
 def random_feeds(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

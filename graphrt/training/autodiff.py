@@ -35,7 +35,12 @@ ONE = "__one__"
 class SGD:
     """Stochastic gradient descent with momentum and weight decay, and Caffe's lr policies.
 
-    >>> opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4, policy="step", gamma=0.1, stepsize=1000)
+    ``convention`` is where the rate enters the momentum (see :mod:`graphrt.ops.optim`):
+    ``"pytorch"`` (``torch.optim.SGD``, the default) or ``"caffe"`` (Caffe's SGDSolver, Keras'
+    SGD); they differ only once a policy changes the rate.
+
+    >>> opt = SGD(lr=0.01, momentum=0.9, weight_decay=5e-4, policy="step", gamma=0.1, stepsize=1000,
+    ...           convention="caffe")
     """
 
     lr: float = 0.01
@@ -47,6 +52,7 @@ class SGD:
     stepsize: int = 0
     stepvalues: tuple = ()
     max_iter: int = 0
+    convention: str = "pytorch"
 
     def attrs(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -97,11 +103,12 @@ def _has_running_stats(g: Graph, node: Node) -> bool:
 def _batch_norm_train(g: Graph, node: Node) -> Node:
     x, mean, var = node.inputs[:3]
     c = g.specs[x].shape[1]
+    dtype = g.params[mean].dtype  # the state's own precision (a float64 model keeps float64 sums)
     if len(node.inputs) == 5:
         gamma, beta = node.inputs[3:]
     else:
-        gamma = g.add_param(f"{node.name}/gamma_one", np.ones(c, np.float32), trainable=False)
-        beta = g.add_param(f"{node.name}/beta_zero", np.zeros(c, np.float32), trainable=False)
+        gamma = g.add_param(f"{node.name}/gamma_one", np.ones(c, dtype), trainable=False)
+        beta = g.add_param(f"{node.name}/beta_zero", np.zeros(c, dtype), trainable=False)
     for stat in (mean, var):
         g.param_info[stat].trainable = False
     attrs = {k: node.attrs[k] for k in ("eps", "momentum", "unbiased", "caffe_fraction")
@@ -110,7 +117,7 @@ def _batch_norm_train(g: Graph, node: Node) -> Node:
     if attrs.get("caffe_fraction"):
         # Caffe's scale factor S starts at 0 in a fresh net: the first batch's statistics replace
         # the (zero) running sums outright; a loaded caffemodel's blobs are already divided by S
-        inputs.append(g.add_param(f"{node.name}/scale_factor", np.zeros(1, np.float32), trainable=False))
+        inputs.append(g.add_param(f"{node.name}/scale_factor", np.zeros(1, dtype), trainable=False))
     outputs = node.outputs + (f"{node.name}:saved_mean", f"{node.name}:saved_invstd")
     return node.replace(op="batch_norm_train", inputs=tuple(inputs), outputs=outputs, attrs=attrs)
 

@@ -15,6 +15,7 @@ categorical cross-entropy), or on the output itself. Labels are a ``label`` inpu
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from typing import Callable, Iterable
 
@@ -102,10 +103,11 @@ class Trainer:
             if not (resume and epoch == first):
                 self._epoch, self._epoch_start = epoch, self.steps
             source = batches() if callable(batches) else batches
+            total = len(source) - skip if hasattr(source, "__len__") else None
             source = itertools.islice(source, skip, None) if skip else source
             skip = 0
             pairs = (self._feeds(*item) if isinstance(item, tuple) else item for item in source)
-            bar = _progress(progress, f"epoch {epoch + 1}/{epochs}")
+            bar = _progress(progress, f"epoch {epoch + 1}/{epochs}", total)
             last = None
             for k, out in enumerate(self.exe.stream(pairs, outputs="device")):
                 self.steps += 1
@@ -226,13 +228,15 @@ class _NoBar:
         pass
 
 
-def _progress(enabled: bool, desc: str):
+def _progress(enabled: bool, desc: str, total: int | None = None):
+    """A tqdm bar on stderr counting batches out of ``total`` (when the batches have a length); only
+    on a terminal, so a log file gets no carriage-return updates."""
     if not enabled:
         return _NoBar()
     try:
         from tqdm import tqdm
     except ImportError:
         return _NoBar()
-    return tqdm(desc=desc, unit="batch", leave=False)
+    return tqdm(desc=desc, total=total, unit="batch", leave=False, file=sys.stderr, disable=None)
 
 

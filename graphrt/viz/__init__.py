@@ -31,7 +31,7 @@ from ..ops.reference import random_feeds  # noqa: F401  (re-exported: viz.random
 from .dot import TIMEOUT_S as dot_timeout
 from .dot import GraphvizError, dot_available, dot_svg, run_dot, to_dot
 from .html import to_html
-from .plan import live_bytes, plot_plan
+from .plan import largest_blocks, live_bytes, plan_figure, plot_plan
 from .raster import graph_image
 from .stages import FIXED, StageError, Stages, compile_stages
 from .svg import to_svg
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["graph_view", "write", "to_html", "to_svg", "to_dot", "plot_plan", "graph_image",
            "compile_stages", "build_view", "time_nodes", "GraphView", "NodeView", "EdgeView",
            "NodeTimes", "Stages", "StageError", "GraphvizError", "dot_available", "live_bytes",
+           "plan_figure", "largest_blocks",
            "random_feeds", "FORMATS", "ENGINES", "FIXED"]
 
 

@@ -7,6 +7,7 @@ are labelled with tensor shapes. Node ids are the view's (``n0``, ``n1``, ...), 
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from html import escape
 
 from ..ir.errors import GraphrtError
 from .svg import COLORS, box_geometry
-from .text import FONT_FAMILY
+from .text import FONT_FAMILY, text_width
 from .view import GraphView
 
 TIMEOUT_S = 120
@@ -36,7 +37,11 @@ def _label(n) -> str:
     box = box_geometry(n)
     fill, stroke = COLORS[n.kind]
     title = "<BR/>".join(f"<B>{escape(t)}</B>" for t in box.title)
-    cells = [f'<TR><TD BORDER="0" CELLPADDING="1">{title}</TD></TR>',
+    # dot sizes text by its own font metrics, which can fall short of the browser's DejaVu Sans:
+    # the cell asks for the width the page will draw (points are the SVG's px)
+    width = max([text_width(t, 11, bold=True) for t in box.title] + [text_width(box.sub, 9)]
+                + [text_width(r, 9) + 12 for r, _ in box.rows])
+    cells = [f'<TR><TD BORDER="0" CELLPADDING="1" WIDTH="{math.ceil(width) + 8}">{title}</TD></TR>',
              f'<TR><TD BORDER="0" CELLPADDING="1"><FONT POINT-SIZE="9">{escape(box.sub)}</FONT></TD></TR>']
     for text, kind in box.rows:
         style = ' STYLE="dashed"' if kind == "elided" else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from ..memory import format_bytes
 from .page import PAGE_CSS, PAGE_JS
 from .view import GraphView
 
@@ -19,15 +20,12 @@ from .view import GraphView
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
-
-
 def header_facts(view: GraphView) -> list[str]:
     info = view.info
     facts = [f"{info['nodes']} nodes", f"{info['params']:,} parameters", f"batch {info['batch']}"]
     if "arena_bytes" in info:
-        facts.append(f"arena {_mib(info['arena_bytes'])} (lower bound {_mib(info['lower_bound_bytes'])})")
+        facts.append(f"arena {format_bytes(info['arena_bytes'])} "
+                     f"(lower bound {format_bytes(info['lower_bound_bytes'])})")
     if "step_ms" in info:
         facts.append(f"step {info['step_ms']:.2f} ms (mean of {info['iterations']})")
     return facts
@@ -60,13 +58,15 @@ def to_html(view: GraphView, svg: str) -> str:
     <datalist id="names"></datalist>
     <span id="search-status"></span>
     <button id="zoom-out" title="zoom out">−</button><button id="zoom-in" title="zoom in">+</button>
-    <button id="zoom-fit" title="fit the width">fit</button>
+    <button id="zoom-fit" title="show the whole graph">fit</button>
   </div>
   <div class="legend">{legend}</div>
   {orphans}
 </header>
 <main>
   <div id="canvas">{svg}</div>
+  <div id="overview" hidden title="the whole graph: click or drag to move there">
+    <div class="caption">overview</div><svg xmlns="http://www.w3.org/2000/svg"></svg></div>
   <aside id="panel"><p class="hint">Click a node to see its op, attributes, shapes, parameters and
   place in the memory arena.</p></aside>
 </main>

@@ -53,7 +53,8 @@ class Box:
 
 
 def wrap_name(name: str, width: int = WRAP) -> list[str]:
-    """Split a merged name at ``+`` into lines of about ``width`` characters (never inside a layer)."""
+    """Lines of about ``width`` characters: a merged name splits at ``+`` (never inside a layer),
+    and a part still longer than ``width`` after its last ``/``, ``_`` or ``.`` that fits."""
     parts = name.split("+")
     lines = [parts[0]]
     for part in parts[1:]:
@@ -62,7 +63,17 @@ def wrap_name(name: str, width: int = WRAP) -> list[str]:
             lines.append(part)
         else:
             lines[-1] += "+" + part
-    return lines
+    return [piece for line in lines for piece in _split_long(line, width)]
+
+
+def _split_long(line: str, width: int) -> list[str]:
+    out = []
+    while len(line) > width:
+        cut = max(line.rfind(c, 0, width) for c in "/_.") + 1
+        cut = cut if cut > width // 3 else width
+        out.append(line[:cut])
+        line = line[cut:]
+    return out + [line]
 
 
 def subtitle(n: NodeView) -> str:
@@ -70,7 +81,7 @@ def subtitle(n: NodeView) -> str:
         return (n.outputs or n.inputs)[0]["shape"]
     bits = [n.op]
     own = n.source.get("layer") == n.name or n.members
-    if own and n.source.get("type") and n.source["type"].lower() != n.op:
+    if own and n.source.get("type") and n.source["type"] != n.op:  # conv2d · Conv2D, like max_pool · MaxPooling2D
         bits.append(n.source["type"])
     if n.device:
         bits.append(n.device)

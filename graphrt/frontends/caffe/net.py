@@ -30,7 +30,7 @@ DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "Wind
 
 
 def load_caffe(path: str | Path | None = None, weights: str | Path | None = None, *,
-               text: str | None = None, phase: str = "TEST", stage: Sequence[str] = (),
+               text: str | None = None, phase: str = "TEST", stage: str | Sequence[str] = (),
                input_shape: Sequence[int] | None = None, classes: int | None = None,
                seed: int = 0) -> Graph:
     """Load a Caffe net definition (``path`` or ``text``) and optionally its trained weights.
@@ -41,7 +41,8 @@ def load_caffe(path: str | Path | None = None, weights: str | Path | None = None
     """
     file = str(path) if path is not None else "<prototxt>"
     net = load_prototxt(path) if text is None else parse_prototxt(text, file)
-    builder = _NetBuilder(net, file, phase.upper(), tuple(stage), input_shape, classes, seed)
+    stages = (stage,) if isinstance(stage, str) else tuple(stage)  # one stage, or several
+    builder = _NetBuilder(net, file, phase.upper(), stages, input_shape, classes, seed)
     graph = builder.build()
     if weights is not None:
         apply_caffemodel(graph, builder.blob_owners, weights)

@@ -55,12 +55,13 @@ _IDENT_RE = re.compile(r"[A-Za-z_]\w*\Z", re.ASCII)
 
 
 class EnumValue(str):
-    """An unquoted identifier value such as ``MAX``; compares equal to the plain ``str``."""
+    """An unquoted identifier value such as ``MAX``; compares equal to the plain ``str``. Its repr
+    is the identifier as the prototxt writes it (``MAX``, no quotes), so messages quote the file."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"EnumValue({str.__repr__(self)})"
+        return str(self)
 
 
 class Message:

@@ -50,7 +50,8 @@ def bind_sgd(attrs, inputs, outputs, ws):
         param, grad, vel, it, n, attrs["lr"], attrs["momentum"],
         attrs["weight_decay"] * attrs["decay_mult"], attrs["lr_mult"],
         POLICY_CODES[attrs["policy"]], attrs["gamma"], attrs["power"], float(attrs["stepsize"]),
-        float(attrs["max_iter"]), len(sv), *(sv + (0.0,) * (8 - len(sv)))))]
+        float(attrs["max_iter"]), len(sv), *(sv + (0.0,) * (8 - len(sv))),
+        int(attrs.get("convention", "pytorch") == "caffe")))]
 
 
 def bind_counter(attrs, inputs, outputs, ws):

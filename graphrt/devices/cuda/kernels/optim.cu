@@ -6,7 +6,7 @@ extern "C" __global__ void sgd_update(
         double lr, double momentum, double decay, double lr_mult, int policy, double gamma,
         double power, double stepsize, double max_iter, int nsv,
         double sv0, double sv1, double sv2, double sv3, double sv4, double sv5, double sv6,
-        double sv7) {
+        double sv7, int caffe) {
     const double t = it[0];
     double rate = lr;
     if (policy == 1) {
@@ -26,10 +26,12 @@ extern "C" __global__ void sgd_update(
     }
     const T r = (T)(rate * lr_mult), mom = (T)momentum, dec = (T)decay;
     GR_LOOP(i, n) {
-        T v = gr_mul(vel[i], mom) + grad[i];
-        if (decay != 0.0) v = v + gr_mul(dec, param[i]);
+        T g = grad[i];
+        if (decay != 0.0) g = g + gr_mul(dec, param[i]);
+        // PyTorch: v = m v + g, p -= r v; Caffe: v = m v + r g, p -= v (see graphrt/ops/optim.py)
+        const T v = caffe ? gr_mul(vel[i], mom) + gr_mul(r, g) : gr_mul(vel[i], mom) + g;
         vel[i] = v;
-        param[i] = param[i] - gr_mul(r, v);
+        param[i] = caffe ? param[i] - v : param[i] - gr_mul(r, v);
     }
 }
 

@@ -1,0 +1,64 @@
+"""``graphrt train``: SGD on an ``.npz`` of inputs and labels (or scikit-learn's digits), with the
+loss read back every few steps; ``--save`` writes the trained model as graphrt's ``.npz``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..ir.errors import GraphrtError, InputError
+from .common import emit, load_model
+
+
+def training_data(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """``digits`` (scikit-learn's, as 1x28x28 images) or an ``.npz`` with inputs ``x`` (or ``data``)
+    and labels ``y`` (or ``label``/``labels``)."""
+    if spec == "digits":
+        from ..training.datasets import digits_28x28
+
+        return digits_28x28()
+    path = Path(spec)
+    if not path.exists():
+        raise GraphrtError("no such data file", file=spec)
+    if path.suffix != ".npz":
+        raise GraphrtError("training data must be an .npz with arrays x and y, or 'digits'", file=spec)
+    with np.load(path, allow_pickle=False) as archive:
+        xs = [k for k in ("x", "data", "inputs") if k in archive]
+        ys = [k for k in ("y", "label", "labels", "targets") if k in archive]
+        if not xs or not ys:
+            raise GraphrtError(f"the .npz must hold x and y arrays; it has {sorted(archive.files)}",
+                               file=spec)
+        x, y = archive[xs[0]], archive[ys[0]]
+    if len(x) != len(y):
+        raise InputError(f"{len(x)} inputs but {len(y)} labels", file=spec)
+    return x, y
+
+
+def cmd_train(args) -> int:
+    import graphrt
+
+    if not hasattr(graphrt, "Trainer"):
+        raise GraphrtError("training is not available yet")
+    graph = load_model(args)
+    x, y = training_data(args.data)
+    spec = graph.specs[graph.inputs[0]]
+    if x.ndim != len(spec.shape) or any(d is not None and d != v for d, v in zip(spec.shape, x.shape)):
+        raise InputError(f"the training inputs have shape {x.shape} but input {graph.inputs[0]!r} "
+                         f"expects {spec}", file=args.data)
+    batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
+    optimizer = graphrt.optim.SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
+                              batch_size=args.batch, opt_level=args.opt_level)
+    start = time.perf_counter()
+    history = trainer.fit(batches, epochs=args.epochs)
+    seconds = time.perf_counter() - start
+    if args.save:
+        trainer.save(args.save)
+    report = {"steps": len(batches) * args.epochs, "seconds": seconds,
+              "images_per_s": len(x) * args.epochs / seconds,
+              "loss": [[int(s), float(v)] for s, v in history], "saved": args.save}
+    last = f", final loss {history[-1][1]:.4f}" if history else ""
+    emit(args, report, f"{report['steps']} steps in {seconds:.1f} s ({report['images_per_s']:.0f} images/s)"
+         f"{last}" + (f"; saved {args.save}" if args.save else ""))
+    return 0
