@@ -301,15 +301,16 @@ def test_absurd_batch_raises_out_of_memory_before_allocating(shared, no_alloc):
 
 def test_out_of_memory_is_checked_against_the_device(lenet, monkeypatch):
     g, exe = lenet
-    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: exe.plan.arena_bytes - 1)
+    need = exe.plan.arena_bytes + sum(exe.graph.params[t].nbytes for t in exe.params)
+    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: need - 1)
     allocated = []
     real = CpuDevice.alloc_arena
     monkeypatch.setattr(CpuDevice, "alloc_arena", lambda self, n: allocated.append(n) or real(self, n))
     with pytest.raises(OutOfMemoryError):
         graphrt.compile(g, "cpu", batch_size=4, opt_level=3)
     assert allocated == []
-    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: exe.plan.arena_bytes)
-    graphrt.compile(g, "cpu", batch_size=4, opt_level=3)  # exactly enough
+    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: need)
+    graphrt.compile(g, "cpu", batch_size=4, opt_level=3)  # exactly enough: arena and parameters
     assert allocated == [exe.plan.arena_bytes]
 
 
@@ -318,3 +319,4 @@ def test_bad_batch_size():
     g.set_outputs([g.add_node("relu", [g.add_input("x", (None, 3))], name="r")])
     with pytest.raises(graphrt.GraphrtError, match="batch_size"):
         graphrt.compile(g, "cpu", batch_size=0)
+

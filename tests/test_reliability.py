@@ -47,7 +47,8 @@ def test_a_plan_that_does_not_fit_fails_before_allocating(monkeypatch):
 
     monkeypatch.setattr(CpuDevice, "alloc_arena", refuse)
     monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: 1 << 26)
-    with pytest.raises(graphrt.OutOfMemoryError, match=r"needs an arena of [\d.]+ MiB at batch 4096 but "
+    with pytest.raises(graphrt.OutOfMemoryError, match=r"needs an arena of [\d.]+ MiB at batch 4096 "
+                                                        r"\(and [\d.]+ MiB of parameters\) but "
                                                         r"the cpu device has 64.0 MiB available"):
         graphrt.compile(model("torch_lenet"), batch_size=4096)
 
@@ -180,3 +181,4 @@ def test_interrupted_fit_is_consistent_and_resumes():
     assert trainer._completed_steps() == 12
     for name, value in reference.parameters().items():
         np.testing.assert_allclose(trainer.parameters()[name], value, rtol=1e-5, atol=1e-7)
+

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..ir.errors import GraphrtError, ParseError, UnsupportedError
 from ..ir import Graph
+from .files import bounded_memory
 
 FORMATS = ("caffe", "mxnet", "keras", "graphrt", "onnx")
 
@@ -53,6 +54,7 @@ def detect_format(path: Path) -> str:
                            f"format= one of {', '.join(FORMATS)}", file=str(path))
 
 
+@bounded_memory
 def load(path: str | Path, format: str | None = None, weights: str | Path | None = None, *,
          phase: str = "TEST", stage: Sequence[str] = (), input_shape: Sequence[int] | None = None,
          classes: int | None = None, seed: int = 0) -> Graph:

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ir.errors import GraphrtError, ParseError, WeightError
-from ..ir import Graph, Source
+from ..ir import Graph, Source, limits
+from ..ir.errors import GraphrtError, LimitError, ParseError, WeightError
+from ..ir.limits import Budget
+from .archive import check_declared
+from .files import bounded_memory
 
 GRAPH_KEY = "__graph__.json"
 FORMAT = "graphrt-graph/1"
@@ -85,20 +88,17 @@ def save_graph(graph: Graph, path: str | Path) -> None:
 
 
 def _check_members(path: str | Path, file: str) -> None:
-    """Check every member's declared sizes before numpy allocates them: the zip's sizes against
-    the limits, each ``.npy`` header's shape and dtype against the bytes the member holds."""
-    from . import limits
-
+    """Check every member's declared sizes before numpy allocates them: each ``.npy`` header's
+    shape and dtype against the bytes the member holds and against the load's parameter budget
+    (the graph description against ``MAX_CONFIG_BYTES``)."""
+    budget = Budget()
     with zipfile.ZipFile(path) as zf:
-        infos = zf.infolist()
-        total = sum(i.file_size for i in infos)
-        if total > limits.MAX_PARAM_BYTES + limits.MAX_CONFIG_BYTES:
-            raise ParseError(f"the archive declares {total:,} bytes, over the limit "
-                             "(graphrt.frontends.limits)", file=file)
-        for info in infos:
-            if info.compress_size > Path(path).stat().st_size:
-                raise ParseError(f"member {info.filename!r} declares {info.compress_size:,} "
-                                 "compressed bytes, more than the whole archive", file=file)
+        for info in zf.infolist():
+            check_declared(info, file)
+            if info.filename == GRAPH_KEY + ".npy" and info.file_size > limits.MAX_CONFIG_BYTES:
+                raise LimitError(f"the graph description declares {info.file_size:,} bytes, over "
+                                 "the limit on a JSON member (MAX_CONFIG_BYTES): "
+                                 f"{limits.how_to_raise('MAX_CONFIG_BYTES')}", file=file)
             with zf.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -111,8 +111,12 @@ def _check_members(path: str | Path, file: str) -> None:
                 if need > info.file_size or any(d < 0 or d >= 2**62 for d in shape):
                     raise ParseError(f"member {info.filename!r} declares shape {shape} ({need:,} "
                                      f"bytes) but holds {info.file_size:,} bytes", file=file)
+                if info.filename != GRAPH_KEY + ".npy":
+                    budget.take_array("param", f"parameter {info.filename[:-4]!r}", shape, dtype,
+                                      file=file)
 
 
+@bounded_memory
 def load_graph(path: str | Path) -> Graph:
     """Read a graph saved by :func:`save_graph` (no pickle: object arrays are refused)."""
     file = str(path)

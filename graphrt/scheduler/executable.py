@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..devices import get_device
-from ..ir.errors import GraphrtError
+from ..ir.errors import GraphrtError, OutOfMemoryError
 from ..ir import Graph
 from ..memory import plan_memory
 from ..passes import optimize, place_on
@@ -27,10 +27,6 @@ from ..ops.reference import check_feeds
 from .ledger import Ledger
 from .prefetch import SLOTS, Prefetcher
 from .program import Program
-
-
-class OutOfMemoryError(GraphrtError):
-    """The memory plan does not fit the device."""
 
 
 def as_graph(model) -> Graph:
@@ -66,12 +62,7 @@ class Executable:
         self.output_names = list(graph.outputs)
         self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
                                 input_slots=SLOTS)
-        available = self.device.available_bytes()
-        if self.plan.arena_bytes > available:
-            raise OutOfMemoryError(
-                f"the memory plan needs an arena of {self.plan.arena_bytes / 2**20:.1f} MiB at batch "
-                f"{self.batch_size} but the {self.device.kind} device has {available / 2**20:.1f} MiB "
-                "available; compile with a smaller batch_size")
+        self._check_memory()
         self.ledger = Ledger()
         self.arena = self.device.alloc_arena(self.plan.arena_bytes)
         self.params = self._upload_params()
@@ -82,6 +73,20 @@ class Executable:
         # one step at a time: a second thread waits; the thread that is streaming may not step
         self._busy = threading.RLock()
         self._streaming: int | None = None
+
+    def _check_memory(self) -> None:
+        """OutOfMemoryError, before allocating, when the arena and the parameters' device copies
+        do not fit what the device (on the cpu device: the process) may still use."""
+        params = sum(self.graph.params[t].nbytes for t in
+                     {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params})
+        available, why = self.device.available_memory()
+        need = self.plan.arena_bytes + params
+        if need > available:
+            raise OutOfMemoryError(
+                f"the memory plan needs an arena of {self.plan.arena_bytes / 2**20:.1f} MiB at batch "
+                f"{self.batch_size} (and {params / 2**20:.1f} MiB of parameters) but the "
+                f"{self.device.kind} device has {available / 2**20:.1f} MiB available ({why}); "
+                "compile with a smaller batch_size")
 
     def _upload_params(self) -> dict:
         used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}

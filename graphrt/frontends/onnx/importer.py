@@ -34,9 +34,11 @@ import numpy as np
 
 from ...ir.errors import (AttrError, GraphError, GraphrtError, ParseError, UnsupportedError,
                           WeightError)
-from ...ir import Graph, Source, TensorSpec
-from .fold import (NONDETERMINISTIC, BatchError, Const, ConstantInputError, fold, node_attrs,
-                   np_dtype)
+from ...ir import Graph, Source, TensorSpec, limits
+from ..files import bounded_memory
+from ...ir.limits import Budget
+from .fold import (NONDETERMINISTIC, BatchError, Const, ConstantInputError, fold, foldable,
+                   node_attrs, np_dtype)
 from .layout_ops import CONVERTERS as LAYOUT_CONVERTERS
 from .ops import CONVERTERS as COMPUTE_CONVERTERS
 
@@ -60,10 +62,13 @@ def read_model(source, file: str | None = None):
         model = source
     else:
         try:
-            model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+            model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(
+                str(source), load_external_data=False)
         except Exception as err:  # protobuf's DecodeError and friends
             raise ParseError(f"not a readable ONNX model: {type(err).__name__}: {err}",
                              file=file) from None
+    _load_external_data(model, None if isinstance(source, (bytes, onnx.ModelProto))
+                        else Path(source).parent, file)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
@@ -73,6 +78,38 @@ def read_model(source, file: str | None = None):
         raise ParseError(f"the ONNX checker cannot read the model: {type(err).__name__}: {err}",
                          file=file) from None
     return model
+
+
+def _load_external_data(model, folder: Path | None, file: str | None) -> None:
+    """Read the tensors a model keeps in external files: only from a model loaded from a path,
+    only inside its folder (the onnx package refuses other paths), and each exactly the bytes its
+    shape needs, counted against ``graphrt.limits.MAX_PARAM_BYTES`` before reading."""
+    from onnx import external_data_helper as ext
+
+    tensors = [t for t in ext._get_all_tensors(model) if ext.uses_external_data(t)]
+    if not tensors:
+        return
+    if folder is None:
+        raise UnsupportedError(f"tensor {tensors[0].name!r} keeps its data in an external file, "
+                               "but the model was not read from a path: load it by its path so "
+                               "that its folder is known", file=file)
+    budget = Budget()
+    for tensor in tensors:
+        entries = {e.key: e for e in tensor.external_data}
+        need = limits.nbytes_of(tensor.dims, np_dtype(tensor.data_type))
+        budget.take("param", need, f"external tensor {tensor.name!r}", file=file)
+        if "length" not in entries:  # so onnx reads what the shape needs, not the whole file
+            entry = tensor.external_data.add()
+            entry.key, entry.value = "length", str(need)
+        elif entries["length"].value.strip() != str(need):
+            raise WeightError(f"external tensor {tensor.name!r} of shape {tuple(tensor.dims)} "
+                              f"needs {need:,} bytes but declares length "
+                              f"{entries['length'].value!r}", file=file)
+    try:
+        ext.load_external_data_for_model(model, str(folder))
+    except Exception as err:  # noqa: BLE001 - a path outside the folder, a missing file, ...
+        raise WeightError(f"cannot read external data: {type(err).__name__}: {err}",
+                          file=file) from None
 
 
 def upgrade(model, file: str | None):
@@ -90,6 +127,7 @@ def upgrade(model, file: str | None):
                                f"convert it: {first}", file=file) from None
 
 
+@bounded_memory
 def load_onnx(source, *, batch: str = "auto", input_shape: Sequence[int] | None = None,
               batch_size: int | None = None, constants: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Convert an ONNX model (a path, bytes or a ``ModelProto``) into a :class:`Graph`.
@@ -144,6 +182,7 @@ class _Converter:
         self.used = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
         self.node = None
         self.name = ""
+        self.budget = Budget()  # initializers (parameters) and folded constants of this load
 
     # ---- the whole model ----------------------------------------------------------------------
     def build(self) -> Graph:
@@ -154,6 +193,13 @@ class _Converter:
         from onnx import numpy_helper
 
         for init in self.model.graph.initializer:
+            try:
+                dtype = np_dtype(init.data_type)
+            except UnsupportedError:
+                dtype = None  # to_array below says what is wrong
+            if dtype is not None:
+                self.budget.take_array("param", f"initializer {init.name!r}", init.dims, dtype,
+                                       file=self.file)
             try:
                 self.values[init.name] = Const(numpy_helper.to_array(init))
             except (KeyError, ValueError, TypeError) as err:  # dims that do not fit its data, ...
@@ -211,11 +257,19 @@ class _Converter:
             self._inline_branch(node, name, bool(ins[0].value))
             return
         try:
-            if (all(v is None or isinstance(v, Const) for v in ins) and node.op_type not in NONDETERMINISTIC
-                    and (any(v is not None for v in ins) or node.op_type == "Constant")):
-                outs = fold(node, ins, self.opset)
+            constant = (all(v is None or isinstance(v, Const) for v in ins)
+                        and node.op_type not in NONDETERMINISTIC
+                        and (any(v is not None for v in ins) or node.op_type == "Constant"))
+            if constant and foldable(node):
+                outs = fold(node, ins, self.opset, self.budget)
             elif node.op_type in CONVERTERS and node.domain in ("", "ai.onnx"):
                 outs = CONVERTERS[node.op_type](self, node_attrs(node), ins)
+            elif constant:
+                raise UnsupportedError(
+                    f"ONNX op {node.op_type!r} has constant inputs but is not run at load: folding "
+                    "runs only ops whose output size is known before they run (no loops; see "
+                    "graphrt.frontends.onnx.bounds), and graphrt has no run-time "
+                    f"{node.op_type}")
             else:
                 raise UnsupportedError(
                     f"ONNX op {node.op_type!r}" + (f" of domain {node.domain!r}" if node.domain else "")
