@@ -182,3 +182,34 @@ def test_interrupted_fit_is_consistent_and_resumes():
     for name, value in reference.parameters().items():
         np.testing.assert_allclose(trainer.parameters()[name], value, rtol=1e-5, atol=1e-7)
 
+
+# ---- validate before mutating ----------------------------------------------------------------
+
+def _bn_trainer():
+    from graphrt.frontends import torch7 as nn
+
+    net = (nn.Sequential().add(nn.Linear(4, 8)).add(nn.BatchNormalization(8)).add(nn.ReLU())
+           .add(nn.Linear(8, 3)).add(nn.LogSoftMax()))
+    return graphrt.Trainer(net.to_graph(input_shape=(4,)), batch_size=8)
+
+
+@pytest.mark.parametrize("path", ["step", "fit"])
+def test_a_bad_label_is_refused_before_any_state_is_written(path):
+    """A label out of range is refused before the step: batch norm's running statistics (and every
+    parameter) are those before it (the check used to run in the loss kernel, after batch norm)."""
+    tr = _bn_trainer()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    tr.step(x, np.arange(8) % 3)
+    before = tr.parameters()
+    bad = np.array([0, 1, 2, 3, 0, 1, 2, 0])  # 3 classes: label 3 is out of range
+    with pytest.raises(graphrt.InputError, match=r"labels must lie in \[0, 3\)"):
+        if path == "step":
+            tr.step(x, bad)
+        else:
+            tr.fit([(x, bad)], progress=False)
+    after = tr.parameters()
+    assert any("running_mean" in k for k in after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+

@@ -113,6 +113,11 @@ class Prefetcher:
         if n > self.exe.batch_size:
             raise InputError(f"batch {k} has {n} items but the executable was compiled for "
                              f"batch_size {self.exe.batch_size}")
+        try:
+            self.exe.check_values(feeds)
+        except InputError as err:
+            err.message = f"batch {k}: {err.message}"
+            raise err.locate()
         return feeds, extra, n
 
     def _upload(self, raw, n: int, slot: int) -> None:
