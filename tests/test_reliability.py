@@ -213,3 +213,44 @@ def test_a_bad_label_is_refused_before_any_state_is_written(path):
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
 
+
+# ---- atomic checkpoints ----------------------------------------------------------------------------
+
+def test_save_writes_the_path_named(tmp_path):
+    tr = _bn_trainer()
+    tr.save(tmp_path / "model.ckpt")
+    tr.save(tmp_path / "plain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "plain.npz"]
+    assert tr.save(tmp_path / "model.ckpt") == tmp_path / "model.ckpt"  # the path written
+    g = graphrt.load(tmp_path / "model.ckpt")  # told apart by its content
+    for name, value in tr.parameters().items():
+        np.testing.assert_array_equal(g.params[name], value)
+
+
+@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, fault):
+    """A full disk or a Ctrl-C half-way through writing: the previous checkpoint still loads, with
+    its own values, and no temporary file is left."""
+    tr = _bn_trainer()
+    x = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    path = tmp_path / "model.npz"
+    tr.save(path)
+    saved = tr.parameters()
+    tr.step(x, np.arange(8) % 3)
+    real = np.lib.format.write_array
+    calls = []
+
+    def failing(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # some members written, then the disk is full
+            raise fault
+        return real(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+    with pytest.raises(type(fault)):
+        tr.save(path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+    g = graphrt.load(path)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(g.params[name], value)

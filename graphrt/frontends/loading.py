@@ -14,6 +14,7 @@ configs ``class_name`` and ``config``.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -50,8 +51,20 @@ def detect_format(path: Path) -> str:
         return "graphrt"
     if name.endswith(".onnx"):
         return "onnx"
+    if _is_graphrt_archive(path):  # a checkpoint saved under another suffix (model.ckpt)
+        return "graphrt"
     raise UnsupportedError(f"cannot tell the format of {path.name!r} from its extension; pass "
                            f"format= one of {', '.join(FORMATS)}", file=str(path))
+
+
+def _is_graphrt_archive(path: Path) -> bool:
+    from .npz import GRAPH_KEY
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return GRAPH_KEY + ".npy" in zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
 
 
 @bounded_memory

@@ -6,8 +6,11 @@ bytes as a uint8 array). ``np.load(..., allow_pickle=False)`` reads it; nothing 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 import types
 import zipfile
 from pathlib import Path
@@ -78,13 +81,49 @@ def graph_from_json(doc: dict, params: dict[str, np.ndarray], file: str | None =
         raise ParseError(f"malformed graph description: {type(err).__name__}: {err}", file=file) from None
 
 
-def save_graph(graph: Graph, path: str | Path) -> None:
-    """Write ``graph`` and its parameters to ``path`` (.npz)."""
+def save_graph(graph: Graph, path: str | Path) -> Path:
+    """Write ``graph`` and its parameters to ``path`` atomically; returns the path written.
+
+    The path named is the path written (``.npz`` is added only to a name without a suffix). The
+    archive goes to a temporary file in the same folder, is flushed to disk (fsync) and then
+    renamed over ``path`` (``os.replace``, atomic): a full disk, a crash or a Ctrl-C during the
+    save leaves the previous file at ``path`` intact and loadable, and no temporary file behind.
+    """
+    target = Path(path)
+    target = target if target.suffix else target.with_suffix(".npz")
     text = json.dumps(graph_to_json(graph)).encode("utf-8")
     arrays = {name: np.asarray(value) for name, value in graph.params.items()}
     if GRAPH_KEY in arrays:
         raise GraphrtError(f"a parameter may not be named {GRAPH_KEY!r}")
-    np.savez(path, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
+    folder = target.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+    return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_members(path: str | Path, file: str) -> None:
