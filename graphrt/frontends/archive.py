@@ -17,6 +17,7 @@ import zipfile
 from ..ir.errors import ParseError
 from ..ir.limits import Budget
 
+CHUNK = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra length
 
 
@@ -32,15 +33,17 @@ def check_declared(info: zipfile.ZipInfo, archive: str, budget: Budget | None = 
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str) -> bytearray:
-    """The member's bytes, inflated into one buffer of its declared size."""
+    """The member's bytes, inflated into one buffer of its declared size (in 1 MiB pieces: a
+    zip file's ``readinto`` would make a second, temporary copy of the whole member)."""
     buf = bytearray(info.file_size)
     view, got = memoryview(buf), 0
     with zf.open(info) as fh:
         while got < len(buf):
-            n = fh.readinto(view[got:])
-            if not n:
+            piece = fh.read(min(CHUNK, len(buf) - got))
+            if not piece:
                 break
-            got += n
+            view[got:got + len(piece)] = piece
+            got += len(piece)
         if got != len(buf) or fh.read(1):
             raise ParseError(f"member {info.filename!r} does not hold the {info.file_size:,} "
                              "bytes it declares", file=archive)
