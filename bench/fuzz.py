@@ -6,7 +6,8 @@
     python bench/fuzz.py --atheris --cases 20000 --formats caffemodel          # coverage-guided
 
 Each format runs in its own worker process, with its address space capped (RLIMIT_AS) and each
-case bounded in time (SIGALRM) and traced memory (tracemalloc); see tools.fuzz.driver. The worker
+case bounded in CPU time and traced memory (tracemalloc), both beyond what graphrt's budgets
+admitted; graphrt runs with the limits users get unless --lowered-limits; see tools.fuzz.driver. The worker
 writes the case it is about to run to ``<save-failures>/inflight-<format>.*`` first, so a case
 that kills the process (a crash in native code) still leaves its bytes. Prints one row per format
 and every failure with its mutations; failing inputs go to --save-failures.
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--time-limit", type=float, default=2.0, help="seconds per case")
     p.add_argument("--memory-limit-mb", type=int, default=256, help="traced peak per case")
     p.add_argument("--no-trace-memory", action="store_true", help="skip tracemalloc (faster)")
+    p.add_argument("--lowered-limits", action="store_true",
+                   help="lower graphrt's own limits (64 MiB of parameters...) instead of running "
+                        "with the limits users get")
     p.add_argument("--address-space-mb", type=int, default=3072, help="RLIMIT_AS per worker")
     p.add_argument("--jobs", type=int, default=1, help="formats fuzzed at once")
     p.add_argument("--atheris", action="store_true", help="coverage-guided run with atheris")
@@ -53,7 +57,7 @@ def limits_of(args):
     from tools.fuzz.driver import Limits
 
     return Limits(seconds=args.time_limit, peak_bytes=args.memory_limit_mb << 20,
-                  trace_memory=not args.no_trace_memory)
+                  trace_memory=not args.no_trace_memory, lowered=args.lowered_limits)
 
 
 def cap_address_space(mb: int) -> None:
@@ -110,6 +114,8 @@ def run_workers(args, formats) -> dict[str, dict]:
             str(args.memory_limit_mb), "--address-space-mb", str(args.address_space_mb)]
     if args.no_trace_memory:
         base.append("--no-trace-memory")
+    if args.lowered_limits:
+        base.append("--lowered-limits")
     if args.atheris:
         base.append("--atheris")
     pending, running, results = list(formats), {}, {}
@@ -135,8 +141,11 @@ def print_table(args, formats, results, seconds: float) -> int:
     from tools.fuzz.driver import TABLE_HEADER
 
     driver = "atheris (coverage-guided)" if args.atheris else args.driver
+    which = "lowered (--lowered-limits)" if args.lowered_limits else "the defaults users get"
     print(f"graphrt fuzz: {args.cases} cases per format, driver {driver}, seed {args.seed}, "
-          f"bounds {args.time_limit} s and {args.memory_limit_mb} MiB per case\n")
+          f"graphrt limits {which}, bounds per case {args.time_limit} s of CPU and "
+          f"{args.memory_limit_mb} MiB traced, each plus what graphrt's budgets admitted "
+          "(1 s per 64 MiB; the bytes)\n")
     print(TABLE_HEADER)
     failures = 0
     for fmt in formats:

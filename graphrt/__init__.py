@@ -13,21 +13,26 @@ symbols, ONNX files) into a :class:`Graph`; :func:`run_reference` runs any graph
 The package is laid out as the pipeline (see ``docs/architecture.md``): ``ir`` <- ``ops`` <-
 ``frontends``, ``passes``, ``memory`` <- ``scheduler`` (over the ``devices`` protocol) <-
 ``training``, ``testing``, ``viz``, ``cli``. Every user-facing error is a :class:`GraphrtError`
-subclass. ``graphrt.testing`` is imported on first use (it needs hypothesis only when a strategy is
+subclass; what a model file may make graphrt allocate is bounded by :mod:`graphrt.limits`.
+``graphrt.testing`` is imported on first use (it needs hypothesis only when a strategy is
 built).
 """
 import importlib
+import sys
 
 from . import ops  # noqa: F401  (registers graphrt's op set in the IR's op table)
 from .frontends import load  # noqa: F401
 from .frontends.onnx import export_onnx, from_torch  # noqa: F401
 from .ir import Graph, Node, Source, TensorSpec  # noqa: F401
-from .ir.errors import (AttrError, GraphError, GraphrtError, InputError, ParseError,  # noqa: F401
-                        ShapeError, UnsupportedError, WeightError)
+from .ir import limits  # noqa: F401  (graphrt.limits: the one public place for resource limits)
+from .ir.errors import (AttrError, GraphError, GraphrtError, InputError, LimitError,  # noqa: F401
+                        OutOfMemoryError, ParseError, ShapeError, UnsupportedError, WeightError)
 from .ops.reference import run_reference  # noqa: F401
-from .scheduler import Executable, NumericsError, OutOfMemoryError, compile  # noqa: F401,A001
+from .scheduler import Executable, NumericsError, compile  # noqa: F401,A001
 from .training import optim  # noqa: F401
 from .training.trainer import Trainer  # noqa: F401
+
+sys.modules[__name__ + ".limits"] = limits  # ``import graphrt.limits``: the same module object
 
 __version__ = "0.1.0"
 

@@ -310,15 +310,16 @@ def test_absurd_batch_raises_out_of_memory_before_allocating(shared, no_alloc):
 
 def test_out_of_memory_is_checked_against_the_device(lenet, monkeypatch):
     g, exe = lenet
-    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: exe.plan.arena_bytes - 1)
+    need = exe.plan.arena_bytes + sum(exe.graph.params[t].nbytes for t in exe.params)
+    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: need - 1)
     allocated = []
     real = CpuDevice.alloc_arena
     monkeypatch.setattr(CpuDevice, "alloc_arena", lambda self, n: allocated.append(n) or real(self, n))
     with pytest.raises(OutOfMemoryError):
         graphrt.compile(g, "cpu", batch_size=4, opt_level=3)
     assert allocated == []
-    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: exe.plan.arena_bytes)
-    graphrt.compile(g, "cpu", batch_size=4, opt_level=3)  # exactly enough
+    monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: need)
+    graphrt.compile(g, "cpu", batch_size=4, opt_level=3)  # exactly enough: arena and parameters
     assert allocated == [exe.plan.arena_bytes]
 
 
@@ -327,3 +328,43 @@ def test_bad_batch_size():
     g.set_outputs([g.add_node("relu", [g.add_input("x", (None, 3))], name="r")])
     with pytest.raises(graphrt.GraphrtError, match="batch_size"):
         graphrt.compile(g, "cpu", batch_size=0)
+
+
+# ---- one input policy ------------------------------------------------------------------------
+
+def test_every_floating_layout_is_converted_once_and_gives_the_right_answer(tmp_path):
+    """Another float width or byte order, non-contiguous, Fortran order, read-only, memory-mapped:
+    all converted while staging (calls and streams) and equal to the plain float32 answer."""
+    g = graphrt.Graph("policy")
+    x = g.add_input("x", (None, 6))
+    g.set_outputs([g.add_node("softmax", [g.add_node("relu", [x])])])
+    exe = graphrt.compile(g, batch_size=4)
+    base = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    want = graphrt.run_reference(g, base)
+    mapped = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(4, 6))
+    mapped[...] = base
+    readonly = base.copy()
+    readonly.setflags(write=False)
+    wide = np.zeros((4, 12), np.float32)
+    wide[:, ::2] = base
+    variants = {"float64": base.astype(np.float64), "float16": base.astype(np.float16),
+                "big-endian": base.astype(">f4"), "fortran": np.asfortranarray(base),
+                "strided": wide[:, ::2], "read-only": readonly, "memmap": mapped,
+                "list": base.tolist()}
+    for name, value in variants.items():
+        tol = 1e-3 if name == "float16" else 1e-6
+        np.testing.assert_allclose(exe(value), want, rtol=tol, atol=tol, err_msg=name)
+        [streamed] = list(exe.stream([value]))
+        np.testing.assert_allclose(streamed, want, rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8", "bool"])
+def test_integer_or_boolean_data_into_a_float_input_is_an_input_error(dtype):
+    g = graphrt.Graph("policy")
+    x = g.add_input("x", (None, 6))
+    g.set_outputs([g.add_node("relu", [x])])
+    exe = graphrt.compile(g, batch_size=4)
+    with pytest.raises(graphrt.InputError, match=f"expects dtype float32, got {dtype}"):
+        exe(np.ones((4, 6), dtype))
+    with pytest.raises(graphrt.InputError, match="expects dtype float32"):
+        list(exe.stream([np.ones((4, 6), dtype)]))

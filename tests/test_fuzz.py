@@ -7,10 +7,7 @@ The long runs are ``python bench/fuzz.py --cases 10000`` (hypothesis-driven) and
 from __future__ import annotations
 
 import io
-import os
 import random
-import signal
-import time
 import zipfile
 
 import numpy as np
@@ -20,17 +17,19 @@ import graphrt
 from tools.fuzz import binary as B
 from tools.fuzz import mutators as M
 from tools.fuzz import driver as fuzzing
-from graphrt.ir.errors import GraphrtError, ParseError, WeightError
-from graphrt.frontends import limits
+from graphrt import limits
+from graphrt.ir.errors import GraphrtError, LimitError, ParseError, WeightError
 from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import save_graph
-from graphrt.frontends.isolate import read_in_child
 
 from bounds import peak_bytes
 
 # cases per format: a few hundred, fewer for the slow loaders, to keep this file near 60 s
 CASES = {"prototxt": 300, "caffemodel": 300, "mxnet-json": 300, "mxnet-params": 300,
          "keras-json": 200, "keras-archive": 150, "onnx": 300, "npz": 200}
+# graphrt's own limits lowered (the same code paths, smaller numbers: faster cases); the long runs of
+# bench/fuzz.py use the limits users get
+LOWERED = fuzzing.Limits(lowered=True)
 
 
 def _explain(report) -> str:
@@ -40,7 +39,7 @@ def _explain(report) -> str:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_mutated_files_load_or_raise_graphrt_error(shared, name):
-    report = fuzzing.fuzz_random(fuzzing.TARGETS[name], CASES[name], seed=0)
+    report = fuzzing.fuzz_random(fuzzing.TARGETS[name], CASES[name], seed=0, limits=LOWERED)
     if report.skipped:
         pytest.skip(report.skipped)
     assert report.cases == CASES[name]
@@ -57,8 +56,8 @@ def test_cases_are_reproducible_by_index(shared):
 
 
 def test_hypothesis_drives_the_mutations(shared):
-    a = fuzzing.fuzz_hypothesis(fuzzing.TARGETS["mxnet-params"], 25, derandomize=True)
-    b = fuzzing.fuzz_hypothesis(fuzzing.TARGETS["mxnet-params"], 25, derandomize=True)
+    a = fuzzing.fuzz_hypothesis(fuzzing.TARGETS["mxnet-params"], 25, limits=LOWERED, derandomize=True)
+    b = fuzzing.fuzz_hypothesis(fuzzing.TARGETS["mxnet-params"], 25, limits=LOWERED, derandomize=True)
     assert a.cases == 25 and not a.failures, _explain(a)
     assert (a.loaded, a.rejected, a.errors) == (b.loaded, b.rejected, b.errors)
 
@@ -74,7 +73,7 @@ def test_failures_are_saved_with_a_reproducer(tmp_path, shared):
 
 def test_run_case_reports_other_exceptions_timeouts_and_memory(tmp_path, monkeypatch):
     seed = fuzzing.Seed(tmp_path / "x.prototxt")
-    limits_ = fuzzing.Limits(seconds=0.5, peak_bytes=8 << 20)
+    limits_ = fuzzing.Limits(seconds=0.5, peak_bytes=8 << 20, hard_factor=2)
 
     def load(kind):
         def fake(seed, path):
@@ -102,7 +101,7 @@ def _lenet_text(shared) -> str:
 
 def test_huge_num_output_is_refused_before_allocating(shared):
     text = _lenet_text(shared).replace("num_output: 500", "num_output: 100000000000")
-    with pytest.raises(WeightError, match="ip1"):
+    with pytest.raises(LimitError, match="ip1.*MAX_PARAM_BYTES"):
         load_caffe(text=text)
     assert peak_bytes(lambda: load_caffe(text=text)) < 16 << 20
 
@@ -200,25 +199,8 @@ def test_keras_archive_deflate_bomb_is_refused_before_inflating(shared, tmp_path
         members = [(i, zf.read(i)) for i in zf.infolist()]
     k = next(i for i, (info, _) in enumerate(members) if info.filename == "config.json")
     (tmp_path / "bomb.keras").write_bytes(B._with_bomb(members, k, 64 << 20))
-    with fuzzing.graphrt_limits(fuzzing.Limits()), pytest.raises(ParseError, match="declares"):
+    with fuzzing.graphrt_limits(LOWERED), pytest.raises(LimitError, match="declares"):
         graphrt.load(tmp_path / "bomb.keras")
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_stuck_or_crashing_hdf5_reader_is_a_parse_error():
-    start = time.perf_counter()
-    with pytest.raises(ParseError, match="did not finish"):
-        read_in_child(lambda: time.sleep(60), 0.5, "the weights", "w.h5")
-    assert time.perf_counter() - start < 30  # killed: the child would have slept 60 s
-    with pytest.raises(ParseError, match="signal"):
-        read_in_child(lambda: os.kill(os.getpid(), signal.SIGSEGV), 5, "the weights", "w.h5")
-    with pytest.raises(WeightError, match="nope"):
-        read_in_child(lambda: (_ for _ in ()).throw(WeightError("nope")), 5, "w", None)
-    arrays = {"dense": [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(0, np.int64)]}
-    got = read_in_child(lambda: arrays, 5, "w", None)
-    assert got.keys() == arrays.keys()
-    for a, b in zip(got["dense"], arrays["dense"]):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 def test_keras_dataset_declaring_more_than_it_stores_is_refused(shared, tmp_path):

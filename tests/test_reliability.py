@@ -47,7 +47,8 @@ def test_a_plan_that_does_not_fit_fails_before_allocating(monkeypatch):
 
     monkeypatch.setattr(CpuDevice, "alloc_arena", refuse)
     monkeypatch.setattr(CpuDevice, "available_bytes", lambda self: 1 << 26)
-    with pytest.raises(graphrt.OutOfMemoryError, match=r"needs an arena of [\d.]+ MiB at batch 4096 but "
+    with pytest.raises(graphrt.OutOfMemoryError, match=r"needs an arena of [\d.]+ MiB at batch 4096 "
+                                                        r"\(and [\d.]+ MiB of parameters\) but "
                                                         r"the cpu device has 64.0 MiB available"):
         graphrt.compile(model("torch_lenet"), batch_size=4096)
 
@@ -180,3 +181,76 @@ def test_interrupted_fit_is_consistent_and_resumes():
     assert trainer._completed_steps() == 12
     for name, value in reference.parameters().items():
         np.testing.assert_allclose(trainer.parameters()[name], value, rtol=1e-5, atol=1e-7)
+
+
+# ---- validate before mutating ----------------------------------------------------------------
+
+def _bn_trainer():
+    from graphrt.frontends import torch7 as nn
+
+    net = (nn.Sequential().add(nn.Linear(4, 8)).add(nn.BatchNormalization(8)).add(nn.ReLU())
+           .add(nn.Linear(8, 3)).add(nn.LogSoftMax()))
+    return graphrt.Trainer(net.to_graph(input_shape=(4,)), batch_size=8)
+
+
+@pytest.mark.parametrize("path", ["step", "fit"])
+def test_a_bad_label_is_refused_before_any_state_is_written(path):
+    """A label out of range is refused before the step: batch norm's running statistics (and every
+    parameter) are those before it (the check used to run in the loss kernel, after batch norm)."""
+    tr = _bn_trainer()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    tr.step(x, np.arange(8) % 3)
+    before = tr.parameters()
+    bad = np.array([0, 1, 2, 3, 0, 1, 2, 0])  # 3 classes: label 3 is out of range
+    with pytest.raises(graphrt.InputError, match=r"labels must lie in \[0, 3\)"):
+        if path == "step":
+            tr.step(x, bad)
+        else:
+            tr.fit([(x, bad)], progress=False)
+    after = tr.parameters()
+    assert any("running_mean" in k for k in after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+# ---- atomic checkpoints ----------------------------------------------------------------------------
+
+def test_save_writes_the_path_named(tmp_path):
+    tr = _bn_trainer()
+    tr.save(tmp_path / "model.ckpt")
+    tr.save(tmp_path / "plain")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "plain.npz"]
+    assert tr.save(tmp_path / "model.ckpt") == tmp_path / "model.ckpt"  # the path written
+    g = graphrt.load(tmp_path / "model.ckpt")  # told apart by its content
+    for name, value in tr.parameters().items():
+        np.testing.assert_array_equal(g.params[name], value)
+
+
+@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, fault):
+    """A full disk or a Ctrl-C half-way through writing: the previous checkpoint still loads, with
+    its own values, and no temporary file is left."""
+    tr = _bn_trainer()
+    x = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    path = tmp_path / "model.npz"
+    tr.save(path)
+    saved = tr.parameters()
+    tr.step(x, np.arange(8) % 3)
+    real = np.lib.format.write_array
+    calls = []
+
+    def failing(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # some members written, then the disk is full
+            raise fault
+        return real(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+    with pytest.raises(type(fault)):
+        tr.save(path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+    g = graphrt.load(path)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(g.params[name], value)

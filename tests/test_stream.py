@@ -200,3 +200,84 @@ def test_next_batch_is_loaded_and_uploaded_while_one_computes(monkeypatch):
         assert at["uploaded", k] < at["step begins", k]  # compute waits on its batch's upload
         if k + 1 < n:
             assert at["step begins", k] < at["load", k + 1] < at["uploaded", k + 1] < at["step ends", k]
+
+
+# ---- streams always stop ---------------------------------------------------------------------
+
+def blocked_after_one(x, release: threading.Event):
+    """The caller's iterator: one batch, then blocked (a network read that never returns) until
+    ``release``; after that it would go on."""
+    yield x
+    release.wait()
+    yield x
+    yield x
+
+
+def _stop_while_blocked(how: str, exe, x, release):
+    stream = exe.stream(blocked_after_one(x, release))
+    if how == "break":
+        for _ in stream:
+            break
+    elif how == "close":
+        next(stream)
+        stream.close()
+    else:  # an exception in the consumer
+        with pytest.raises(Boom):
+            for _ in stream:
+                raise Boom("consumer failed")
+
+
+@pytest.mark.parametrize("how", ["break", "close", "raise"])
+def test_leaving_a_stream_returns_while_the_loader_is_blocked(how):
+    """The consumer returns at once although the loader is inside the caller's iterator: the loader
+    is not joined while blocked, and what the iterator returns later is discarded."""
+    graph = next(iter(seed_models(["keras_simple_ann"]))).build()
+    exe = graphrt.compile(graph, batch_size=4)
+    x = batches_for(graph, 4, 1)[0]
+    release = threading.Event()
+    done = threading.Event()
+    consumer = threading.Thread(target=lambda: (_stop_while_blocked(how, exe, x, release),
+                                                done.set()), daemon=True)
+    consumer.start()
+    consumer.join(30)  # generous: this returns in milliseconds; before the fix it never did
+    blocked = not done.is_set()
+    release.set()
+    assert not blocked, f"leaving the stream ({how}) waited for the blocked loader"
+    np.testing.assert_allclose(exe(x), graphrt.run_reference(graph, x), rtol=1e-5, atol=1e-6)
+    assert len(list(exe.stream([x, x]))) == 2  # the executable streams again
+
+
+_CTRL_C = r"""
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import numpy as np, graphrt
+g = graphrt.Graph("g"); x = g.add_input("x", (None, 4)); g.set_outputs([g.add_node("relu", [x])])
+exe = graphrt.compile(g, batch_size=2)
+def batches():
+    yield np.ones((2, 4), np.float32)
+    threading.Event().wait()  # blocked for ever in the caller's code
+try:
+    for y in exe.stream(batches()):
+        print("READY", flush=True)
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+"""
+
+
+def test_the_first_ctrl_c_stops_a_stream_with_a_blocked_loader():
+    import signal
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C, root], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(0.2)  # the consumer is now waiting for the blocked loader's next batch
+        proc.send_signal(signal.SIGINT)  # once
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("one Ctrl-C did not stop the stream")
+    assert "INTERRUPTED" in out and proc.returncode == 0

@@ -343,3 +343,48 @@ def test_op_labels_name_the_source_layer_type_alike():
     subs = {n.name: viz.svg.subtitle(n) for n in own}
     assert subs["conv2d_1"].startswith("conv2d · Conv2D") and subs["dense_1"].startswith("dense · Dense")
     assert len(own) == 6 and all(n.source["type"] in subs[n.name] for n in own)
+
+
+# ---- names from hostile files ----------------------------------------------------------------
+
+HOSTILE_NAMES = ["<!--<script>", "</script><b>", "a\x01b\x1fc", "lone\ud800surrogate", 'q"uote\\',
+                 "new\nline\ttab", "]]>&amp;", "$\\frac{1}{0}$", "\x7f\x85\ufffe"]
+
+
+def hostile_graph() -> graphrt.Graph:
+    g = graphrt.Graph("<!--<script>\x00")
+    t = g.add_input("x\x02", (None, 4))
+    for name in HOSTILE_NAMES:
+        t = g.add_node("relu", [t], name=name, source=graphrt.Source(layer=name, type="<ReLU>"))
+    g.set_outputs([t])
+    return g
+
+
+def _script_data(page: str) -> str:
+    return page.split('<script type="application/json" id="graphrt-data">', 1)[1].split(
+        "</script>", 1)[0]
+
+
+def test_hostile_names_cannot_break_the_page_or_the_pictures(tmp_path):
+    """A layer named ``<!--<script>`` used to break the page's own script (only ``</`` was
+    escaped); control characters and lone surrogates made the SVG invalid XML and dot fail."""
+    view = viz.graph_view(hostile_graph(), "loaded")
+    page = viz.to_html(view, viz.to_svg(view, standalone=False))
+    data = _script_data(page)
+    assert "<" not in data and ">" not in data and "&" not in data
+    assert len(page.split("<script")) == 3  # the data block and the page's script, nothing more
+    import json
+
+    assert {n["name"] for n in json.loads(data)["nodes"]} >= set(HOSTILE_NAMES)
+    bad = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+    for text in (page, viz.to_svg(view), viz.to_dot(view)):
+        assert not bad.search(text)
+        text.encode("utf-8")
+    ET.fromstring(viz.to_svg(view).split("?>", 1)[1])  # well-formed XML
+    for ext in (".html", ".svg", ".dot"):
+        viz.write(view, tmp_path / f"g{ext}", engine="builtin")
+    if shutil.which("dot"):
+        svg = viz.run_dot(viz.to_dot(view), "svg").decode("utf-8")
+        ET.fromstring(svg[svg.index("<svg"):])
+        viz.write(view, tmp_path / "dot.html", engine="dot")
+    viz.write(view, tmp_path / "g.png", engine="builtin")

@@ -53,12 +53,11 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     history = trainer.fit(batches, epochs=args.epochs)
     seconds = time.perf_counter() - start
-    if args.save:
-        trainer.save(args.save)
+    saved = str(trainer.save(args.save)) if args.save else None
     report = {"steps": len(batches) * args.epochs, "seconds": seconds,
               "images_per_s": len(x) * args.epochs / seconds,
-              "loss": [[int(s), float(v)] for s, v in history], "saved": args.save}
+              "loss": [[int(s), float(v)] for s, v in history], "saved": saved}
     last = f", final loss {history[-1][1]:.4f}" if history else ""
     emit(args, report, f"{report['steps']} steps in {seconds:.1f} s ({report['images_per_s']:.0f} images/s)"
-         f"{last}" + (f"; saved {args.save}" if args.save else ""))
+         f"{last}" + (f"; saved {saved}" if saved else ""))
     return 0

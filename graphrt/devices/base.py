@@ -42,6 +42,10 @@ class Device(abc.ABC):
     def available_bytes(self) -> int:
         """Memory the device can still give an arena."""
 
+    def available_memory(self) -> tuple[int, str]:
+        """:meth:`available_bytes` and what decides it, for the messages of an out-of-memory error."""
+        return self.available_bytes(), f"free memory of the {self.kind} device"
+
     @abc.abstractmethod
     def to_device(self, host: np.ndarray, dst: Any, stream: Any = None) -> None:
         """Copy a host array into a device view (asynchronously on ``stream`` where supported)."""

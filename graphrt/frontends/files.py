@@ -3,11 +3,32 @@ with every failure a :class:`~graphrt.ir.errors.ParseError` naming the file (sha
 Keras readers)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
-from ..ir.errors import ParseError
+from ..ir.errors import OutOfMemoryError, ParseError
+from ..ir.limits import memory_available
+
+
+def bounded_memory(load: Callable) -> Callable:
+    """Decorate a loader so that a ``MemoryError`` (an allocation the budget admitted but the
+    process could not make: an address-space limit, a full machine) becomes an
+    :class:`~graphrt.ir.errors.OutOfMemoryError` naming the file, never a raw MemoryError."""
+    @functools.wraps(load)
+    def guarded(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except MemoryError:
+            pass  # handled outside the except block, so the failed frames are freed first
+        source = args[0] if args else None
+        file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        room, why = memory_available()
+        raise OutOfMemoryError(f"loading the model ran out of memory ({why}); graphrt.limits "
+                               "bounds what a file may ask for, the process could not allocate "
+                               "it", file=file)
+    return guarded
 
 
 def read_bytes(path_or_bytes: Any, file: str | None) -> tuple[bytes, str | None]:

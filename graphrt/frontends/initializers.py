@@ -50,10 +50,36 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def uniform32(rng: np.random.Generator, low: float, high: float, shape) -> np.ndarray:
+    """U(low, high) drawn directly in float32 (the dtype the parameter budget counts: no float64
+    array three times its size on the way); numpy's errors for a bad range."""
+    span = float(high) - float(low)
+    if not math.isfinite(span):
+        raise OverflowError("high - low range exceeds valid bounds")
+    if span < 0:
+        raise ValueError("high - low < 0")
+    out = rng.random(shape, dtype=np.float32)
+    out *= np.float32(span)
+    out += np.float32(low)
+    return out
+
+
+def normal32(rng: np.random.Generator, mean: float, std: float, shape) -> np.ndarray:
+    """N(mean, std) drawn directly in float32 (see :func:`uniform32`); NaN or infinite arguments
+    give NaN or infinite values, as numpy's."""
+    if float(std) < 0:
+        raise ValueError("scale < 0")
+    out = rng.standard_normal(shape, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        out *= np.float32(std)
+        out += np.float32(mean)
+    return out
+
+
 def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
     """U(minval, maxval) (Keras' RandomUniform)."""
     def init(shape, fan_in, fan_out, rng):
-        return _f32(rng.uniform(minval, maxval, size=shape))
+        return uniform32(rng, minval, maxval, shape)
     init.__name__ = f"uniform({minval}, {maxval})"
     return init
 
@@ -61,19 +87,22 @@ def uniform(minval: float = -0.05, maxval: float = 0.05) -> Initializer:
 def normal(mean: float = 0.0, stddev: float = 0.05) -> Initializer:
     """N(mean, stddev) (Keras' RandomNormal)."""
     def init(shape, fan_in, fan_out, rng):
-        return _f32(rng.normal(mean, stddev, size=shape))
+        return normal32(rng, mean, stddev, shape)
     init.__name__ = f"normal({mean}, {stddev})"
     return init
 
 
 def _truncated(rng: np.random.Generator, shape, stddev: float, mean: float = 0.0) -> np.ndarray:
     """Normal samples redrawn until they fall within two standard deviations."""
-    x = rng.standard_normal(size=shape)
+    x = rng.standard_normal(size=shape, dtype=np.float32)
     bad = np.abs(x) > 2.0
     while bad.any():
-        x[bad] = rng.standard_normal(size=int(bad.sum()))
+        x[bad] = rng.standard_normal(size=int(bad.sum()), dtype=np.float32)
         bad = np.abs(x) > 2.0
-    return _f32(mean + stddev * x)
+    with np.errstate(all="ignore"):
+        x *= np.float32(stddev)
+        x += np.float32(mean)
+    return x
 
 
 def truncated_normal(mean: float = 0.0, stddev: float = 0.05) -> Initializer:
@@ -105,10 +134,10 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in",
         var = scale / max(1.0, n)
         if distribution == "uniform":
             lim = math.sqrt(3.0 * var)
-            return _f32(rng.uniform(-lim, lim, size=shape))
+            return uniform32(rng, -lim, lim, shape)
         if distribution in ("truncated_normal", "normal"):
             return _truncated(rng, shape, math.sqrt(var) / _TRUNC_STD)
-        return _f32(rng.normal(0.0, math.sqrt(var), size=shape))
+        return normal32(rng, 0.0, math.sqrt(var), shape)
     init.__name__ = f"variance_scaling({scale}, {mode}, {distribution})"
     return init
 
@@ -116,7 +145,7 @@ def variance_scaling(scale: float = 1.0, mode: str = "fan_in",
 def torch_default(shape, fan_in, fan_out, rng) -> np.ndarray:
     """Torch7's ``reset()`` for Linear / SpatialConvolution: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     stdv = 1.0 / math.sqrt(max(1, fan_in))
-    return _f32(rng.uniform(-stdv, stdv, size=shape))
+    return uniform32(rng, -stdv, stdv, shape)
 
 
 def _key(name: str) -> str:

@@ -14,12 +14,14 @@ configs ``class_name`` and ``config``.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
 from ..ir.errors import GraphrtError, InputError, ParseError, UnsupportedError
 from ..ir import Graph
 from ..ir.gcpause import gc_paused
+from .files import bounded_memory
 
 FORMATS = ("caffe", "mxnet", "keras", "graphrt", "onnx")
 
@@ -50,11 +52,24 @@ def detect_format(path: Path) -> str:
         return "graphrt"
     if name.endswith(".onnx"):
         return "onnx"
+    if _is_graphrt_archive(path):  # a checkpoint saved under another suffix (model.ckpt)
+        return "graphrt"
     raise UnsupportedError(f"cannot tell the format of {path.name!r} from its extension; pass "
                            f"format= one of {', '.join(FORMATS)}", file=str(path))
 
 
+def _is_graphrt_archive(path: Path) -> bool:
+    from .npz import GRAPH_KEY
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return GRAPH_KEY + ".npy" in zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
 @gc_paused
+@bounded_memory
 def load(path: str | Path, format: str | None = None, weights: str | Path | None = None, *,
          phase: str = "TEST", stage: str | Sequence[str] = (),
          input_shape: Sequence[int] | None = None, classes: int | None = None, seed: int = 0) -> Graph:

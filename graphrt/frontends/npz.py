@@ -6,16 +6,22 @@ bytes as a uint8 array). ``np.load(..., allow_pickle=False)`` reads it; nothing 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
 import types
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..ir.errors import GraphrtError, ParseError, WeightError
-from ..ir import Graph, Source
+from ..ir import Graph, Source, limits
+from ..ir.errors import GraphrtError, LimitError, ParseError, WeightError
+from ..ir.limits import Budget
+from .archive import check_declared
+from .files import bounded_memory
 
 GRAPH_KEY = "__graph__.json"
 FORMAT = "graphrt-graph/1"
@@ -75,30 +81,63 @@ def graph_from_json(doc: dict, params: dict[str, np.ndarray], file: str | None =
         raise ParseError(f"malformed graph description: {type(err).__name__}: {err}", file=file) from None
 
 
-def save_graph(graph: Graph, path: str | Path) -> None:
-    """Write ``graph`` and its parameters to ``path`` (.npz)."""
+def save_graph(graph: Graph, path: str | Path) -> Path:
+    """Write ``graph`` and its parameters to ``path`` atomically; returns the path written.
+
+    The path named is the path written (``.npz`` is added only to a name without a suffix). The
+    archive goes to a temporary file in the same folder, is flushed to disk (fsync) and then
+    renamed over ``path`` (``os.replace``, atomic): a full disk, a crash or a Ctrl-C during the
+    save leaves the previous file at ``path`` intact and loadable, and no temporary file behind.
+    """
+    target = Path(path)
+    target = target if target.suffix else target.with_suffix(".npz")
     text = json.dumps(graph_to_json(graph)).encode("utf-8")
     arrays = {name: np.asarray(value) for name, value in graph.params.items()}
     if GRAPH_KEY in arrays:
         raise GraphrtError(f"a parameter may not be named {GRAPH_KEY!r}")
-    np.savez(path, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
+    folder = target.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays, **{GRAPH_KEY: np.frombuffer(text, np.uint8)})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+    return target
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_members(path: str | Path, file: str) -> None:
-    """Check every member's declared sizes before numpy allocates them: the zip's sizes against
-    the limits, each ``.npy`` header's shape and dtype against the bytes the member holds."""
-    from . import limits
-
+    """Check every member's declared sizes before numpy allocates them: each ``.npy`` header's
+    shape and dtype against the bytes the member holds and against the load's parameter budget
+    (the graph description against ``MAX_CONFIG_BYTES``)."""
+    budget = Budget()
     with zipfile.ZipFile(path) as zf:
-        infos = zf.infolist()
-        total = sum(i.file_size for i in infos)
-        if total > limits.MAX_PARAM_BYTES + limits.MAX_CONFIG_BYTES:
-            raise ParseError(f"the archive declares {total:,} bytes, over the limit "
-                             "(graphrt.frontends.limits)", file=file)
-        for info in infos:
-            if info.compress_size > Path(path).stat().st_size:
-                raise ParseError(f"member {info.filename!r} declares {info.compress_size:,} "
-                                 "compressed bytes, more than the whole archive", file=file)
+        for info in zf.infolist():
+            check_declared(info, file)
+            if info.filename == GRAPH_KEY + ".npy" and info.file_size > limits.MAX_CONFIG_BYTES:
+                raise LimitError(f"the graph description declares {info.file_size:,} bytes, over "
+                                 "the limit on a JSON member (MAX_CONFIG_BYTES): "
+                                 f"{limits.how_to_raise('MAX_CONFIG_BYTES')}", file=file)
             with zf.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -111,8 +150,12 @@ def _check_members(path: str | Path, file: str) -> None:
                 if need > info.file_size or any(d < 0 or d >= 2**62 for d in shape):
                     raise ParseError(f"member {info.filename!r} declares shape {shape} ({need:,} "
                                      f"bytes) but holds {info.file_size:,} bytes", file=file)
+                if info.filename != GRAPH_KEY + ".npy":
+                    budget.take_array("param", f"parameter {info.filename[:-4]!r}", shape, dtype,
+                                      file=file)
 
 
+@bounded_memory
 def load_graph(path: str | Path) -> Graph:
     """Read a graph saved by :func:`save_graph` (no pickle: object arrays are refused)."""
     file = str(path)

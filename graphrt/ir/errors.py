@@ -75,5 +75,15 @@ class InputError(GraphrtError):
     """A batch fed to a graph or executable has the wrong name, shape or dtype."""
 
 
+class LimitError(GraphrtError):
+    """A model file asks for more than a resource limit of :mod:`graphrt.limits` allows; the
+    message names the limit and how to raise it."""
+
+
+class OutOfMemoryError(GraphrtError):
+    """What a load or a memory plan needs does not fit the memory the process (or the device) may
+    still use; the message gives both numbers."""
+
+
 __all__ = ["GraphrtError", "ShapeError", "AttrError", "GraphError", "UnsupportedError",
-           "ParseError", "WeightError", "InputError"]
+           "ParseError", "WeightError", "InputError", "LimitError", "OutOfMemoryError"]

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 import networkx as nx
 import numpy as np
 
-from . import opset
+from . import limits, opset
 from .errors import GraphError, GraphrtError
 from .verify import verify
 from .types import Source, TensorSpec, freeze
@@ -128,6 +128,7 @@ class Graph:
             raise err.locate(node=name, op=op, file=source and source.file,
                              line=source and source.line)
         name = name or self.unique_name(op)
+        limits.count_nodes(len(self.nx) + 1, node=name, op=op, file=source and source.file)
         if name in self.nx:
             raise GraphError(f"duplicate node name {name!r}", node=name, op=op)
         attrs = opdef.normalize_attrs(dict(attrs or {}), node=name)

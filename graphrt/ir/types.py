@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from typing import Any, Mapping
 
@@ -45,7 +46,8 @@ class TensorSpec:
         return tuple(batch if d is None else d for d in self.shape)
 
     def nbytes(self, batch: int = 1) -> int:
-        return int(np.prod(self.concrete(batch), dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        """Exact bytes at ``batch`` (Python integers: a huge shape never wraps to a small size)."""
+        return math.prod(self.concrete(batch)) * np.dtype(self.dtype).itemsize
 
     def __str__(self) -> str:
         return "(" + ", ".join("N" if d is None else str(d) for d in self.shape) + ")"

@@ -335,7 +335,7 @@ def make_views(plan: MemoryPlan, arena: np.ndarray, graph: Graph, batch: int,
 
     def whole(buffer: str, spec, within: int = 0) -> np.ndarray:
         shape = spec.concrete(batch)
-        count = int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+        count = spec.nbytes(batch)
         offset = plan.blocks[remap.get(buffer, buffer)].offset + within
         return arena[offset: offset + count].view(spec.dtype).reshape(shape)
 

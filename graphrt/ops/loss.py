@@ -87,10 +87,16 @@ def _no_gradient(ctx, node, dys):
     return [None] * len(node.inputs)
 
 
+def _check_labels(attrs, in_specs, i, value) -> None:
+    """Labels fed by the user are checked before the step (see ``OpDef.check_feed``)."""
+    if i == 1:
+        class_labels(np.asarray(value), in_specs[0].shape[1])
+
+
 def _loss(name, forward, backward, attrs=None):
     return register(OpDef(name=name, family="loss", arity=(2, 2), attrs=attrs or {},
                           infer=_infer, forward=forward, cost=_cost, pattern=OpPattern.OPAQUE,
-                          backward=backward, doc=__doc__))
+                          backward=backward, check_feed=_check_labels, doc=__doc__))
 
 
 SOFTMAX_CROSS_ENTROPY = _loss("softmax_cross_entropy", _xent, _xent_backward)

@@ -138,7 +138,11 @@ class OpDef:
     parameters under an optimizer; such an op has a side effect and is never removed as dead code;
     ``backward``: the VJP rule ``backward(ctx, node, dys) -> [dx or None per input]`` (see
     :mod:`graphrt.training.autodiff`): ``dys`` are the gradient tensors of the node's outputs (None where no
-    gradient flows); it adds the nodes computing the input gradients through ``ctx``.
+    gradient flows); it adds the nodes computing the input gradients through ``ctx``;
+    ``check_feed(attrs, in_specs, i, value)``: checks a value the user feeds (a graph input) to
+    input ``i`` and raises InputError if the op would refuse it (labels out of range). The
+    scheduler runs it on every batch *before* the step, so that a step is never refused half-way,
+    after ops that update state (batch-norm statistics, parameters) have run.
     """
 
     name: str
@@ -153,6 +157,7 @@ class OpDef:
     outputs: Callable[[Mapping], int] = lambda attrs: 1
     backward: Callable | None = None
     writes: tuple = ()
+    check_feed: Callable | None = None
     doc: str = ""
 
     @property

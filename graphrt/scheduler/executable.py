@@ -19,19 +19,16 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..devices import get_device
-from ..ir.errors import GraphrtError
+from ..ir.errors import GraphrtError, OutOfMemoryError
 from ..ir import Graph
 from ..ir.gcpause import gc_paused
 from ..memory import plan_memory
 from ..passes import optimize, place_on
+from ..ops import get_op
 from ..ops.reference import check_feeds
 from .ledger import Ledger
 from .prefetch import SLOTS, Prefetcher
 from .program import Program
-
-
-class OutOfMemoryError(GraphrtError):
-    """The memory plan does not fit the device."""
 
 
 def as_graph(model) -> Graph:
@@ -67,12 +64,7 @@ class Executable:
         self.output_names = list(graph.outputs)
         self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
                                 input_slots=SLOTS)
-        available = self.device.available_bytes()
-        if self.plan.arena_bytes > available:
-            raise OutOfMemoryError(
-                f"the memory plan needs an arena of {self.plan.arena_bytes / 2**20:.1f} MiB at batch "
-                f"{self.batch_size} but the {self.device.kind} device has {available / 2**20:.1f} MiB "
-                "available; compile with a smaller batch_size")
+        self._check_memory()
         self.ledger = Ledger()
         self.arena = self.device.alloc_arena(self.plan.arena_bytes)
         self.params = self._upload_params()
@@ -83,6 +75,21 @@ class Executable:
         # one step at a time: a second thread waits; the thread that is streaming may not step
         self._busy = threading.RLock()
         self._streaming: int | None = None
+        self._feed_checks = feed_checks(graph)
+
+    def _check_memory(self) -> None:
+        """OutOfMemoryError, before allocating, when the arena and the parameters' device copies
+        do not fit what the device (on the cpu device: the process) may still use."""
+        params = sum(self.graph.params[t].nbytes for t in
+                     {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params})
+        available, why = self.device.available_memory()
+        need = self.plan.arena_bytes + params
+        if need > available:
+            raise OutOfMemoryError(
+                f"the memory plan needs an arena of {self.plan.arena_bytes / 2**20:.1f} MiB at batch "
+                f"{self.batch_size} (and {params / 2**20:.1f} MiB of parameters) but the "
+                f"{self.device.kind} device has {available / 2**20:.1f} MiB available ({why}); "
+                "compile with a smaller batch_size")
 
     def _upload_params(self) -> dict:
         used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}
@@ -116,11 +123,25 @@ class Executable:
         if outputs not in ("host", "device"):
             raise GraphrtError(f"outputs must be 'host' or 'device', got {outputs!r}")
         feeds, batch = check_feeds(self.source, self._adopt(x))
+        self.check_values(feeds)
         with self.exclusive():
             if batch > self.batch_size:
                 return self._run_chunks(feeds, batch, outputs)
             outs = self._step(feeds, batch, copy, outputs)
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
+
+    def check_values(self, feeds: dict) -> None:
+        """Every op's check of the values fed to it (labels in range), run before the step: a
+        step either runs whole or is refused before it writes any state."""
+        for tensor, node, check, in_specs, i in self._feed_checks:
+            value = feeds.get(tensor)
+            if value is None or hasattr(value, "__cuda_array_interface__"):
+                continue  # device arrays: their kernels check
+            try:
+                check(node.attrs, in_specs, i, value)
+            except GraphrtError as err:
+                err.message = f"input {tensor!r}: {err.message}"
+                raise err.locate(node=node.name, op=node.op)
 
     @contextlib.contextmanager
     def exclusive(self, streaming: bool = False):
@@ -214,6 +235,19 @@ class Executable:
         return (f"<Executable {self.source.name!r} on {self.device.kind}, batch {self.batch_size}, "
                 f"opt_level {self.opt_level}: {self.kernels_per_step} kernels, "
                 f"arena {self.plan.arena_bytes / 2**20:.2f} MiB>")
+
+
+def feed_checks(graph: Graph) -> list[tuple]:
+    """``(graph input, node, check, input specs, index)`` for every op input fed straight from a
+    graph input whose op declares ``check_feed``."""
+    out = []
+    for node in graph.nodes:
+        check = get_op(node.op).check_feed
+        if check is None:
+            continue
+        specs = [graph.specs[t] for t in node.inputs]
+        out.extend((t, node, check, specs, i) for i, t in enumerate(node.inputs) if t in graph.inputs)
+    return out
 
 
 @gc_paused

@@ -13,11 +13,18 @@ Three actors, each waiting only on what it needs:
 
 So batch k+1 is uploaded while batch k computes. Every batch is processed once and in order; a final
 partial batch runs as it is. An exception in the loader (or a bad batch) reaches the caller with its
-original traceback, after which the pipeline shuts down; closing the generator early (``break``)
-shuts it down too: no thread is left behind.
+original traceback, after which the pipeline shuts down.
+
+**Streams always stop.** Leaving the loop — ``break``, an exception in the consumer, ``close()``,
+Ctrl-C (the first one: it is never swallowed) — shuts the pipeline down at once. The loader thread
+is joined only when it is inside graphrt's own code, where it sees the stop within one poll; while it
+is blocked in the caller's iterator (a network read, a queue that never fills) it is *not* waited
+for: it stays behind as a daemon thread, and whatever that iterator finally returns is discarded
+without touching the staging buffers or the arena.
 """
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -29,6 +36,7 @@ from ..ir.errors import InputError
 from ..ops.reference import check_feeds
 
 _DONE = object()
+_STOPPED = object()
 SLOTS = 2
 
 
@@ -67,11 +75,31 @@ class Prefetcher:
         for q in self.slot_free:
             q.put(None)  # both slots start free
         self.stop = threading.Event()
+        self.in_caller = threading.Event()  # the loader is inside the caller's iterator
 
     # ---- loader thread --------------------------------------------------------------------------
+    def _from_caller(self, fn, *args):
+        """``fn(*args)``: the caller's code (``iter``/``next`` of its batches), or ``_STOPPED``.
+        ``in_caller`` is set *before* ``stop`` is checked, and the consumer sets ``stop`` before it
+        reads ``in_caller``: so it never joins a loader that is about to block in the caller's
+        code, and one it does not join returns as soon as the caller's code does."""
+        self.in_caller.set()
+        try:
+            if self.stop.is_set():
+                return _STOPPED
+            return fn(*args)
+        finally:
+            self.in_caller.clear()
+
     def _load(self, copy_stream) -> None:
         try:
-            for k, item in enumerate(self.batches):
+            source = self._from_caller(iter, self.batches)
+            for k in itertools.count():
+                item = _STOPPED if source is _STOPPED else self._from_caller(next, source, _DONE)
+                if item is _STOPPED or self.stop.is_set():
+                    return  # stopped while the caller's code ran: its result is discarded
+                if item is _DONE:
+                    break
                 feeds, extra, n = self._check(k, item)
                 idx = self._get(self.staging.free)
                 if idx is None:
@@ -90,7 +118,8 @@ class Prefetcher:
                 self.ready.put((k, n, extra, copy_stream.record_event()))
             self.ready.put(_DONE)
         except BaseException as err:  # handed to the consumer, traceback intact
-            self.ready.put(err)
+            if not self.stop.is_set():
+                self.ready.put(err)
 
     def _get(self, q: queue.Queue, allow_none: bool = False):
         while not self.stop.is_set():
@@ -113,6 +142,11 @@ class Prefetcher:
         if n > self.exe.batch_size:
             raise InputError(f"batch {k} has {n} items but the executable was compiled for "
                              f"batch_size {self.exe.batch_size}")
+        try:
+            self.exe.check_values(feeds)
+        except InputError as err:
+            err.message = f"batch {k}: {err.message}"
+            raise err.locate()
         return feeds, extra, n
 
     def _upload(self, raw, n: int, slot: int) -> None:
@@ -149,5 +183,6 @@ class Prefetcher:
                 yield result if extra is None else (result, extra)
         finally:
             self.stop.set()
-            loader.join()
+            if not self.in_caller.is_set():  # in graphrt's code: it sees the stop within one poll
+                loader.join()
             copy_stream.close()

@@ -179,11 +179,14 @@ class Trainer:
             raise InputError("evaluate() got no batches")
         return {"loss": loss_sum / total, "accuracy": correct / total}
 
-    def save(self, path) -> None:
-        """Save the model with its current parameters as .npz (no pickle); ``graphrt.load`` reads it."""
+    def save(self, path):
+        """Save the model with its current parameters as .npz (no pickle), atomically: the path
+        named is the path written (``.npz`` added only when it has no suffix), and a failed or
+        interrupted save leaves the previous checkpoint intact. Returns the path written;
+        ``graphrt.load`` reads it (``format="graphrt"`` for another suffix)."""
         from ..frontends.npz import save_graph
 
-        save_graph(self.sync(), path)
+        return save_graph(self.sync(), path)
 
 
 def scores_graph(graph: Graph) -> Graph:

@@ -11,11 +11,10 @@ import math
 import re
 import shutil
 import subprocess
-from html import escape
 
 from ..ir.errors import GraphrtError
 from .svg import COLORS, box_geometry
-from .text import FONT_FAMILY, text_width
+from .text import FONT_FAMILY, escape, printable, text_width
 from .view import GraphView
 
 TIMEOUT_S = 120
@@ -29,8 +28,11 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _q(*lines: str) -> str:
+    """A DOT quoted string of printable text (backslashes and quotes escaped), its lines joined by
+    DOT's line break."""
+    return '"' + "\\n".join(printable(s).replace("\\", "\\\\").replace('"', '\\"')
+                             for s in lines) + '"'
 
 
 def _label(n) -> str:
@@ -64,9 +66,9 @@ def to_dot(view: GraphView) -> str:
         cls = f"tensor {n.kind}" if n.is_tensor else f"node {n.kind}"
         if n.is_tensor:
             fill, stroke = COLORS[n.kind]
-            text = f"{n.name}\n{box_geometry(n).sub}"
+            label = _q(n.name, box_geometry(n).sub)
             lines.append(f'  {n.id} [id={_q(n.id)}, class={_q(cls)}, shape=ellipse, style=filled, '
-                         f'fillcolor="{fill}", color="{stroke}", label={_q(text)}, tooltip={_q(n.name)}];')
+                         f'fillcolor="{fill}", color="{stroke}", label={label}, tooltip={_q(n.name)}];')
         else:
             lines.append(f"  {n.id} [id={_q(n.id)}, class={_q(cls)}, label={_label(n)}, "
                          f"tooltip={_q(n.name)}];")

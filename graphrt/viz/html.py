@@ -9,10 +9,10 @@ layer it stands for. ``page.html#node=NAME`` opens with NAME selected.
 from __future__ import annotations
 
 import json
-from html import escape
 
 from ..memory import format_bytes
 from .page import PAGE_CSS, PAGE_JS
+from .text import escape
 from .view import GraphView
 
 
@@ -36,7 +36,10 @@ def to_html(view: GraphView, svg: str) -> str:
     or :func:`~graphrt.viz.dot.dot_svg`)."""
     if svg.startswith("<?xml"):
         svg = svg[svg.index("<svg"):]
-    data = json.dumps(view.to_json(), separators=(",", ":")).replace("</", "<\\/")
+    # inside <script> no "<" may appear at all ("<!--<script>" in a layer name would switch the
+    # HTML parser into its double-escaped script state): every <, > and & as a JSON \u escape
+    data = (json.dumps(view.to_json(), separators=(",", ":")).replace("<", "\\u003c")
+            .replace(">", "\\u003e").replace("&", "\\u0026"))
     title = f"{view.name} — {view.stage}"
     orphans = ""
     if view.orphans:

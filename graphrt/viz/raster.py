@@ -53,7 +53,7 @@ def graph_image(view: GraphView, path: str | Path, *, dpi: int = 100) -> Path:
         ax.add_patch(Polygon([(x - 4, y - 8), (x + 4, y - 8), (x, y)], closed=True, color="#8a8f98"))
     for text, x, y, anchor in labels:
         ax.text(x, y, text, fontsize=LABEL * pt, color="#555555", ha="left" if anchor == "start" else "right",
-                va="baseline",
+                va="baseline", parse_math=False,  # a "$" in a name is text, not mathtext
                 bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
     for n in view.nodes:
         cx, top, w, h = layout.boxes[n.id]
@@ -70,16 +70,16 @@ def graph_image(view: GraphView, path: str | Path, *, dpi: int = 100) -> Path:
         y = top + PAD + (3 if n.is_tensor else 0)
         for line in box.title:
             y += LINE
-            ax.text(cx, y - 3, line, fontsize=TITLE * pt, fontweight="bold", ha="center", va="baseline")
+            ax.text(cx, y - 3, line, fontsize=TITLE * pt, fontweight="bold", ha="center", va="baseline", parse_math=False)
         y += SUBLINE
-        ax.text(cx, y - 3, box.sub, fontsize=SUB * pt, color="#444444", ha="center", va="baseline")
+        ax.text(cx, y - 3, box.sub, fontsize=SUB * pt, color="#444444", ha="center", va="baseline", parse_math=False)
         y += 4
         for text, kind in box.rows:
             ax.add_patch(FancyBboxPatch((cx - w / 2 + PAD, y), w - 2 * PAD, ROWH - 3,
                                         boxstyle="round,pad=0,rounding_size=3", facecolor="white",
                                         edgecolor="#999999" if kind != "member" else "#c9a544",
                                         linewidth=pt, linestyle="--" if kind == "elided" else "-"))
-            ax.text(cx, y + ROWH - 7, text, fontsize=ROW * pt, color="#333333", ha="center", va="baseline")
+            ax.text(cx, y + ROWH - 7, text, fontsize=ROW * pt, color="#333333", ha="center", va="baseline", parse_math=False)
             y += ROWH
     try:
         fig.savefig(path, facecolor="white")

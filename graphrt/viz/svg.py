@@ -10,10 +10,9 @@ own colour. The same geometry (:func:`box_geometry`) sizes the boxes for the PNG
 from __future__ import annotations
 
 import dataclasses
-from html import escape
 
 from .layout import Layout, layered_layout
-from .text import FONT_FAMILY, text_width
+from .text import FONT_FAMILY, escape, printable, text_width
 from .view import GraphView, NodeView
 
 TITLE, SUB, ROW, LABEL = 12.0, 10.5, 10.5, 10.0
@@ -94,13 +93,14 @@ def subtitle(n: NodeView) -> str:
 
 def box_geometry(n: NodeView) -> Box:
     """The box of ``n``: its size and the text lines it holds (see the module docstring)."""
-    title = [n.name] if n.is_tensor else wrap_name(n.name)
-    rows = [(m, "member") for m in n.members] + [(f"{m} (removed)", "elided") for m in n.elided]
+    title = [printable(n.name)] if n.is_tensor else wrap_name(printable(n.name))
+    rows = [(printable(m), "member") for m in n.members] + [
+        (f"{printable(m)} (removed)", "elided") for m in n.elided]
     for s in n.slices:
         span = f"[{s['start']}:{s['stop']}]"
         text = f"{s['layer']} → {span}" if n.op == "concat" else f"{span} → {s['tensor']}"
-        rows.append((text, "slice"))
-    sub = subtitle(n)
+        rows.append((printable(text), "slice"))
+    sub = printable(subtitle(n))
     width = max([text_width(t, TITLE, True) for t in title] + [text_width(sub, SUB)]
                 + [text_width(r, ROW) + 16 for r, _ in rows]) + 2 * PAD + 4
     height = PAD + LINE * len(title) + SUBLINE + (4 + ROWH * len(rows) if rows else 0) + PAD / 2

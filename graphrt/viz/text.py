@@ -1,9 +1,18 @@
-"""Text widths for sizing boxes without a browser: DejaVu Sans advance widths (em) of ASCII 32..126.
+"""Text in pictures: widths for sizing boxes without a browser, and names made safe to draw.
 
-DejaVu Sans is what Debian's browsers and matplotlib draw with by default, so boxes fit their text
-there exactly; other sans-serif fonts are close enough (boxes keep a margin).
+Widths are DejaVu Sans advance widths (em) of ASCII 32..126: DejaVu Sans is what Debian's browsers
+and matplotlib draw with by default, so boxes fit their text there exactly; other sans-serif fonts
+are close enough (boxes keep a margin).
+
+Names come from model files and may hold anything. :func:`printable` shows control characters,
+lone surrogates and the other code points XML 1.0 forbids as visible escapes (``\x01``,
+``\ud800``), so that SVG stays well-formed XML, ``dot`` accepts the DOT text and the files encode
+as UTF-8; :func:`escape` is that plus HTML/XML escaping, for every name written into markup.
 """
 from __future__ import annotations
+
+import html
+import re
 
 REGULAR = (
     0.318, 0.401, 0.46, 0.838, 0.636, 0.95, 0.78, 0.275, 0.39, 0.39, 0.5, 0.838, 0.318, 0.361, 0.318,
@@ -22,6 +31,21 @@ BOLD = (
     0.716, 0.712, 0.343, 0.343, 0.665, 0.343, 1.042, 0.712, 0.687, 0.716, 0.716, 0.493, 0.595, 0.478,
     0.712, 0.652, 0.924, 0.645, 0.652, 0.582, 0.712, 0.365, 0.712, 0.838)
 FONT_FAMILY = "'DejaVu Sans', Verdana, sans-serif"
+
+
+# C0 controls (tab and newline included: one name, one line), DEL and C1 controls, surrogates,
+# and the two non-characters XML 1.0 refuses
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every code point XML, DOT or UTF-8 cannot carry shown as a visible escape."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+def escape(text: str) -> str:
+    """:func:`printable` text escaped for HTML and XML (quotes too: safe in attributes)."""
+    return html.escape(printable(text), quote=True)
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:

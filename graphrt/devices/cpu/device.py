@@ -6,11 +6,10 @@ kernel of their own there run their ``OpDef`` reference forward.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ...ir import Graph, Node
+from ...ir.limits import memory_available
 from ...ops import get_op
 from ..base import Device
 from .kernels import KERNELS, WORKSPACES
@@ -59,10 +58,14 @@ class CpuDevice(Device):
         return fn(node, graph, batch) if fn else 0
 
     def available_bytes(self) -> int:
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62
+        """The least of the address-space limit, the cgroup limit and the machine's available
+        memory (:func:`graphrt.ir.limits.memory_available`): the arena is host memory."""
+        return memory_available()[0]
+
+    def available_memory(self) -> tuple[int, str]:
+        room, why = memory_available()
+        available = self.available_bytes()
+        return available, why if available == room else "the cpu device's available_bytes()"
 
     def compute_stream(self) -> InlineStream:
         return InlineStream()

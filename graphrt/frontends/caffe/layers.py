@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ...ir.errors import AttrError, GraphrtError, UnsupportedError, WeightError
+from ..initializers import normal32, uniform32
 from .prototxt import Message
 
 log = logging.getLogger(__name__)
@@ -45,24 +46,24 @@ def fill(filler: Message | None, shape: tuple, rng: np.random.Generator, default
     n = max(1, norm.get(f.get("variance_norm", "FAN_IN"), fan_in))  # 1 for an empty blob
     try:
         if kind == "constant":
-            out = np.full(shape, _number(f.get("value", 0.0), "value"))
+            out = np.full(shape, _number(f.get("value", 0.0), "value"), np.float32)
         elif kind == "uniform":
-            out = rng.uniform(_number(f.get("min", 0.0), "min"), _number(f.get("max", 1.0), "max"),
-                              shape)
+            out = uniform32(rng, _number(f.get("min", 0.0), "min"), _number(f.get("max", 1.0), "max"),
+                            shape)
         elif kind == "gaussian":
-            out = rng.normal(_number(f.get("mean", 0.0), "mean"), _number(f.get("std", 1.0), "std"),
-                             shape)
+            out = normal32(rng, _number(f.get("mean", 0.0), "mean"), _number(f.get("std", 1.0), "std"),
+                           shape)
         elif kind == "xavier":
             scale = math.sqrt(3.0 / n)
-            out = rng.uniform(-scale, scale, shape)
+            out = uniform32(rng, -scale, scale, shape)
         elif kind == "msra":
-            out = rng.normal(0.0, math.sqrt(2.0 / n), shape)
+            out = normal32(rng, 0.0, math.sqrt(2.0 / n), shape)
         else:
             raise UnsupportedError(f"filler type {kind!r} is not supported (constant, uniform, "
                                    "gaussian, xavier, msra)")
     except (ValueError, OverflowError) as err:  # numpy: std < 0, an infinite range
         raise AttrError(f"{kind} filler: {err}") from None
-    return out.astype(np.float32)
+    return out
 
 
 def _number(value, what: str) -> float:

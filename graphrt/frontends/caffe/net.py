@@ -21,14 +21,16 @@ import numpy as np
 from ...ir.errors import GraphError, GraphrtError, ParseError, UnsupportedError, WeightError
 from ...ir import Graph, Source
 from . import layers as caffe_layers
+from ..files import bounded_memory
 from .caffemodel import read_caffemodel
-from ..limits import ParamBudget
+from ...ir.limits import Budget
 from .prototxt import Message, load_prototxt, parse_prototxt
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
                "AnnotatedData"}
 
 
+@bounded_memory
 def load_caffe(path: str | Path | None = None, weights: str | Path | None = None, *,
                text: str | None = None, phase: str = "TEST", stage: str | Sequence[str] = (),
                input_shape: Sequence[int] | None = None, classes: int | None = None,
@@ -74,7 +76,7 @@ class _NetBuilder:
         self.blobs: dict[str, str] = {}      # Caffe blob name -> current graph tensor
         self.consumed: set[str] = set()
         self.blob_owners: dict[str, list[str]] = {}  # layer name -> its parameter names in blob order
-        self.budget = ParamBudget()  # fillers allocate from declared shapes: checked first
+        self.budget = Budget()  # fillers allocate from declared shapes: checked first
 
     def build(self) -> Graph:
         try:
@@ -217,7 +219,7 @@ class _NetBuilder:
         name = f"{layer.get('name')}_{suffix}"
         specs = layer.getall("param")
         spec = specs[index] if index < len(specs) else Message()
-        self.budget.take(name, shape, node=layer.get("name"))
+        self.budget.take_array("param", f"parameter {name!r}", shape, node=layer.get("name"))
         value = caffe_layers.fill(filler, shape, self.rng, default_filler)
         self.graph.add_param(name, value, lr_mult=spec.get("lr_mult", 1.0),
                              decay_mult=spec.get("decay_mult", 1.0))

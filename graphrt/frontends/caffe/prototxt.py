@@ -54,6 +54,8 @@ _CLOSERS = {"{": "}", "<": ">"}
 _IDENT_RE = re.compile(r"[A-Za-z_]\w*\Z", re.ASCII)
 
 
+MAX_INT_BITS = 256  # integer literals beyond this are refused (protobuf's widest has 64)
+
 class EnumValue(str):
     """An unquoted identifier value such as ``MAX``; compares equal to the plain ``str``. Its repr
     is the identifier as the prototxt writes it (``MAX``, no quotes), so messages quote the file."""
@@ -321,16 +323,22 @@ class _Parser:
         raise self.fail("a number after '-'")
 
     def number(self, text: str, offset: int) -> int | float:
+        shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}...({len(text):,} characters)"
         try:
             if text[:2] in ("0x", "0X"):
-                return int(text, 16)
-            if any(c in text for c in ".eEfF"):
+                value = int(text, 16)
+            elif any(c in text for c in ".eEfF"):
                 return float(text.rstrip("fF"))
-            if len(text) > 1 and text[0] == "0":
-                return int(text, 8)
-            return int(text)
+            elif len(text) > 1 and text[0] == "0":
+                value = int(text, 8)
+            else:
+                value = int(text)
         except ValueError:
-            raise self.error(f"invalid number {text!r}", offset) from None
+            raise self.error(f"invalid number {shown}", offset) from None
+        if value.bit_length() > MAX_INT_BITS:  # no protobuf field holds it, and an error message
+            # could not even print it (Python refuses str() of an int over 4,300 digits)
+            raise self.error(f"integer {shown} has more than {MAX_INT_BITS} bits", offset)
+        return value
 
     def strings(self) -> str:
         parts = []

@@ -20,7 +20,7 @@ import numpy as np
 from ...ir.errors import AttrError, ShapeError, UnsupportedError, WeightError
 from ...ir import Graph, Source
 from ..initializers import fans, get_initializer, shape_str
-from ..limits import ParamBudget
+from ...ir.limits import Budget
 
 if TYPE_CHECKING:  # the layers import this module
     from .layer import Layer
@@ -93,7 +93,7 @@ class GraphBuilder:
         self.default_format = default_format
         self.tensor: str = ""
         self.layout = CHANNELS_FIRST  # Keras' layout of the current tensor when it is 4-D
-        self.budget = ParamBudget()  # initializers allocate from config shapes: checked first
+        self.budget = Budget()  # initializers allocate from config shapes: checked first
 
     @property
     def shape(self) -> tuple:
@@ -171,7 +171,7 @@ class GraphBuilder:
                 fn = get_initializer(init)
             except ValueError as err:
                 raise layer.error(AttrError, f"{var} initializer: {err}") from None
-            self.budget.take(f"{layer.name}/{var}", shape)
+            self.budget.take_array("param", f"parameter {layer.name}/{var}", shape)
             fan_in, fan_out = fans(shape)
             try:
                 value = fn(tuple(shape), fan_in, fan_out, self.rng)

@@ -69,6 +69,7 @@ import numpy as np
 
 from ...ir.errors import GraphError, ParseError, UnsupportedError
 from ...ir import Graph
+from ..files import bounded_memory
 from .assembler import LAYER_CLASSES, Assembler
 from .config import MODEL_CLASSES, functional_io, read_entries, sequential_io
 from .io import read_keras_archive, read_keras_json
@@ -76,6 +77,7 @@ from .merge import Add, Average, Concatenate, Multiply, Subtract
 
 # ----------------------------------------------------------------------------- entry point
 
+@bounded_memory
 def load_keras(path: str | os.PathLike, *, seed: int = 0,
                weights: str | os.PathLike | Mapping[str, Sequence[np.ndarray]] | None = None,
                name: str | None = None) -> Graph:
@@ -213,9 +215,15 @@ def _external_weights(weights: Any) -> dict[str, list[np.ndarray]]:
     wfile = os.fspath(weights)
     if not _head(wfile).startswith(_HDF5_MAGIC):
         return read_keras_archive(wfile).weights
-    from .io import _import_h5py, _read_weights
+    from .hdf5 import read_weights
+    from .io import _import_h5py
 
-    return _read_weights(_import_h5py(), _read_bytes(wfile, "the weights file"), wfile)
+    h5py = _import_h5py()
+    try:
+        with open(wfile, "rb") as fh:  # the file the user named: read in place, not copied
+            return read_weights(h5py, fh, wfile)
+    except OSError as exc:
+        raise ParseError(f"cannot read the weights file: {exc}", file=wfile) from None
 
 
 __all__ = ["load_keras", "config_to_graph", "LAYER_CLASSES", "Add", "Subtract", "Average",

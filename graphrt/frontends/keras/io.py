@@ -27,9 +27,7 @@ Optimizer state (top-level ``optimizer`` group) is ignored.
 """
 from __future__ import annotations
 
-import io
 import os
-import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -37,15 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from ...ir.errors import GraphrtError, ParseError
-from .. import limits
-from ..isolate import read_in_child
+from ...ir import limits
+from ...ir.errors import GraphrtError, LimitError, ParseError
+from ...ir.limits import Budget
+from ..archive import check_declared, open_member, read_member
 from ..files import load_json
+from .hdf5 import read_weights
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
 WEIGHTS_MEMBER = "model.weights.h5"
-SKIPPED_GROUPS = ("optimizer",)
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
                NotImplementedError, KeyError)
 
@@ -79,32 +78,34 @@ def _check_model_config(doc: Any, file: str | None) -> None:
                          file=file)
 
 
-def read_keras_archive(path: str | os.PathLike) -> KerasArchive:
-    """Read a Keras 3 ``.keras`` zip: its config, metadata and weights."""
+def read_keras_archive(path: str | os.PathLike, budget: Budget | None = None) -> KerasArchive:
+    """Read a Keras 3 ``.keras`` zip: its config, metadata and weights (within ``budget``)."""
     h5py = _import_h5py()
     file = os.fspath(path)
+    budget = budget or Budget()
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open(file, "rb") as fh, zipfile.ZipFile(fh) as zf:
             names = set(zf.namelist())
-            config_text = _read_member(zf, CONFIG_MEMBER, file)
-            meta_text = _read_member(zf, METADATA_MEMBER, file) if METADATA_MEMBER in names \
-                else None
-            weights_blob = _read_member(zf, WEIGHTS_MEMBER, file) if WEIGHTS_MEMBER in names \
-                else None
+            config_text = _read_json_member(zf, CONFIG_MEMBER, file, budget)
+            meta_text = _read_json_member(zf, METADATA_MEMBER, file, budget) \
+                if METADATA_MEMBER in names else None
+            config = _member_json(config_text, file, CONFIG_MEMBER)
+            _check_model_config(config, f"{file}:{CONFIG_MEMBER}")
+            metadata = None if meta_text is None else _member_json(meta_text, file, METADATA_MEMBER)
+            if metadata is not None and not isinstance(metadata, dict):
+                raise ParseError("metadata must be a JSON object", file=f"{file}:{METADATA_MEMBER}")
+            if WEIGHTS_MEMBER not in names:
+                raise ParseError(f"archive has no {WEIGHTS_MEMBER!r} member", file=file)
+            info = zf.getinfo(WEIGHTS_MEMBER)
+            check_declared(info, file, budget if info.compress_type != zipfile.ZIP_STORED else None)
+            weights_file = open_member(zf, info, file, fh)
+            weights = read_weights(h5py, weights_file, f"{file}:{WEIGHTS_MEMBER}", budget)
     except GraphrtError:
         raise
     except FileNotFoundError:
         raise ParseError("no such file", file=file) from None
     except _ZIP_ERRORS as exc:
         raise ParseError(f"not a readable .keras zip archive: {exc}", file=file) from None
-    config = _member_json(config_text, file, CONFIG_MEMBER)
-    _check_model_config(config, f"{file}:{CONFIG_MEMBER}")
-    metadata = None if meta_text is None else _member_json(meta_text, file, METADATA_MEMBER)
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ParseError("metadata must be a JSON object", file=f"{file}:{METADATA_MEMBER}")
-    if weights_blob is None:
-        raise ParseError(f"archive has no {WEIGHTS_MEMBER!r} member", file=file)
-    weights = _read_weights(h5py, weights_blob, f"{file}:{WEIGHTS_MEMBER}")
     return KerasArchive(config, metadata, _order_like_config(weights, config))
 
 
@@ -116,18 +117,15 @@ def _import_h5py():
     return h5py
 
 
-def _read_member(zf: zipfile.ZipFile, member: str, file: str) -> bytes:
+def _read_json_member(zf: zipfile.ZipFile, member: str, file: str, budget: Budget) -> bytes:
     try:
         info = zf.getinfo(member)  # declared sizes: checked before reading or inflating
-        size = info.file_size
-        cap = 2 * limits.MAX_PARAM_BYTES if member == WEIGHTS_MEMBER else limits.MAX_CONFIG_BYTES
-        if size > cap:
-            raise ParseError(f"member {member!r} declares {size:,} bytes, over the {cap:,}-byte "
-                             "limit (graphrt.frontends.limits)", file=file)
-        if info.compress_size > os.path.getsize(file):
-            raise ParseError(f"member {member!r} declares {info.compress_size:,} compressed "
-                             "bytes, more than the whole archive", file=file)
-        return zf.read(member)
+        if info.file_size > limits.MAX_CONFIG_BYTES:
+            raise LimitError(f"member {member!r} declares {info.file_size:,} bytes, over the "
+                             f"limit on a JSON member (MAX_CONFIG_BYTES): "
+                             f"{limits.how_to_raise('MAX_CONFIG_BYTES')}", file=file)
+        check_declared(info, file, budget)
+        return bytes(read_member(zf, info, file))
     except KeyError:
         raise ParseError(f"archive has no {member!r} member", file=file) from None
     except _ZIP_ERRORS as exc:
@@ -143,86 +141,6 @@ def _member_json(blob: bytes, file: str, member: str) -> Any:
     if not text.strip():
         raise ParseError("empty JSON member", file=name)
     return load_json(text, name)[0]
-
-
-# ----------------------------------------------------------------------------- HDF5 weights
-
-def _read_weights(h5py, blob: bytes, file: str) -> dict[str, list[np.ndarray]]:
-    """The weights in ``blob``, read in a child process bounded by ``limits.HDF5_SECONDS``:
-    libhdf5 can loop forever or crash on a corrupt file."""
-    return read_in_child(lambda: _read_weights_here(h5py, blob, file), limits.HDF5_SECONDS,
-                         "the HDF5 weights", file)
-
-
-def _read_weights_here(h5py, blob: bytes, file: str) -> dict[str, list[np.ndarray]]:
-    try:
-        with h5py.File(io.BytesIO(blob), "r") as h5:
-            found: dict[str, list[np.ndarray]] = {}
-            paths: dict[str, str] = {}
-            _walk(h5py, h5, found, paths, file)
-            return found
-    except GraphrtError:
-        raise
-    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError...
-        raise ParseError(f"corrupt HDF5 weights: {exc}", file=file) from None
-
-
-def _walk(h5py, group, found: dict, paths: dict, file: str) -> None:
-    for key in sorted(group.keys(), key=_natural_key):
-        item = group[key]
-        if group.name == "/" and key in SKIPPED_GROUPS:
-            continue
-        if not isinstance(item, h5py.Group):
-            continue
-        if key == "vars":
-            _add_vars(h5py, item, found, paths, file)
-        else:
-            _walk(h5py, item, found, paths, file)
-
-
-def _add_vars(h5py, vars_group, found: dict, paths: dict, file: str) -> None:
-    arrays = [_dataset_array(h5py, vars_group[k], file)
-              for k in sorted(vars_group.keys(), key=_var_key)
-              if isinstance(vars_group[k], h5py.Dataset)]
-    if not arrays:
-        return
-    name = _layer_name(vars_group)
-    if name in found:
-        raise ParseError(f"layer name {name!r} used by both {paths[name]} and {vars_group.name}",
-                         file=file)
-    found[name] = arrays
-    paths[name] = vars_group.name
-
-
-def _layer_name(vars_group) -> str:
-    name = vars_group.attrs.get("name")
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    if isinstance(name, str) and name:
-        return name
-    parent = vars_group.name.rsplit("/", 2)
-    return parent[-2] if len(parent) >= 2 and parent[-2] else "<root>"
-
-
-def _dataset_array(h5py, ds, file: str) -> np.ndarray:
-    if ds.dtype.kind not in "biuf":
-        raise ParseError(f"variable {ds.name} has non-numeric dtype {ds.dtype}", file=file)
-    nbytes = ds.size * ds.dtype.itemsize  # declared: checked before reading allocates it
-    stored = ds.id.get_storage_size()
-    if nbytes > limits.MAX_PARAM_BYTES or (ds.compression is None and stored < nbytes):
-        raise ParseError(f"variable {ds.name} declares shape {ds.shape} ({nbytes:,} bytes) but "
-                         f"the file stores {stored:,} bytes for it (limit "
-                         f"{limits.MAX_PARAM_BYTES:,})", file=file)
-    return np.asarray(ds[()])
-
-
-def _var_key(key: str) -> tuple:
-    return (0, int(key), "") if key.isdigit() else (1, 0, key)
-
-
-def _natural_key(key: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
-                 for p in re.split(r"(\d+)", key) if p)
 
 
 def _config_layer_names(config: Any) -> list[str]:

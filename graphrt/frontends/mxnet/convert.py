@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 from ...ir.errors import (AttrError, GraphError, GraphrtError, ParseError, ShapeError,
                           UnsupportedError, WeightError)
 from ...ir import Graph, Source
+from ..files import bounded_memory
 from .initializers import Initializer
 from .io import SymbolGraph, SymbolNode, parse_attr, read_symbol_json
 from .symbol_json import read_bytes
@@ -340,6 +341,7 @@ def to_graph(symbol: "Symbol | SymbolGraph", input_shape=None, params=None, seed
     return Converter(sg, values, file=file, lines=lines, name=name).run(input_shape)
 
 
+@bounded_memory
 def load_mxnet(symbol_json_path: str | os.PathLike, params=None, input_shape=None, seed: int = 0,
                **kwargs) -> Graph:
     """Load ``<prefix>-symbol.json`` (and ``params``: a ``.params`` path or a dict) as a Graph."""

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...ir.errors import GraphrtError, ShapeError, WeightError
-from ..limits import ParamBudget
+from ...ir.limits import Budget
 from .initializers import Initializer, Xavier, initializer_from_attr
 from .io import SymbolNode, read_params
 
@@ -52,7 +52,7 @@ class ParamSource:
         self.rng = np.random.default_rng(seed)
         self.initializer = initializer or Xavier()
         self.allow_missing = allow_missing
-        self.budget = ParamBudget()  # initializers allocate from inferred shapes: checked first
+        self.budget = Budget()  # initializers allocate from inferred shapes: checked first
 
     def value(self, var: SymbolNode, kind: str, shape: tuple, where: dict) -> np.ndarray:
         """The float32 value of variable ``var``, the ``kind`` input of node ``where["node"]``.
@@ -68,7 +68,7 @@ class ParamSource:
                               + (f" file {self.params_file}" if self.params_file else ""), **where)
         if any(d <= 0 for d in shape):
             raise ShapeError(f"parameter {pname!r} would have shape {shape}", **where)
-        self.budget.take(pname, shape, **where)
+        self.budget.take_array("param", f"parameter {pname!r}", shape, **where)
         init_attr = var.attrs.get("__init__")
         initializer = initializer_from_attr(init_attr, pname) if init_attr else self.initializer
         try:

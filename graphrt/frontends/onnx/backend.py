@@ -18,7 +18,8 @@ import numpy as np
 from onnx.backend.base import Backend, BackendRep
 
 from ...ir.errors import InputError
-from .importer import load_onnx, read_model
+from .importer import load_onnx
+from .reading import read_model
 from .fold import ConstantInputError
 from ...ir import Graph
 from ...devices import registry

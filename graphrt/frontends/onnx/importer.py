@@ -32,11 +32,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ...ir.errors import (AttrError, GraphError, GraphrtError, ParseError, UnsupportedError,
-                          WeightError)
+from ...ir.errors import AttrError, GraphError, GraphrtError, UnsupportedError, WeightError
 from ...ir import Graph, Source, TensorSpec
-from .fold import (NONDETERMINISTIC, BatchError, Const, ConstantInputError, fold, node_attrs,
-                   np_dtype)
+from ...ir.limits import Budget
+from ..files import bounded_memory
+from .reading import MIN_OPSET, opset_of, read_model, upgrade
+from .fold import (NONDETERMINISTIC, BatchError, Const, ConstantInputError, fold, foldable,
+                   node_attrs, np_dtype)
 from .layout_ops import CONVERTERS as LAYOUT_CONVERTERS
 from .ops import CONVERTERS as COMPUTE_CONVERTERS
 
@@ -44,52 +46,10 @@ CONVERTERS = {**COMPUTE_CONVERTERS, **LAYOUT_CONVERTERS}
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET = 9
 BATCH_MODES = ("auto", "symbolic", "static")
 
 
-def read_model(source, file: str | None = None):
-    """A ``ModelProto`` from a path, bytes or a ``ModelProto`` (checked by ``onnx.checker``)."""
-    try:
-        import onnx
-    except ImportError:
-        raise UnsupportedError("reading ONNX models needs the onnx package "
-                               "(pip install 'graphrt[onnx]')", file=file) from None
-
-    if isinstance(source, onnx.ModelProto):
-        model = source
-    else:
-        try:
-            model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
-        except Exception as err:  # protobuf's DecodeError and friends
-            raise ParseError(f"not a readable ONNX model: {type(err).__name__}: {err}",
-                             file=file) from None
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
-        raise ParseError(f"the ONNX checker rejects the model: {first}", file=file) from None
-    except Exception as err:  # noqa: BLE001 - e.g. UnicodeDecodeError on a non-UTF-8 string field
-        raise ParseError(f"the ONNX checker cannot read the model: {type(err).__name__}: {err}",
-                         file=file) from None
-    return model
-
-
-def upgrade(model, file: str | None):
-    """Models older than opset 9 go through ONNX's version converter first."""
-    if opset_of(model) >= MIN_OPSET:
-        return model
-    from onnx import version_converter
-
-    try:
-        return version_converter.convert_version(model, MIN_OPSET)
-    except Exception as err:  # the converter raises RuntimeError/IndexError with C++ assertion text
-        first = (str(err).strip().splitlines() or ["no message"])[0]
-        raise UnsupportedError(f"the model uses opset {opset_of(model)}; graphrt reads opset "
-                               f"{MIN_OPSET} and later and ONNX's version converter could not "
-                               f"convert it: {first}", file=file) from None
-
-
+@bounded_memory
 def load_onnx(source, *, batch: str = "auto", input_shape: Sequence[int] | None = None,
               batch_size: int | None = None, constants: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Convert an ONNX model (a path, bytes or a ``ModelProto``) into a :class:`Graph`.
@@ -122,13 +82,6 @@ def load_onnx(source, *, batch: str = "auto", input_shape: Sequence[int] | None 
     return graph
 
 
-def opset_of(model) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return 1
-
-
 class _Converter:
     """One conversion of a model; the op converters call the methods below."""
 
@@ -144,6 +97,7 @@ class _Converter:
         self.used = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
         self.node = None
         self.name = ""
+        self.budget = Budget()  # initializers (parameters) and folded constants of this load
 
     # ---- the whole model ----------------------------------------------------------------------
     def build(self) -> Graph:
@@ -154,6 +108,13 @@ class _Converter:
         from onnx import numpy_helper
 
         for init in self.model.graph.initializer:
+            try:
+                dtype = np_dtype(init.data_type)
+            except UnsupportedError:
+                dtype = None  # to_array below says what is wrong
+            if dtype is not None:
+                self.budget.take_array("param", f"initializer {init.name!r}", init.dims, dtype,
+                                       file=self.file)
             try:
                 self.values[init.name] = Const(numpy_helper.to_array(init))
             except (KeyError, ValueError, TypeError) as err:  # dims that do not fit its data, ...
@@ -211,11 +172,19 @@ class _Converter:
             self._inline_branch(node, name, bool(ins[0].value))
             return
         try:
-            if (all(v is None or isinstance(v, Const) for v in ins) and node.op_type not in NONDETERMINISTIC
-                    and (any(v is not None for v in ins) or node.op_type == "Constant")):
-                outs = fold(node, ins, self.opset)
+            constant = (all(v is None or isinstance(v, Const) for v in ins)
+                        and node.op_type not in NONDETERMINISTIC
+                        and (any(v is not None for v in ins) or node.op_type == "Constant"))
+            if constant and foldable(node):
+                outs = fold(node, ins, self.opset, self.budget)
             elif node.op_type in CONVERTERS and node.domain in ("", "ai.onnx"):
                 outs = CONVERTERS[node.op_type](self, node_attrs(node), ins)
+            elif constant:
+                raise UnsupportedError(
+                    f"ONNX op {node.op_type!r} has constant inputs but is not run at load: folding "
+                    "runs only ops whose output size is known before they run (no loops; see "
+                    "graphrt.frontends.onnx.bounds), and graphrt has no run-time "
+                    f"{node.op_type}")
             else:
                 raise UnsupportedError(
                     f"ONNX op {node.op_type!r}" + (f" of domain {node.domain!r}" if node.domain else "")
