@@ -133,7 +133,7 @@ def test_bad_batch_names_input_and_expected_shape():
     with pytest.raises(graphrt.InputError, match=r"batch 2: input 'input' expects shape \(N, 1, 28, 28\)"):
         list(exe.stream(xs))
     with pytest.raises(graphrt.InputError, match="dtype"):
-        list(exe.stream([np.zeros((4, 1, 28, 28), np.float64)]))
+        list(exe.stream([np.zeros((4, 1, 28, 28), np.int64) + 2**24 + 1]))  # float32 cannot hold them
     with pytest.raises(graphrt.InputError, match="compiled for batch_size 4"):
         list(exe.stream([np.zeros((5, 1, 28, 28), np.float32)]))
 

@@ -17,9 +17,8 @@ from ..ir import Graph
 def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
     """Match ``x`` (an array, a sequence of arrays or a dict) to the graph's inputs.
 
-    Checks every shape and dtype against the input's spec (values that convert exactly, such as
-    uint8 images or integer labels into float32, are converted; a dtype that would round or
-    truncate, such as float64 into float32, is refused) and that all inputs share one batch size.
+    Checks every shape and dtype against the input's spec (floats of another width convert,
+    integers convert when exact: see :func:`_convert`) and that all inputs share one batch size.
     Returns the feeds and the batch size.
     """
     names = graph.inputs
@@ -63,17 +62,19 @@ def check_feeds(graph: Graph, x) -> tuple[dict[str, np.ndarray], int]:
 
 
 def _convert(name: str, value, dtype: str):
-    """``value`` as ``dtype`` when it converts exactly: a dtype that always does (uint8 images into
-    float32, int32 labels into int64), or integers within the float's exact range (class labels
-    into a Caffe float label input). Anything else — float64 into float32 rounds, floats into
-    integer labels truncate — is refused rather than changed silently."""
+    """``value`` as ``dtype`` under graphrt's one input policy: floats of another width or byte
+    order convert (float64 into float32 rounds, as the model computes in float32); integer or
+    boolean data converts when no value changes (uint8 images or class labels into float32, int32
+    labels into int64). Integers a float cannot hold exactly, and floats into an integer input
+    (truncation), are an InputError naming the input."""
     want = np.dtype(dtype)
     if value.dtype == want:
         return value
-    exact = np.can_cast(value.dtype, want, "safe")
-    if not exact and value.dtype.kind in "iu" and want.kind == "f":
-        limit = 2 ** (np.finfo(want).nmant + 1)
-        exact = value.size == 0 or (int(value.min()) >= -limit and int(value.max()) <= limit)
+    exact = (value.dtype.kind == want.kind == "f") or np.can_cast(value.dtype, want, "safe")
+    if not exact and value.dtype.kind in "iub" and want.kind in "iuf":
+        lo, hi = ((-2 ** (np.finfo(want).nmant + 1), 2 ** (np.finfo(want).nmant + 1)) if want.kind == "f"
+                  else (np.iinfo(want).min, np.iinfo(want).max))
+        exact = value.size == 0 or (lo <= int(value.min()) and int(value.max()) <= hi)
     if not exact:
         raise InputError(f"input {name!r} expects dtype {want}, got {value.dtype}, which does not "
                          f"convert exactly: convert it yourself, e.g. x.astype(np.{want})", node=name)
