@@ -75,5 +75,10 @@ class InputError(GraphrtError):
     """A batch fed to a graph or executable has the wrong name, shape or dtype."""
 
 
-__all__ = ["GraphrtError", "ShapeError", "AttrError", "GraphError", "UnsupportedError",
-           "ParseError", "WeightError", "InputError"]
+class FallbackWarning(UserWarning):
+    """Some nodes run on the host because the device cannot run them (named in the message, each
+    with its reason); explicit copy nodes move their tensors every step."""
+
+
+__all__ = ["FallbackWarning", "GraphrtError", "ShapeError", "AttrError", "GraphError",
+           "UnsupportedError", "ParseError", "WeightError", "InputError"]

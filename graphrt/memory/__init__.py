@@ -3,4 +3,5 @@ before the first run — liveness from the schedule, offsets by greedy best fit,
 concat inputs aliased into their consumer (see :mod:`.planner`). A plan is data; applying it
 (:func:`make_views`) is a separate step. Imports ``ir`` and ``ops``.
 """
-from .planner import ALIGNMENT, INPUTS, Block, MemoryPlan, View, align, make_views, plan_memory  # noqa: F401
+from .planner import (ALIGNMENT, INPUTS, Block, MemoryPlan, View, align, is_input_copy,  # noqa: F401
+                      make_views, plan_memory)

@@ -57,15 +57,17 @@ launch), bound to a program's launches by ``bind/``.
 """
 from __future__ import annotations
 
+import collections
 import os
 import threading
 
 import numpy as np
 
 from ...ir import Graph, Node
-from ...ir.errors import GraphrtError
+from ...ir.errors import GraphrtError, UnsupportedError
 from ..base import Device
 from .bind import registry as K
+from .calls import Unsupported
 from .runtime.cupy_backend import CupyBackend
 from .runtime.graphs import ProgramState, Step
 from .runtime.streams import CudaComputeStream, CudaCopyStream
@@ -161,7 +163,20 @@ class CudaDevice(Device):
         ``__cuda_array_interface__``, CUDA DLPack); None for host data."""
         return self.backend.adopt(value, self._compute)
 
+    def count_finite(self, array) -> int:
+        """Finite elements of a device array, counted on a host copy (the numerics guard)."""
+        if isinstance(array, np.ndarray):
+            return int(np.isfinite(array).sum())
+        host = np.empty(array.shape, array.dtype)
+        self.to_host(array, host)
+        return int(np.isfinite(host).sum())
+
     # ---- kernels ----
+    def placement(self, node: Node, graph: Graph) -> str | None:
+        """Why this device cannot run ``node`` (None: it can): an op without a kernel here, or a
+        dtype or rank the kernels do not take. Placement runs such nodes on the host."""
+        return K.unsupported(node, graph)
+
     def kernel(self, op: str):
         return _KernelFn(self, op)
 
@@ -171,15 +186,30 @@ class CudaDevice(Device):
     def prepare(self, items) -> list[Step]:
         return [self.backend.prepare(item) for item in items]
 
+    def bind(self, node: str, op: str, attrs, inputs, outputs, workspace) -> list[Step]:
+        """The steps of one launch; an :class:`~graphrt.ir.errors.UnsupportedError` naming the node
+        where the kernels cannot take its arrays (nothing falls back behind the caller's back)."""
+        try:
+            return self.prepare(K.bind(op, attrs, inputs, outputs, workspace))
+        except Unsupported as err:
+            raise UnsupportedError(f"the cuda device cannot run this {op}: {err} (compile for "
+                                   "device='cpu', or report the model: placement should have "
+                                   "kept the node on the host)", node=node, op=op) from None
+
     def run_program(self, program) -> None:
         """Run a compiled program's step on the compute stream: plainly, then captured into a CUDA
-        graph and replayed (see :mod:`graphrt.devices.cuda.runtime.graphs`)."""
+        graph and replayed (see :mod:`graphrt.devices.cuda.runtime.graphs`). Host launches (nodes
+        placed on the host and their copies) run in order between the kernels; a program with
+        any is never captured."""
         state = self._states.get(id(program))
         if state is None or state.program is not program:
             steps = []
             for launch in program.launches:
-                steps += self.prepare(K.bind(launch.op, launch.attrs, launch.inputs,
-                                             launch.outputs, launch.workspace))
+                if launch.host:
+                    steps.append(_host_step(launch))
+                    continue
+                steps += self.bind(launch.node, launch.op, launch.attrs, launch.inputs,
+                                   launch.outputs, launch.workspace)
             state = self._states[id(program)] = ProgramState(program, steps)
         with self.backend.on(self._compute):
             state.run(self.backend, self._compute, self.graphs)
@@ -195,16 +225,40 @@ class CudaDevice(Device):
         return self.backend.describe()
 
 
+def _host_step(launch) -> Step:
+    def run():
+        launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+    return Step(run, capturable=False, what=f"{launch.node} ({launch.op}) runs on the host")
+
+
 class _KernelFn:
-    """``device.kernel(op)``: binds and runs at once (the naive executable, per-launch profiling);
+    """``device.kernel(op)``: runs one launch at once (the numerics guard, per-launch profiling,
+    the naive executable), bound on its first call with those arrays and kept in a small cache
+    (the last :attr:`CACHE` argument sets), so calling it again and again binds nothing new;
     programs bind their launches once through :meth:`CudaDevice.run_program` instead."""
+
+    CACHE = 16
 
     def __init__(self, device: CudaDevice, op: str):
         self.device, self.op = device, op
         self.__name__ = f"cuda_{op}"
+        self.bound: collections.OrderedDict = collections.OrderedDict()
+
+    def steps(self, attrs, inputs, outputs, ws) -> list[Step]:
+        key = (id(attrs), tuple(map(id, inputs)), tuple(map(id, outputs)), id(ws))
+        entry = self.bound.get(key)
+        if entry is None:
+            steps = self.device.bind(None, self.op, attrs, inputs, outputs, ws)
+            # the entry holds the arguments, so their ids cannot be reused while it is cached
+            entry = self.bound[key] = (steps, (attrs, list(inputs), list(outputs), ws))
+            while len(self.bound) > self.CACHE:
+                self.bound.popitem(last=False)
+        else:
+            self.bound.move_to_end(key)
+        return entry[0]
 
     def __call__(self, attrs, inputs, outputs, ws) -> None:
-        steps = self.device.prepare(K.bind(self.op, attrs, inputs, outputs, ws))
+        steps = self.steps(attrs, inputs, outputs, ws)
         with self.device.backend.on(self.device._compute):
             for step in steps:
                 step.plain()

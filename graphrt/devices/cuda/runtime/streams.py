@@ -15,8 +15,19 @@ graphrt streams to CuPy streams.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from ...streams import Event, WorkerStream, _Setter
+
+
+def on_device(method):
+    """Run a backend method with the backend's GPU current in the calling thread (CuPy's current
+    device is per thread: a thread that never chose one works on GPU 0), restoring the caller's."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.dev:
+            return method(self, *args, **kwargs)
+    return run
 
 
 class CudaEvent(Event):
@@ -138,14 +149,15 @@ class _Recorder(_Setter):
 # ---- which graphrt stream is current, per thread -------------------------------------------------
 class ThreadStreams:
     """``on(s)`` makes ``s`` this thread's current graphrt stream inside a with-block, with the
-    backend's stream context (``self.stream_context(s)``) entered; needs ``self._tls``."""
+    backend's GPU (``self.dev``) and stream context (``self.stream_context(s)``) entered; needs
+    ``self._tls``."""
 
     @contextlib.contextmanager
     def on(self, s):
         prev = getattr(self._tls, "stream", None)
         self._tls.stream = s
         try:
-            with self.stream_context(s):
+            with self.dev, self.stream_context(s):
                 yield
         finally:
             self._tls.stream = prev
@@ -167,14 +179,31 @@ class CupyStreams(ThreadStreams):
     def stream_context(self, s):
         return self.handle(s)  # a CuPy stream is current inside ``with stream:``
 
+    @on_device
     def new_stream(self):
         return self.cp.cuda.Stream(non_blocking=True)
 
+    @on_device
     def record(self, s):
         return self.handle(s).record()
 
+    @on_device
     def wait(self, s, event) -> None:
         self.handle(s).wait_event(event)
 
+    @on_device
     def sync(self, s) -> None:
         self.handle(s).synchronize()
+
+    @on_device
+    def wait_for_stream(self, producer: int, s) -> None:
+        """Make graphrt stream ``s`` wait, on the GPU, for the work queued so far on the stream
+        with handle ``producer`` (1: the legacy default stream, 2: the per-thread default stream:
+        the CUDA Array Interface's and DLPack's conventions)."""
+        rt = self.cp.cuda.runtime
+        event = rt.eventCreateWithFlags(2)  # cudaEventDisableTiming
+        try:
+            rt.eventRecord(event, producer)
+            rt.streamWaitEvent(self.handle(s).ptr, event, 0)
+        finally:
+            rt.eventDestroy(event)  # released by CUDA once the event completes
