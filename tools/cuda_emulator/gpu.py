@@ -5,8 +5,12 @@
   workers touch, and host code reaches them only through a copy. A pointer into no allocation of
   the stream's device is ``cudaErrorIllegalAddress``.
 * **Every stream is an ordered queue run by a worker thread of its own**, asynchronously with the
-  host, each operation after a random delay (:class:`Machine` ``delay``), so work that is not
-  ordered by a stream, an event or a synchronize runs in a random order. The legacy default stream
+  host and lazily: an operation waits until something needs it — a synchronize, an event wait, a
+  copy the host waits for, an operation of another stream ordered after it — or, if nothing does,
+  for a random while (:class:`Machine` ``lazy``), and then a random delay (``delay``), now and then
+  a long one (``stall``). So work that no stream order, event or synchronize puts before its reader
+  runs after that reader, every time or nearly, not only when the timing is unlucky. The legacy
+  default stream
   (handle 0) synchronizes with the blocking streams of its device, as CUDA's does; non-blocking
   streams do not. Handle 2 is the calling thread's per-thread default stream.
 * **Events are recorded and waited on for real**: an event completes when its stream reaches the
@@ -124,18 +128,27 @@ def device_of(ptr: int) -> int | None:
 
 
 class Marker:
-    """The completion of one enqueued operation (an event's record, the last op of a stream)."""
+    """The completion of one enqueued operation (an event's record, the last op of a stream);
+    waiting for it makes its stream run everything up to it."""
 
-    __slots__ = ("flag", "time", "capture")
+    __slots__ = ("flag", "time", "capture", "stream", "seq")
 
-    def __init__(self, capture=None):
+    def __init__(self, capture=None, stream=None, seq: int = 0):
         self.flag = threading.Event()
         self.time = None
-        self.capture = capture
+        self.capture, self.stream, self.seq = capture, stream, seq
 
     def set(self) -> None:
         self.time = time.perf_counter()
         self.flag.set()
+
+    def done(self) -> bool:
+        return self.flag.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.stream is not None and not self.flag.is_set():
+            self.stream.demand(self.seq)
+        return self.flag.wait(timeout)
 
 
 DONE = Marker()
@@ -152,6 +165,8 @@ class Stream:
         self.capture: list | None = None
         self.capture_error: CUDARuntimeError | None = None
         self.alive = True
+        self._seq = self._demanded = 0
+        self._cond = threading.Condition()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"stand-in-stream-{device.index}-{handle:#x}")
@@ -162,10 +177,12 @@ class Stream:
             item = self._queue.get()
             if item is _STOP:
                 return
-            fn, deps, done = item
-            time.sleep(self.machine.delay())
+            fn, deps, done, what = item
+            with self._cond:  # lazily: until some waiter needs it, or a random while
+                self._cond.wait_for(lambda: self._demanded >= done.seq, self.machine.lazy())
+            time.sleep(self.machine.delay(what))
             for d in deps:
-                d.flag.wait()
+                d.wait()
             if self.device.error is None:
                 try:
                     fn()
@@ -190,22 +207,31 @@ class Stream:
             deps += [s.last for s in self.device.blocking_streams()]
         elif self.blocking:
             deps.append(self.device.legacy.last)
-        done = Marker()
-        self.last = done
         machine.count(what)
-        self._queue.put((fn, deps, done))
+        with self._cond:  # one order for the sequence numbers and the queue
+            self._seq += 1
+            done = self.last = Marker(stream=self, seq=self._seq)
+            self._queue.put((fn, deps, done, what))
         return done
 
     def synchronize(self) -> None:
         if self.capture is not None:
             self.capture_error = CUDARuntimeError(901, "synchronized while capturing")
             raise CUDARuntimeError(900, "synchronize of a capturing stream")
-        self.last.flag.wait()
+        self.last.wait()
         self.device.raise_error()
+
+    def demand(self, seq: int) -> None:
+        """Run everything up to operation ``seq`` without waiting for the lazy while."""
+        with self._cond:
+            if seq > self._demanded:
+                self._demanded = seq
+                self._cond.notify_all()
 
     def destroy(self) -> None:
         if self.alive:
             self.alive = False
+            self.demand(self._seq)
             self._queue.put(_STOP)
 
 
@@ -229,25 +255,35 @@ class Graph:
 class Machine:
     """The simulated GPUs of one stand-in installation (see the module docstring).
 
-    ``devices``: how many GPUs; ``delay``: (min, max) seconds each stream operation waits before it
-    runs; ``seed``: the delays' random seed."""
+    ``devices``: how many GPUs; ``lazy``: (min, max) seconds an operation nothing waits for stays
+    queued; ``delay``: (min, max) seconds each operation takes to start once it may; ``stall``:
+    (probability, seconds) of a much longer start; ``upload_delay``: (min, max) seconds more for
+    host-to-device copies (a slow bus: uploads behind compute); ``seed``: the delays' random seed."""
 
-    def __init__(self, devices: int = 2, memory: int = 16 << 30, delay=(1e-4, 1e-3), seed: int = 0):
+    def __init__(self, devices: int = 2, memory: int = 16 << 30, lazy=(0.02, 0.05),
+                 delay=(1e-4, 1e-3), stall=(0.02, 0.01), upload_delay=(0.0, 0.0), seed: int = 0):
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
-        self.delay_range = delay
+        self.lazy_range, self.delay_range, self.stall = lazy, delay, stall
+        self.upload_delay = upload_delay
         self.counts: dict[str, int] = {}
         self.streams: dict[int, Stream] = {}
         self.events: dict[int, Event] = {}
         self.graphs: dict[int, Graph] = {}
-        self.pinned: dict[int, int] = {}  # start -> size of page-locked host ranges
+        self.pinned: dict[int, tuple] = {}  # start -> (size, buffer) of page-locked host ranges
         self.ids = itertools.count(0x1000, 0x10)
         self.devices = [DeviceState(self, i, memory) for i in range(devices)]
         self._tls = threading.local()
 
-    def delay(self) -> float:
+    def delay(self, what: str = "") -> float:
         with self.lock:
-            return self.rng.uniform(*self.delay_range)
+            stall = self.stall[1] if self.rng.random() < self.stall[0] else 0.0
+            upload = self.rng.uniform(*self.upload_delay) if what == "HtoD" else 0.0
+            return self.rng.uniform(*self.delay_range) + stall + upload
+
+    def lazy(self) -> float:
+        with self.lock:
+            return self.rng.uniform(*self.lazy_range)
 
     def count(self, what: str) -> None:
         if what:
@@ -286,16 +322,29 @@ class Machine:
             s = self.streams[handle] = Stream(self, self.current, handle, blocking)
         return s
 
-    def is_pinned(self, ptr: int, nbytes: int) -> bool:
+    def hold(self, handle: int) -> threading.Event:
+        """Stop the stream ``handle`` where it is until the returned event is set (for tests that
+        need one stream to be behind another, whatever the delays)."""
+        gate = threading.Event()
+        stream = self.stream(handle)
+        stream.enqueue(gate.wait, "hold")
+        stream.demand(stream.last.seq)
+        return gate
+
+    def pinned_buffer(self, ptr: int, nbytes: int):
+        """The page-locked buffer holding ``[ptr, ptr + nbytes)``, or None (pageable memory). A copy
+        keeps it, so it lives until the copy has run (cudaFreeHost waits for the device)."""
         with self.lock:
-            return any(start <= ptr and ptr + nbytes <= start + size
-                       for start, size in self.pinned.items())
+            for start, (size, ref) in self.pinned.items():
+                if start <= ptr and ptr + nbytes <= start + size:
+                    return ref()
+        return None
 
     def pin(self, buffer) -> None:
         """Register a ctypes buffer as page-locked until it is garbage."""
         start, size = ctypes.addressof(buffer), ctypes.sizeof(buffer)
         with self.lock:
-            self.pinned[start] = size
+            self.pinned[start] = (size, weakref.ref(buffer))
         weakref.finalize(buffer, self._unpin, start)
 
     def _unpin(self, start: int) -> None:

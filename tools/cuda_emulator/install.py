@@ -64,16 +64,19 @@ def build_modules(runtime: Runtime) -> dict[str, types.ModuleType]:
 
 
 @contextlib.contextmanager
-def installed(*, devices: int = 2, delay=(1e-4, 1e-3), seed: int = 0, blas_in_capture: bool = False,
+def installed(*, devices: int = 2, lazy=(0.02, 0.05), delay=(1e-4, 1e-3), stall=(0.02, 0.01),
+              upload_delay=(0.0, 0.0), seed: int = 0, blas_in_capture: bool = False,
               cai_sync: bool = True):
-    """The stand-in as ``cupy`` for the duration of the block; yields its :class:`~.gpu.Machine`.
+    """The stand-in as ``cupy`` for the duration of the block; yields its :class:`~.gpu.Machine`
+    (``devices``, ``lazy``, ``delay``, ``stall``, ``upload_delay``, ``seed``: see there).
     ``blas_in_capture``: let cuBLAS run during capture (CuPy refuses); ``cai_sync``: synchronize
     a ``__cuda_array_interface__`` producer's stream in ``cupy.asarray`` (CuPy's default)."""
     from graphrt.devices.cuda.runtime import driver, launch
 
     if STATE.runtime is not None:
         raise RuntimeError("the CUDA stand-in is already installed")
-    machine = Machine(devices=devices, delay=delay, seed=seed)
+    machine = Machine(devices=devices, lazy=lazy, delay=delay, stall=stall, upload_delay=upload_delay,
+                      seed=seed)
     saved_modules = {name: sys.modules.get(name) for name in MODULES}
     saved = (launch._MODULES.copy(), launch._FUNCTIONS.copy(), driver._properties_from_cuda_python)
     STATE.machine, STATE.runtime = machine, Runtime(machine)
@@ -86,7 +89,7 @@ def installed(*, devices: int = 2, delay=(1e-4, 1e-3), seed: int = 0, blas_in_ca
         yield machine
     finally:
         for stream in list(machine.streams.values()):
-            stream.last.flag.wait(5)
+            stream.last.wait(5)
         STATE.machine = STATE.runtime = None
         STATE.tls.__dict__.clear()
         for name, module in saved_modules.items():

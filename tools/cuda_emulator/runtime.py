@@ -40,7 +40,7 @@ class Runtime:
     def deviceSynchronize(self) -> None:
         dev = self.m.current
         for s in [dev.legacy] + [s for s in self.m.streams.values() if s.device is dev and s.alive]:
-            s.last.flag.wait()
+            s.last.wait()
         dev.raise_error()
 
     def getDeviceProperties(self, index: int) -> dict:
@@ -73,7 +73,7 @@ class Runtime:
     def _reap(self) -> None:
         keep = []
         for dev, ptr, markers in self.pending_frees:
-            if all(m.flag.is_set() for m in markers):
+            if all(m.done() for m in markers):
                 dev.free(ptr)
             else:
                 keep.append((dev, ptr, markers))
@@ -95,7 +95,8 @@ class Runtime:
             self.m.devices[dev].find(ptr)
             return types.SimpleNamespace(type=self.memoryTypeDevice, device=dev, devicePointer=ptr,
                                          hostPointer=0)
-        kind = self.memoryTypeHost if self.m.is_pinned(ptr, 1) else self.memoryTypeUnregistered
+        kind = self.memoryTypeHost if self.m.pinned_buffer(ptr, 1) is not None \
+            else self.memoryTypeUnregistered
         return types.SimpleNamespace(type=kind, device=-2, devicePointer=0, hostPointer=ptr)
 
     # ---- copies ----
@@ -126,29 +127,32 @@ class Runtime:
             return
         dev = s.device
         if direction == HOST_TO_DEVICE:
-            pinned = self.m.is_pinned(src, size)
-            data = src if pinned else ctypes.create_string_buffer(ctypes.string_at(src, size), size)
+            pinned = self.m.pinned_buffer(src, size)
+            data = ctypes.create_string_buffer(ctypes.string_at(src, size), size) if pinned is None \
+                else src
             self._no_pageable_capture(s, pinned)
-            done = s.enqueue(lambda: ctypes.memmove(dev.host_address(dst, size), data, size), "HtoD")
-            wait = sync and pinned
+            done = s.enqueue(lambda keep=pinned: ctypes.memmove(dev.host_address(dst, size), data,
+                                                                size), "HtoD")
+            wait = sync and pinned is not None
         elif direction == DEVICE_TO_HOST:
-            pinned = self.m.is_pinned(dst, size)
+            pinned = self.m.pinned_buffer(dst, size)
             self._no_pageable_capture(s, pinned)
             src_dev = self.m.devices[device_of(src)]
-            done = s.enqueue(lambda: ctypes.memmove(dst, src_dev.host_address(src, size), size), "DtoH")
-            wait = sync or not pinned
+            done = s.enqueue(lambda keep=pinned: ctypes.memmove(dst, src_dev.host_address(src, size),
+                                                                size), "DtoH")
+            wait = sync or pinned is None
         else:
             src_dev, dst_dev = self.m.devices[device_of(src)], self.m.devices[device_of(dst)]
             done = s.enqueue(lambda: ctypes.memmove(dst_dev.host_address(dst, size),
                                                     src_dev.host_address(src, size), size), "DtoD")
             wait = False
         if wait and s.capture is None:
-            done.flag.wait()
+            done.wait()
             dev.raise_error()
 
     @staticmethod
-    def _no_pageable_capture(s: Stream, pinned: bool) -> None:
-        if s.capture is not None and not pinned:
+    def _no_pageable_capture(s: Stream, pinned) -> None:
+        if s.capture is not None and pinned is None:
             s.capture_error = CUDARuntimeError(901, "a pageable copy was captured")
             raise CUDARuntimeError(900, "a copy to or from pageable host memory while capturing")
 
@@ -182,16 +186,16 @@ class Runtime:
         self.m.stream(stream).synchronize()
 
     def streamQuery(self, stream: int) -> int:
-        return 0 if self.m.stream(stream).last.flag.is_set() else 600
+        return 0 if self.m.stream(stream).last.done() else 600
 
     def streamWaitEvent(self, stream: int, event: int, flags: int = 0) -> None:
         s, e = self.m.stream(stream), self._event(event)
         marker = e.marker
-        if marker is None or marker.flag.is_set() and s.capture is None:
+        if marker is None or marker.done() and s.capture is None:
             return
         if s.capture is not None:
             raise CUDARuntimeError(900, "waiting on an event recorded outside the capture")
-        s.enqueue(marker.flag.wait, "wait")
+        s.enqueue(marker.wait, "wait")
 
     def streamBeginCapture(self, stream: int, mode: int = 2) -> None:
         s = self.m.stream(stream)
@@ -247,18 +251,18 @@ class Runtime:
 
     def eventQuery(self, event: int) -> int:
         m = self._event(event).marker
-        return 0 if m is None or m.flag.is_set() else 600
+        return 0 if m is None or m.done() else 600
 
     def eventSynchronize(self, event: int) -> None:
         m = self._event(event).marker
         if m is not None:
-            m.flag.wait()
+            m.wait()
         self.m.current.raise_error()
 
     def eventElapsedTime(self, start: int, end: int) -> float:
         a, b = self._event(start), self._event(end)
         if not (a.timing and b.timing) or a.marker is None or b.marker is None:
             raise CUDARuntimeError(400, "elapsed time of events not recorded with timing")
-        if not (a.marker.flag.is_set() and b.marker.flag.is_set()):
+        if not (a.marker.done() and b.marker.done()):
             raise CUDARuntimeError(600, "elapsed time of an event that has not completed")
         return float((b.marker.time - a.marker.time) * 1e3)

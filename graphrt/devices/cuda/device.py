@@ -145,6 +145,11 @@ class CudaDevice(Device):
     def synchronize(self) -> None:
         self.backend.sync(self._compute)
 
+    def hand_over(self) -> None:
+        """The caller's current CuPy stream waits on the GPU for the compute stream's work so far
+        (device outputs are then ready for whatever the caller queues next), without blocking."""
+        self.backend.hand_over(self._compute)
+
     def _stream(self, stream):
         if stream is not None:
             return stream
@@ -211,6 +216,7 @@ class CudaDevice(Device):
                 steps += self.bind(launch.node, launch.op, launch.attrs, launch.inputs,
                                    launch.outputs, launch.workspace)
             state = self._states[id(program)] = ProgramState(program, steps)
+        self.backend.after_caller(self._compute)  # the caller's reads of the last step's outputs
         with self.backend.on(self._compute):
             state.run(self.backend, self._compute, self.graphs)
 
@@ -259,6 +265,7 @@ class _KernelFn:
 
     def __call__(self, attrs, inputs, outputs, ws) -> None:
         steps = self.steps(attrs, inputs, outputs, ws)
+        self.device.backend.after_caller(self.device._compute)
         with self.device.backend.on(self.device._compute):
             for step in steps:
                 step.plain()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ....ir.errors import GraphrtError
 from ..calls import copy_call
-from .streams import on_device
+from .streams import on_device, protocol_handle
 
 CUDA_DLPACK_DEVICES = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
 
@@ -72,7 +72,7 @@ class CupyMemory:
     def adopt(self, value, compute):
         cp = self.cp
         if isinstance(value, cp.ndarray):
-            self.wait_for_stream(_protocol_handle(cp.cuda.get_current_stream().ptr), compute)
+            self.wait_for_stream(protocol_handle(cp.cuda.get_current_stream().ptr), compute)
             return value
         dev = getattr(value, "__dlpack_device__", None)
         if dev is not None:
@@ -111,7 +111,7 @@ class CupyMemory:
         """A device input: after the caller's current CuPy stream (a conversion of the input may
         have run there), copied on the GPU."""
         cp = self.cp
-        self.wait_for_stream(_protocol_handle(cp.cuda.get_current_stream().ptr), s)
+        self.after_caller(s)
         if src.flags.c_contiguous and dst.flags.c_contiguous and src.nbytes == dst.nbytes \
                 and src.dtype == dst.dtype:
             cp.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes,
@@ -141,8 +141,3 @@ class CupyMemory:
         tmp_host = np.empty(src.shape, src.dtype)
         self.to_host(src, tmp_host, s)
         np.copyto(dst, tmp_host)
-
-
-def _protocol_handle(ptr: int) -> int:
-    """A stream handle as the CUDA Array Interface and DLPack name it (the legacy stream is 1)."""
-    return 1 if ptr == 0 else ptr

@@ -109,10 +109,6 @@ class CudaCopyStream(WorkerStream):
         self.handle = backend.new_stream()
         super().__init__(name)
 
-    def _run(self) -> None:
-        self.backend.bind_thread()
-        super()._run()
-
     def _on_stream(self, fn, args) -> None:
         with self.backend.on(self):
             fn(*args)
@@ -170,9 +166,6 @@ class CupyStreams(ThreadStreams):
     """The CuPy backend's streams: the compute stream is ``self.stream``, a copy stream has its own
     (``handle``); CuPy's events between them (``self.cp``, ``self.dev``)."""
 
-    def bind_thread(self) -> None:
-        self.dev.use()
-
     def handle(self, s):
         return self.stream if isinstance(s, CudaComputeStream) else s.handle
 
@@ -195,15 +188,35 @@ class CupyStreams(ThreadStreams):
     def sync(self, s) -> None:
         self.handle(s).synchronize()
 
-    @on_device
+    def hand_over(self, s) -> None:
+        """Make the caller's current CuPy stream wait, on the GPU, for the work queued so far on
+        graphrt stream ``s`` (the caller's stream is taken before the backend's GPU is made
+        current)."""
+        caller = self.cp.cuda.get_current_stream()
+        with self.dev:
+            event = self.handle(s).record()
+        caller.wait_event(event)
+
     def wait_for_stream(self, producer: int, s) -> None:
         """Make graphrt stream ``s`` wait, on the GPU, for the work queued so far on the stream
         with handle ``producer`` (1: the legacy default stream, 2: the per-thread default stream:
-        the CUDA Array Interface's and DLPack's conventions)."""
+        the CUDA Array Interface's and DLPack's conventions). The event is recorded with the
+        caller's current GPU (the producer's), the wait issued with the backend's."""
         rt = self.cp.cuda.runtime
         event = rt.eventCreateWithFlags(2)  # cudaEventDisableTiming
         try:
             rt.eventRecord(event, producer)
-            rt.streamWaitEvent(self.handle(s).ptr, event, 0)
+            with self.dev:
+                rt.streamWaitEvent(self.handle(s).ptr, event, 0)
         finally:
             rt.eventDestroy(event)  # released by CUDA once the event completes
+
+    def after_caller(self, s) -> None:
+        """Order graphrt stream ``s`` after what the caller has queued on its current CuPy stream
+        (reads of device outputs, conversions of device inputs)."""
+        self.wait_for_stream(protocol_handle(self.cp.cuda.get_current_stream().ptr), s)
+
+
+def protocol_handle(ptr: int) -> int:
+    """A stream handle as the CUDA Array Interface and DLPack name it (the legacy stream is 1)."""
+    return 1 if ptr == 0 else ptr
