@@ -20,6 +20,7 @@ import importlib
 import inspect
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -195,6 +196,42 @@ def probe_grid():
     assert max(g.as_kernel().grid[1:]) <= 65535
 
 
+def probe_numerics_guard():
+    """check_finite runs launch by launch: after the first step nothing is bound again."""
+    import graphrt.devices.cuda.bind.registry as K
+
+    g = small_graph()
+    exe = graphrt.compile(g, device=CudaDevice(), batch_size=2, check_finite=True)
+    x = _batches((2, 3, 8, 8), 1)[0]
+    exe(x)
+    real, binds = K.bind, []
+    K.bind = lambda *args: binds.append(args[0]) or real(*args)
+    try:
+        for _ in range(3):
+            exe(x)
+    finally:
+        K.bind = real
+    assert binds == [], binds
+
+
+def probe_training():
+    """A training step: the backward ops without a kernel on the host, the rest on the device."""
+    rng = np.random.default_rng(7)
+    g = Graph("mlp")
+    x = g.add_input("x", (None, 6))
+    h = g.add_node("dense", [x, param(g, rng, "w1", (8, 6))], attrs={"activation": "relu"})
+    g.set_outputs([g.add_node("dense", [h, param(g, rng, "w2", (3, 8))])])
+    g.verify()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainers = [graphrt.Trainer(g, device=d, batch_size=4) for d in ("cpu", CudaDevice())]
+    assert any(issubclass(w.category, graphrt.FallbackWarning) for w in caught)
+    for k in range(3):
+        xb, yb = rng.standard_normal((4, 6)).astype(np.float32), rng.integers(0, 3, 4)
+        a, b = (t.step(xb, yb) for t in trainers)
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
+
+
 def probe_graphs_auto():
     """graphs="auto" times a plain step and a replay (events on the GPU) and keeps the faster."""
     g = small_graph()
@@ -206,7 +243,8 @@ def probe_graphs_auto():
 
 OPTIONS = {probe_prefetch: dict(upload_delay=(0.04, 0.06))}  # per probe, on top of STAND_IN
 PROBES = [probe_calls, probe_prefetch, probe_device_outputs, probe_device_inputs, probe_copy_stream,
-          probe_second_gpu, probe_tf32, probe_grid, probe_graphs_auto]
+          probe_second_gpu, probe_tf32, probe_grid, probe_numerics_guard, probe_training,
+          probe_graphs_auto]
 
 
 # ---- the mutations -----------------------------------------------------------------------------------
@@ -269,6 +307,12 @@ MUTATIONS = [
     Mutation("cuBLAS's math mode left as graphrt set it",
              "graphrt.devices.cuda.runtime.gemm:CupyBlas._blas_call",
              "cublas.setMathMode(handle, saved[1])", "pass", (probe_tf32,)),
+    Mutation("every launch of the numerics guard bound anew",
+             "graphrt.devices.cuda.device:_KernelFn.steps", "entry = self.bound.get(key)",
+             "entry = None", (probe_numerics_guard,)),
+    Mutation("the device claims every op (no host placement)",
+             "graphrt.devices.cuda.device:CudaDevice.placement", "return K.unsupported(node, graph)",
+             "return None", (probe_training,)),
     Mutation("the GEMM grid's batch dimension unbounded",
              "graphrt.devices.cuda.runtime.gemm:Gemm.as_kernel",
              "min(self.batch, calls.MAX_GRID_YZ)", "self.batch", (probe_grid,)),

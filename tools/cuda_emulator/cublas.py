@@ -10,7 +10,6 @@ so a math mode left behind on a shared handle changes the results of the next us
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 
 import numpy as np

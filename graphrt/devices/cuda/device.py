@@ -6,17 +6,25 @@ Importing this module never imports CuPy: CuPy is imported when a :class:`CudaDe
 (``get_device("cuda")``, or ``"auto"`` when :func:`cuda_available`). Without CuPy or a GPU,
 ``CudaDevice()`` raises :class:`~graphrt.ir.errors.UnsupportedError` saying which is missing.
 
+GPU and threads. CuPy's current GPU is per thread. The device makes its own GPU current around
+every call that touches it, in whichever thread calls, and restores the caller's: a device on GPU 1
+works from any thread and never changes which GPU the caller's own CuPy code uses.
+
 Memory. ``alloc_arena`` makes one device allocation (``cupy.cuda.Memory``) per executable and
 returns it as a CuPy ``uint8`` array, so :func:`graphrt.memory.make_views` slices it into CuPy views
 at the planned offsets exactly as it slices the cpu device's numpy arena. Parameters are uploaded
-once (``upload``). Outputs are preallocated views; a step allocates nothing.
+once (``upload``, on the compute stream). Outputs are preallocated views; a step allocates nothing.
 
-Kernels. :mod:`graphrt.devices.cuda.bind.registry` binds every launch of a program once into kernel calls
-with all arguments resolved (pointers, strides, geometry). Convolution is im2col (a kernel of ours)
-+ GEMM straight into the output view; dense and matmul are GEMMs; everything else has a kernel of
-its own (see that module). GEMMs run through cuBLAS (``sgemmStridedBatched``; TF32 only when asked:
-``CudaDevice(tf32=True)`` or ``GRAPHRT_TF32=1``) with a ``bias_act`` epilogue kernel, or through our
-tiled ``gemm`` kernel with the epilogue fused. Every launch goes to the device's compute stream.
+Kernels. Placement asks :meth:`CudaDevice.placement` about every node; a node it refuses (an op
+without a kernel here, a dtype or rank the kernels do not take) runs on the host between explicit
+copies (see :mod:`graphrt.passes.place`). :mod:`graphrt.devices.cuda.bind.registry` binds every
+other launch of a program once into kernel calls with all arguments resolved (pointers, strides,
+geometry); nothing falls back at bind time. Convolution is im2col (a kernel of ours) + GEMM
+straight into the output view; dense and matmul are GEMMs; everything else has a kernel of its own
+(see that module). GEMMs run through cuBLAS (``sgemmStridedBatched``, on CuPy's handle, whose
+pointer and math modes are restored after each call; TF32 only when asked: ``CudaDevice(tf32=True)``
+or ``GRAPHRT_TF32=1``) with a ``bias_act`` epilogue kernel, or through our tiled ``gemm`` kernel
+with the epilogue fused. Every launch goes to the device's compute stream.
 
 CUDA graphs. Each program (one per batch size and prefetch slot) runs plainly on its first run
 (compiling kernels, creating the cuBLAS handle) and again, timed, on its second; the third captures
@@ -26,9 +34,9 @@ faster (``graphs="auto"``, the default: large GEMMs through cuBLAS can beat our 
 or always (``graphs=True``, ``GRAPHRT_CUDA_GRAPHS=1``), or never (``graphs=False``,
 ``GRAPHRT_CUDA_GRAPHS=0``). CuPy's cuBLAS wrappers refuse to run while a stream captures
 (cupy#6290), so the capture first tries cuBLAS and, when refused, captures again with the ``gemm``
-kernel in its place. When capture is refused altogether (a step has an op without a kernel here,
-which runs its reference forward through CuPy, or the driver refuses), the program keeps running
-plainly. :meth:`CudaDevice.run_mode` says which mode a program runs in and why.
+kernel in its place. When capture is refused altogether (a step has host work: nodes placed on the
+host; or the driver refuses), the program keeps running plainly. :meth:`CudaDevice.run_mode` says
+which mode a program runs in and why.
 
 Streams. The compute stream (:class:`CudaComputeStream`, one per device, non-blocking) runs
 kernels; each ``copy_stream()`` is a worker thread that runs submitted work with its own CUDA stream
@@ -37,16 +45,20 @@ staging buffer) runs only once the copy is done. Events are CUDA events recorded
 ``wait_event`` makes a stream wait for one on the GPU. ``alloc_staging`` gives page-locked host
 memory (``cupy.cuda.alloc_pinned_memory``) as a numpy array; ``to_device``/``to_host`` are
 ``cudaMemcpyAsync`` on the current graphrt stream (the copy stream inside its worker, else the
-compute stream); ``to_host`` waits for its copy.
+compute stream); ``to_host`` waits for its copy. The caller's own CuPy stream is ordered with the
+device's on the GPU, never by blocking: each step waits for what the caller queued before it
+(reads of the last step's device outputs), and device outputs are handed over with the caller's
+stream waiting for the step (:meth:`CudaDevice.hand_over`).
 
 Zero copy. :meth:`CudaDevice.adopt` takes a CuPy array, anything with ``__cuda_array_interface__``
-or a CUDA DLPack capsule (a PyTorch CUDA tensor) without a host round trip; the executable copies it
-device-to-device into the input slot.
+or a CUDA DLPack capsule (a PyTorch CUDA tensor) without a host round trip, ordered after the stream
+that produced it (the interface's ``stream``, DLPack's stream exchange, or the caller's current
+CuPy stream); the executable copies it device-to-device into the input slot.
 
-Without a GPU. The tests pass ``backend=`` a stand-in from ``tools/cuda_emulator`` (not shipped)
-that runs the very same kernel sources compiled for the CPU by the host C++ compiler, with numpy
-arrays as device memory: the binders, the launch arguments and the kernels' index arithmetic are
-tested without a GPU.
+Without a GPU. The tests replace CuPy itself (``sys.modules["cupy"]``) with the CUDA stand-in of
+``tools/cuda_emulator`` (not shipped): simulated GPUs whose streams run asynchronously and lazily,
+with events, CUDA's copy rules and capture, and whose kernels are these very ``kernels/*.cu``
+compiled for the host by g++. The code that runs there is this code, CuPy backend included.
 
 Where things are. This module: :class:`CudaDevice` and :func:`cuda_available`. The CuPy backend is
 ``runtime/cupy_backend.py``, put together from ``runtime/streams.py`` (streams and events),
@@ -98,9 +110,8 @@ class CudaDevice(Device):
     ``graphs``: "auto" (capture, keep the faster of graph and plain), True or False (default from
     ``GRAPHRT_CUDA_GRAPHS``); ``tf32``: TF32 cuBLAS GEMMs (default from ``GRAPHRT_TF32``);
     ``gemm``: "auto" or "blas" (cuBLAS outside captures) or "kernel" (always our GEMM kernel);
-    ``backend``: the object that talks to the GPU (default: CuPy's, :class:`CupyBackend`); the tests'
-    CUDA stand-in (``tools/cuda_emulator``) passes its own here, so the device code above the
-    backend is the code that ships."""
+    ``backend``: the object that talks to the GPU (default: CuPy's, :class:`CupyBackend`, which the
+    tests run over the CUDA stand-in of ``tools/cuda_emulator`` in CuPy's place)."""
 
     kind = "cuda"
 

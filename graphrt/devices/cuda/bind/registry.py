@@ -3,8 +3,8 @@ inputs, outputs, workspace``) into kernel calls with every argument resolved.
 
 Nothing here imports CuPy. The sources (``kernels/*.cu``, see :mod:`graphrt.devices.cuda.sources`)
 are compiled once per dtype by NVRTC through ``cupy.RawModule`` on a GPU, by ``nvcc`` in the compile
-test, and by the host C++ compiler for the emulated device that runs these very kernels on the CPU
-in tests. Each op family's binders are in a module of their own:
+test, and by the host C++ compiler for the CUDA stand-in that runs these very kernels on the CPU in
+tests. Each op family's binders are in a module of their own:
 
 - :mod:`~graphrt.devices.cuda.bind.elementwise`: ``ew_unary`` (a run of up to 4 unary steps over a
   strided tensor of rank <= 6: ``relu``, ``tanh``, ``sigmoid``, ``scale``, ``dropout``,

@@ -32,7 +32,7 @@ def on_device(method):
 
 class CudaEvent(Event):
     """An event of the cuda device's streams: set on the host once recorded (a copy stream records
-    from its worker thread), then a CUDA event (None on the emulated device)."""
+    from its worker thread), then a CUDA event (None when the work before it failed)."""
 
     def __init__(self):
         super().__init__()
@@ -55,7 +55,7 @@ class CudaEvent(Event):
 
     def recorded(self):
         """Block until the event is recorded (re-raising an error of the work before it); the CUDA
-        event, or None on the emulated device."""
+        event."""
         self._flag.wait()
         if self.error is not None:
             raise self.error
