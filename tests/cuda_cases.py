@@ -1,6 +1,7 @@
 """What the cuda device's tests share: the devices to test on (the CUDA stand-in everywhere, a real
-GPU where there is one), small graphs, one graph per op case, the seed models, and the comparison
-with the cpu device (relative error as DESIGN.md defines it: below 1e-5, or 1e-3 with TF32).
+GPU where there is one), small graphs, one graph per op case, the seed models, device inputs made on
+another stream, and the comparison with the cpu device (relative error as DESIGN.md defines it:
+below 1e-5, or 1e-3 with TF32).
 
 ``kind`` "stand_in" is the cuda device over the CUDA stand-in of ``tools/cuda_emulator`` (the test
 installs it; see :func:`on_device_kind`), "gpu" the cuda device over the real CuPy.
@@ -214,6 +215,41 @@ def seed_graph(name) -> Graph:
 
 
 def seed_feeds(g: Graph, batch: int, seed: int = 7) -> dict:
+    """A seeded standard normal batch for every input of ``g``."""
     rng = np.random.default_rng(seed)
     return {t: rng.standard_normal(g.specs[t].concrete(batch)).astype(g.specs[t].dtype)
             for t in g.inputs}
+
+
+# ---- device inputs made elsewhere -----------------------------------------------------------------
+class Producer:
+    """A device array made on a side stream, slowly, exposed through ``__cuda_array_interface__``
+    (with that stream) or DLPack (ordering its work before the consumer's stream)."""
+
+    def __init__(self, cupy, x: np.ndarray):
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.array = cupy.zeros(x.shape, x.dtype)  # on the caller's current stream
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
+        pinned = np.frombuffer(cupy.cuda.alloc_pinned_memory(x.nbytes), x.dtype).reshape(x.shape)
+        pinned[...] = x
+        self.keep = pinned
+        for _ in range(3):  # a few slow steps on the producer's stream
+            cupy.cuda.runtime.memcpyAsync(self.array.data.ptr, pinned.ctypes.data, x.nbytes,
+                                          cupy.cuda.runtime.memcpyHostToDevice, self.stream.ptr)
+        self.cupy = cupy
+
+    @property
+    def __cuda_array_interface__(self):
+        return dict(self.array.__cuda_array_interface__, stream=self.stream.ptr)
+
+
+class DLPackProducer(Producer):
+    """The same, handed over through DLPack: the producer orders its stream before the consumer's."""
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        consumer = self.cupy.cuda.ExternalStream(0 if stream in (None, 1) else stream)
+        consumer.wait_event(self.stream.record())  # the producer's side of the protocol
+        return self.array

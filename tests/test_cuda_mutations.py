@@ -32,7 +32,7 @@ from graphrt.devices.cuda.runtime.gemm import Gemm
 from graphrt.testing import relative_error
 from tools.cuda_emulator import installed
 
-from cuda_cases import param, requires_cxx, small_graph
+from cuda_cases import DLPackProducer, Producer, param, requires_cxx, small_graph
 
 pytestmark = requires_cxx
 STAND_IN = dict(lazy=(0.5, 1.0), delay=(2e-3, 4e-3), stall=(0.3, 0.03), cai_sync=False)
@@ -119,15 +119,13 @@ def probe_device_inputs():
     and DLPack, and a float64 CuPy array the executable converts."""
     import cupy
 
-    from test_cuda_standin import _DLPackProducer, _Producer
-
     g = small_graph()
     exe = graphrt.compile(g, device=CudaDevice(graphs=False), batch_size=2)
     cpu = graphrt.compile(g, device="cpu", batch_size=2)
     for k, x in enumerate(_batches((2, 3, 8, 8), 8, seed=3)):
         # the caller's current stream: the legacy one, or one of its own
         with cupy.cuda.Stream(non_blocking=True) if k >= 4 else cupy.cuda.Stream.null:
-            assert relative_error(exe((_Producer, _DLPackProducer)[k % 2](cupy, x)), cpu(x)) < RTOL
+            assert relative_error(exe((Producer, DLPackProducer)[k % 2](cupy, x)), cpu(x)) < RTOL
             x64 = cupy.asarray(x.astype(np.float64))
             assert relative_error(exe(x64), cpu(x)) < RTOL
 

@@ -24,7 +24,7 @@ from graphrt.testing import relative_error
 from tools.cuda_emulator import CUDARuntimeError, installed
 from tools.cuda_emulator.gpu import device_of
 
-from cuda_cases import param, requires_cxx, small_graph
+from cuda_cases import DLPackProducer, Producer, param, requires_cxx, small_graph
 
 pytestmark = requires_cxx
 SLOW = (2e-3, 4e-3)  # stream delays long enough that any unordered read sees stale data
@@ -215,38 +215,7 @@ def test_the_bind_cache_is_bounded(gpu):
     assert len(fn.bound) == fn.CACHE
 
 
-class _Producer:
-    """A device array made on a side stream, slowly, exposed through ``__cuda_array_interface__``
-    (with that stream) or DLPack (ordering its work before the consumer's stream)."""
-
-    def __init__(self, cupy, x: np.ndarray):
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.array = cupy.zeros(x.shape, x.dtype)  # on the caller's current stream
-        self.stream.wait_event(cupy.cuda.get_current_stream().record())
-        pinned = np.frombuffer(cupy.cuda.alloc_pinned_memory(x.nbytes), x.dtype).reshape(x.shape)
-        pinned[...] = x
-        self.keep = pinned
-        for _ in range(3):  # a few slow steps on the producer's stream
-            cupy.cuda.runtime.memcpyAsync(self.array.data.ptr, pinned.ctypes.data, x.nbytes,
-                                          cupy.cuda.runtime.memcpyHostToDevice, self.stream.ptr)
-        self.cupy = cupy
-
-    @property
-    def __cuda_array_interface__(self):
-        return dict(self.array.__cuda_array_interface__, stream=self.stream.ptr)
-
-
-class _DLPackProducer(_Producer):
-    def __dlpack_device__(self):
-        return (2, 0)
-
-    def __dlpack__(self, stream=None):
-        consumer = self.cupy.cuda.ExternalStream(0 if stream in (None, 1) else stream)
-        consumer.wait_event(self.stream.record())  # the producer's side of the protocol
-        return self.array
-
-
-@pytest.mark.parametrize("producer", [_Producer, _DLPackProducer])
+@pytest.mark.parametrize("producer", [Producer, DLPackProducer])
 def test_device_inputs_wait_for_their_producers_stream(producer):
     """CuPy would synchronize a ``__cuda_array_interface__`` producer's stream itself unless
     ``CUPY_CUDA_ARRAY_INTERFACE_SYNC=0``: with it off, the cuda device still orders its copy."""
