@@ -34,6 +34,11 @@ class Device(abc.ABC):
     def kernel(self, op: str) -> Kernel:
         """The kernel that runs ``op`` on this device."""
 
+    def placement(self, node: Node, graph: Graph) -> str | None:
+        """Why this device cannot run ``node`` (None: it can). The ``place`` pass puts the nodes a
+        device refuses on the host, with explicit copies, and the executable warns about them."""
+        return None
+
     def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
         """Scratch bytes ``node``'s kernel needs at ``batch`` (planned in the arena like a tensor)."""
         return 0
@@ -56,6 +61,12 @@ class Device(abc.ABC):
 
     def synchronize(self) -> None:
         """Wait for all work queued on the device."""
+
+    def hand_over(self) -> None:
+        """Order the caller's own work after everything queued so far, before device arrays are
+        handed to the caller (the cuda device makes the caller's current CuPy stream wait on the
+        GPU); by default, :meth:`synchronize`."""
+        self.synchronize()
 
     def count_finite(self, array) -> int:
         """How many elements of a device array are finite (the numerics guard)."""

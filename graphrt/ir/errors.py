@@ -85,5 +85,10 @@ class OutOfMemoryError(GraphrtError):
     still use; the message gives both numbers."""
 
 
-__all__ = ["GraphrtError", "ShapeError", "AttrError", "GraphError", "UnsupportedError",
-           "ParseError", "WeightError", "InputError", "LimitError", "OutOfMemoryError"]
+class FallbackWarning(UserWarning):
+    """Some nodes run on the host because the device cannot run them (named in the message, each
+    with its reason); explicit copy nodes move their tensors every step."""
+
+
+__all__ = ["FallbackWarning", "GraphrtError", "ShapeError", "AttrError", "GraphError",
+           "UnsupportedError", "ParseError", "WeightError", "InputError", "LimitError", "OutOfMemoryError"]

@@ -4,4 +4,4 @@ concat inputs aliased into their consumer (see :mod:`.planner`). A plan is data;
 (:func:`make_views`) is a separate step. Imports ``ir`` and ``ops``.
 """
 from .planner import (ALIGNMENT, INPUTS, Block, MemoryPlan, View, align, format_bytes,  # noqa: F401
-                      make_views, plan_memory)
+                      is_input_copy, make_views, plan_memory)

@@ -133,14 +133,14 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
     defined = {t: i for i, n in enumerate(nodes) for t in n.outputs}
     # the executable copies every input in before the first launch, whatever step its
     # copy_to_device node has: an input buffer is live from step 0
-    defined.update({n.outputs[0]: 0 for n in nodes if n.op == "copy_to_device"})
+    defined.update({n.outputs[0]: 0 for n in nodes if is_input_copy(n, graph)})
     last_use = {t: defined[t] for t in device}
     for i, n in enumerate(nodes):
         for t in n.inputs:
             if t in device:
                 last_use[t] = i
     nbytes = {t: align(graph.specs[t].nbytes(batch), alignment) for t in device}
-    views, packed = _pack_inputs(nodes, nbytes)
+    views, packed = _pack_inputs([n for n in nodes if is_input_copy(n, graph)], nbytes)
     views = _assign_views(graph, nodes, device, last_use, nbytes, views)
 
     live: dict[str, list[int]] = {}
@@ -173,20 +173,26 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
 INPUTS = "inputs"
 
 
-def _pack_inputs(nodes, nbytes) -> tuple[dict[str, View], int]:
+def is_input_copy(node: Node, graph: Graph) -> bool:
+    """True for the ``copy_to_device`` node of a graph input (the others copy a host node's output
+    back to the device in the middle of a step)."""
+    return node.op == "copy_to_device" and node.inputs[0] in graph.inputs
+
+
+def _pack_inputs(copies, nbytes) -> tuple[dict[str, View], int]:
     """Every input's device copy at its own offset in one ``inputs`` block, so a batch of data and
     labels travels in one host-to-device copy from one staging buffer."""
     views, offset = {}, 0
-    for n in nodes:
-        if n.op == "copy_to_device":
-            views[n.outputs[0]] = View(INPUTS, offset=offset)
-            offset += nbytes[n.outputs[0]]
+    for n in copies:
+        views[n.outputs[0]] = View(INPUTS, offset=offset)
+        offset += nbytes[n.outputs[0]]
     return views, offset
 
 
 def _assign_views(graph: Graph, nodes, device, last_use, nbytes, views) -> dict[str, View]:
     for n in nodes:  # concat branches write into their slices of the concat output
-        if n.op == "concat" and n.attrs.get("alias") and all(t in device for t in n.inputs):
+        if n.op == "concat" and n.attrs.get("alias") and all(
+                t in device and graph.producer(t).op != "copy_to_device" for t in n.inputs):
             start = 0
             for t in n.inputs:
                 size = graph.specs[t].shape[n.attrs["axis"]]

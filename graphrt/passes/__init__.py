@@ -8,15 +8,16 @@
 | 3     | merge_sibling_convs, alias_concat |
 
 Levels are cumulative: level 3 runs everything. ``pipeline`` holds the registry, :class:`Pipeline`,
-:class:`PassContext` and the instruments; ``place`` makes host<->device copies explicit. Imports
-``ir`` and ``ops``.
+:class:`PassContext` and the instruments; ``place`` puts each node on the device, or on the host
+where the device cannot run it, and makes every host<->device copy explicit. Imports ``ir`` and
+``ops``.
 """
 from .pipeline import (PASSES, GraphDumper, Pass, PassContext, PassError,  # noqa: F401
                        PassInstrument, PassTimer, Pipeline, register_pass, to_dot)
 from . import (alias_concat, eliminate_dead_code, fold_batchnorm, fold_scale,  # noqa: F401,E402
                fuse_conv_activation, fuse_elementwise, merge_sibling_convs, place,
                remove_identities)
-from .place import place_on  # noqa: F401,E402
+from .place import host_nodes, place_on  # noqa: F401,E402
 
 OPTIMIZE = ["eliminate_dead_code", "remove_identities", "fold_scale", "fold_batchnorm",
             "fuse_conv_activation", "fuse_elementwise", "merge_sibling_convs", "alias_concat"]

@@ -13,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..devices import get_device
-from ..ir.errors import GraphrtError, OutOfMemoryError
+from ..ir.errors import FallbackWarning, GraphrtError, OutOfMemoryError
 from ..ir import Graph
 from ..ir.gcpause import gc_paused
 from ..memory import plan_memory
-from ..passes import optimize, place_on
+from ..passes import host_nodes, optimize, place_on
 from ..ops import get_op
 from ..ops.reference import check_feeds
 from .ledger import Ledger
@@ -58,7 +59,11 @@ class Executable:
         self.batch_size = int(batch_size)
         self.opt_level = opt_level
         optimized = optimize(graph, opt_level, disabled=disabled, debug=debug)
-        self.graph = place_on(optimized, self.device.kind)
+        self.host_nodes = host_nodes(optimized, self.device.placement)
+        self.graph = place_on(optimized, self.device.kind, self.host_nodes)
+        if self.host_nodes:
+            warnings.warn(FallbackWarning(fallback_message(optimized, self.host_nodes,
+                                                           self.device.kind)), stacklevel=3)
         if debug:
             self.graph.verify()
         self.output_names = list(graph.outputs)
@@ -92,12 +97,18 @@ class Executable:
                 "compile with a smaller batch_size")
 
     def _upload_params(self) -> dict:
-        used = {t for n in self.graph.nodes for t in n.inputs if t in self.graph.params}
+        """Every parameter the device reads, uploaded once; a parameter only host nodes read gets
+        a host copy of its own instead (host nodes may update it in place)."""
+        g = self.graph
+        used = {t for n in g.nodes for t in n.inputs if t in g.params}
         params = {}
         for name in sorted(used):
+            if all(c.device == "host" and c.op != "copy_to_host" for c in g.consumers(name)):
+                params[name] = np.array(g.params[name], copy=True)
+                continue
             start = time.perf_counter()
-            params[name] = self.device.upload(self.graph.params[name])
-            self.ledger.record_upload(self.graph.params[name].nbytes, time.perf_counter() - start)
+            params[name] = self.device.upload(g.params[name])
+            self.ledger.record_upload(g.params[name].nbytes, time.perf_counter() - start)
         return params
 
     def program(self, batch: int, slot: int = 0) -> Program:
@@ -106,7 +117,7 @@ class Executable:
         with self._lock:
             if (batch, slot) not in self._programs:
                 self._programs[batch, slot] = Program(self.graph, self.plan, self.device, self.arena,
-                                                      self.params, batch, slot)
+                                                      self.params, batch, slot, self.ledger)
             return self._programs[batch, slot]
 
     @property
@@ -180,10 +191,16 @@ class Executable:
             self.ledger.record(kind, feeds[name].nbytes, time.perf_counter() - start)
         program.run(self.check_finite)
         if outputs == "device":
-            outs = self.fetch_outputs(program, device=True)
-            self.device.synchronize()
-            return [o.copy() for o in outs] if copy else outs
+            return self.device_outputs(program, copy)
         return self.fetch_outputs(program, copy=copy)
+
+    def device_outputs(self, program: Program, copy: bool) -> list:
+        """The step's outputs as device arrays for the caller: after the caller's stream is
+        ordered behind the step (:meth:`Device.hand_over`), fresh copies made on that stream, or
+        (``copy=False``) the arena's views, valid until the next step."""
+        outs = self.fetch_outputs(program, device=True)
+        self.device.hand_over()
+        return [o.copy() for o in outs] if copy else outs
 
     def fetch_outputs(self, program: Program, *, copy: bool = True, device: bool = False) -> list:
         """The step's outputs: fresh host arrays, host views valid until the next step
@@ -192,6 +209,9 @@ class Executable:
         for name, view in program.outputs:
             if device:
                 outs.append(view)
+                continue
+            if name in program.host_outputs:  # made on the host: nothing crosses the bus
+                outs.append(view.copy() if copy else view)
                 continue
             start = time.perf_counter()
             host = np.empty(view.shape, view.dtype) if copy else self._host_view(view)
@@ -235,6 +255,19 @@ class Executable:
         return (f"<Executable {self.source.name!r} on {self.device.kind}, batch {self.batch_size}, "
                 f"opt_level {self.opt_level}: {self.kernels_per_step} kernels, "
                 f"arena {self.plan.arena_bytes / 2**20:.2f} MiB>")
+
+
+def fallback_message(graph: Graph, on_host: dict[str, str], kind: str) -> str:
+    """The warning that names the nodes placed on the host, by op, with the device's reasons."""
+    by_op: dict[tuple, list[str]] = {}
+    for name, why in on_host.items():
+        by_op.setdefault((graph.node(name).op, why), []).append(name)
+    parts = []
+    for (op, why), names in by_op.items():
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} nodes)" if len(names) > 3 else "")
+        parts.append(f"{op} [{shown}]: {why}")
+    return (f"{len(on_host)} of {len(graph)} nodes of {graph.name!r} run on the host, not on the "
+            f"{kind} device, with explicit copies every step: " + "; ".join(parts))
 
 
 def feed_checks(graph: Graph) -> list[tuple]:

@@ -177,7 +177,10 @@ class Prefetcher:
                 compute.wait_event(uploaded)
                 program = exe.program(n, k % SLOTS)
                 program.run(exe.check_finite)
-                outs = exe.fetch_outputs(program, copy=self.copy, device=self.outputs == "device")
+                if self.outputs == "device":  # ordered before the caller's stream reads them
+                    outs = exe.device_outputs(program, self.copy)
+                else:
+                    outs = exe.fetch_outputs(program, copy=self.copy)
                 self.slot_free[k % SLOTS].put(compute.record_event())
                 result = outs[0] if len(outs) == 1 else dict(zip(exe.output_names, outs))
                 yield result if extra is None else (result, extra)

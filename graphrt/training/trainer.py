@@ -109,7 +109,7 @@ class Trainer:
             pairs = (self._feeds(*item) if isinstance(item, tuple) else item for item in source)
             bar = _progress(progress, f"epoch {epoch + 1}/{epochs}", total)
             last = None
-            for k, out in enumerate(self.exe.stream(pairs, outputs="device")):
+            for k, out in enumerate(self.exe.stream(pairs, outputs="device", copy=False)):
                 self.steps += 1
                 last = out
                 if self.steps % loss_every == 0:

@@ -45,7 +45,8 @@ def to_html(view: GraphView, svg: str) -> str:
     if view.orphans:
         orphans = ('<div id="orphans">removed layers: '
                    + ", ".join(f"<span>{escape(o)}</span>" for o in view.orphans) + "</div>")
-    legend = "".join(f'<span class="key {k}">{k}</span>' for k in ("op", "fused", "copy", "alias"))
+    legend = "".join(f'<span class="key {k}">{k}</span>'
+                     for k in ("op", "fused", "copy", "host", "alias"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

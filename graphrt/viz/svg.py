@@ -22,6 +22,7 @@ COLORS = {  # kind: (fill, stroke)
     "op": ("#e8f0fe", "#4a6fa5"),
     "fused": ("#fff4d6", "#b8860b"),
     "copy": ("#fde2e1", "#c0392b"),
+    "host": ("#f9c9c5", "#a4161a"),  # a node the device cannot run, placed on the host
     "alias": ("#f2f2f2", "#7a7a7a"),
     "input": ("#e6f4ea", "#2e7d32"),
     "output": ("#e6f4ea", "#2e7d32"),

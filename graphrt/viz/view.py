@@ -144,6 +144,8 @@ def _flops(node: Node, graph: Graph, batch: int) -> int:
 def _kind(node: Node, members: list, elided: list) -> str:
     if node.op in ("copy_to_device", "copy_to_host"):
         return "copy"
+    if node.device == "host":  # placed on the host: the device cannot run it (drawn red)
+        return "host"
     if node.op in ("concat", "split") and node.attrs.get("alias"):
         return "alias"
     return "fused" if len(members) > 1 or elided else "op"

@@ -1,17 +1,17 @@
-// host C++ definitions of the CUDA built-ins the kernels use: the emulated device compiles the same
-// sources with the host compiler and runs every thread of a block (in threads of its own where the
-// kernel synchronizes, see backend.py)
+// host C++ definitions of the CUDA built-ins the kernels use: the CUDA stand-in compiles the same
+// sources with the host compiler and runs every thread of a block (as fibers of their own where the
+// kernel synchronizes, see emulator.cpp). The built-in indices and __shared__ memory are per host
+// thread, so two streams' worker threads may run kernels at the same time, as a GPU does.
 #include <cmath>
 #include <cstring>
 #include <algorithm>
 struct gr_dim3 { unsigned int x, y, z; };
-extern thread_local gr_dim3 threadIdx;
-extern gr_dim3 blockIdx, blockDim, gridDim;
+extern thread_local gr_dim3 threadIdx, blockIdx, blockDim, gridDim;
 void gr_emu_syncthreads();
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __shared__ static
+#define __shared__ static thread_local
 #define __syncthreads() gr_emu_syncthreads()
 #define GR_DEVICE static inline
 using std::min;

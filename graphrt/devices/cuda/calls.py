@@ -3,7 +3,8 @@
 A binder turns one launch (``op, attrs, inputs, outputs, workspace``) into :class:`Call` objects,
 kernel launches with every argument resolved (arrays for pointers, Python numbers otherwise), and
 :class:`~graphrt.devices.cuda.runtime.gemm.Gemm` objects; where it cannot express the arrays it raises
-:class:`Unsupported` and the op runs its reference forward as a :class:`Fallback`. Every array
+:class:`Unsupported` (placement keeps such nodes off the device; see
+:func:`graphrt.devices.cuda.bind.registry.unsupported`). Every array
 argument is a pointer plus strides in elements (:func:`estrides`), so any view of the arena is read
 and written in place; :func:`collapse` and :func:`pad6` bring a view to the kernels' rank-6 form.
 
@@ -12,7 +13,7 @@ Nothing here imports CuPy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from .sources import CTYPES, SIGNATURES
 MAX_RANK = 6
 THREADS = 256
 MAX_BLOCKS = 1 << 16
+MAX_GRID_YZ = 65535  # CUDA's limit on a grid's y and z dimensions (x goes to 2^31 - 1)
 
 
 @dataclasses.dataclass
@@ -40,21 +42,6 @@ class Call:
 
 
 @dataclasses.dataclass
-class Fallback:
-    """An op run by its reference forward on the device arrays (no kernel of its own here)."""
-
-    op: str
-    forward: Callable
-    attrs: Any
-    inputs: list
-    outputs: list
-    reason: str
-
-    def run(self) -> None:
-        self.forward(self.attrs, self.inputs, self.outputs)
-
-
-@dataclasses.dataclass
 class Offset:
     """An array argument at an element offset from another array's first element."""
 
@@ -68,7 +55,7 @@ def at_offset(a, offset: int):
 
 
 class Unsupported(Exception):
-    """A binder cannot express this launch with the kernels (the caller falls back)."""
+    """A binder cannot express this launch with the kernels."""
 
 
 def ceil_div(a: int, b: int) -> int:

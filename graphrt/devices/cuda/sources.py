@@ -5,8 +5,8 @@ kernels that synchronize a block.
 One module is compiled per dtype: ``typedef float T;`` (or ``double``) in front of
 ``kernels/prelude.cuh`` (helpers every kernel uses) and the op families' sources in the order of
 :data:`SOURCES`. NVRTC compiles it through ``cupy.RawModule`` on a GPU, ``nvcc`` in the compile
-test, and the host C++ compiler for the emulated device, with ``kernels/emulation.h`` (host
-definitions of the CUDA built-ins) in front.
+test, and the host C++ compiler for the CUDA stand-in of ``tools/cuda_emulator``, with its
+``emulation.h`` (host definitions of the CUDA built-ins) in front.
 
 Nothing here imports CuPy.
 """
@@ -69,7 +69,7 @@ SIGNATURES = parse_signatures(_ALL)
 
 
 def kernel_params(source: str | None = None) -> dict[str, tuple[str, ...]]:
-    """``{kernel: (C type of each parameter, ...)}`` (the emulator's argument unpacking)."""
+    """``{kernel: (C type of each parameter, ...)}`` (the CUDA stand-in's argument unpacking)."""
     return {name: tuple(_ctype(p) for p in params.split(","))
             for name, params in _KERNEL_RE.findall(source or _ALL)}
 

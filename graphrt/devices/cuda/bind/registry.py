@@ -3,8 +3,8 @@ inputs, outputs, workspace``) into kernel calls with every argument resolved.
 
 Nothing here imports CuPy. The sources (``kernels/*.cu``, see :mod:`graphrt.devices.cuda.sources`)
 are compiled once per dtype by NVRTC through ``cupy.RawModule`` on a GPU, by ``nvcc`` in the compile
-test, and by the host C++ compiler for the emulated device that runs these very kernels on the CPU
-in tests. Each op family's binders are in a module of their own:
+test, and by the host C++ compiler for the CUDA stand-in that runs these very kernels on the CPU in
+tests. Each op family's binders are in a module of their own:
 
 - :mod:`~graphrt.devices.cuda.bind.elementwise`: ``ew_unary`` (a run of up to 4 unary steps over a
   strided tensor of rank <= 6: ``relu``, ``tanh``, ``sigmoid``, ``scale``, ``dropout``,
@@ -25,10 +25,11 @@ in tests. Each op family's binders are in a module of their own:
   iteration counter, and the counter itself).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
-branch's channel slice, a transposed view — is read and written in place. Ops without a binder
-here (or a layout/dtype a kernel does not take: a rank above 6, float16) run their reference
-forward on the device arrays (CuPy implements the numpy calls they make); such a step is not
-captured into a CUDA graph.
+branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
+from a node's op and tensor specs, whether these kernels run it (an op without a binder, a dtype or
+rank a kernel does not take: float16, rank 7); placement puts the nodes it refuses on the host, with
+explicit copies, and warns. Nothing falls back at bind time: a launch a binder still cannot express
+(a strided view no kernel walks) is a :class:`~graphrt.ir.errors.UnsupportedError` naming the node.
 """
 from __future__ import annotations
 
@@ -36,13 +37,12 @@ from typing import Callable
 
 import numpy as np
 
-from ....ops import get_op
-from ..calls import Fallback, Unsupported
+from ..calls import MAX_RANK, Unsupported
 from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_zero_pad)
 from .gemm import bind_conv2d, bind_dense, bind_matmul, conv_workspace_bytes
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
-from .train import bind_counter, bind_loss, bind_sgd
+from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
 BINDERS: dict[str, Callable] = {
     **{op: bind_unary(op) for op in ("relu", "tanh", "sigmoid", "scale", "dropout", "identity",
@@ -61,16 +61,72 @@ BINDERS: dict[str, Callable] = {
 
 
 def bind(op: str, attrs, inputs, outputs, ws) -> list:
-    """The calls that run ``op``, or one :class:`Fallback` (reference forward on device arrays)
-    where no binder exists or a binder cannot express these arrays."""
+    """The calls that run ``op`` on these arrays; :class:`Unsupported` where the kernels cannot."""
     binder = BINDERS.get(op)
-    reason = "no cuda kernel for this op"
-    if binder is not None:
-        try:
-            return binder(attrs, inputs, outputs, ws)
-        except Unsupported as err:
-            reason = str(err)
-    return [Fallback(op, get_op(op).forward, attrs, inputs, outputs, reason)]
+    if binder is None:
+        raise Unsupported(f"no cuda kernel for {op}")
+    return binder(attrs, inputs, outputs, ws)
+
+
+# ---- what placement asks -----------------------------------------------------------------------
+FLOATS = ("float32", "float64")
+
+
+def unsupported(node, graph) -> str | None:
+    """Why the kernels cannot run ``node`` (None: they can), from its op, attributes and tensor
+    specs; the ``place`` pass puts such a node on the host."""
+    if node.op not in BINDERS:
+        return f"no cuda kernel for {node.op}"
+    ins = [graph.specs[t] for t in node.inputs]
+    outs = [graph.specs[t] for t in node.outputs]
+    check = CHECKS.get(node.op)
+    return check(node, ins, outs) if check else _floats(ins + outs)
+
+
+def _floats(specs) -> str | None:
+    dtypes = sorted({s.dtype for s in specs})
+    if not set(dtypes) <= set(FLOATS) or len(dtypes) > 1:
+        return f"the kernels take tensors of one dtype, float32 or float64, not {', '.join(dtypes)}"
+    rank = max((len(s.shape) for s in specs), default=0)
+    return f"rank {rank} (the kernels take up to {MAX_RANK})" if rank > MAX_RANK else None
+
+
+def _ranked(lo: int, hi: int):
+    def check(node, ins, outs):
+        rank = len(ins[0].shape)
+        if not lo <= rank <= hi:
+            return f"a rank-{rank} input (the {node.op} kernel takes rank {lo} to {hi})"
+        return _floats(ins + outs)
+    return check
+
+
+def _loss(node, ins, outs):
+    x, labels = ins
+    if len(x.shape) != 2:
+        return f"a rank-{len(x.shape)} input (the loss kernel takes (N, C))"
+    if labels.dtype not in LABEL_KINDS:
+        return f"labels of dtype {labels.dtype}"
+    return _floats([x] + outs)
+
+
+def _counter(spec) -> str | None:
+    if spec.dtype != "float64" or spec.nbytes(1) != 8:
+        return "an iteration counter that is not one float64"
+    return None
+
+
+def _sgd(node, ins, outs):
+    if len(node.attrs["stepvalues"]) > 8:
+        return f"{len(node.attrs['stepvalues'])} step values (the kernel takes up to 8)"
+    return _counter(ins[3]) or _floats(ins[:3])
+
+
+CHECKS = {
+    "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
+    "conv2d": _ranked(4, 4), "dense": _ranked(2, 2), "batch_norm": _ranked(2, 4),
+    "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss, "nll_loss": _loss,
+    "accuracy": _loss, "sgd_update": _sgd, "step_counter": lambda node, ins, outs: _counter(ins[0]),
+}
 
 
 def workspace_bytes(node, graph, batch: int) -> int:

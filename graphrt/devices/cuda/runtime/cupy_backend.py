@@ -3,6 +3,10 @@ answer one question — streams (:mod:`~graphrt.devices.cuda.runtime.streams`), 
 (:mod:`~graphrt.devices.cuda.runtime.memory`), kernel launches (:mod:`~graphrt.devices.cuda.runtime.launch`),
 GEMMs (:mod:`~graphrt.devices.cuda.runtime.gemm`), CUDA graphs (:mod:`~graphrt.devices.cuda.runtime.graphs`).
 
+CuPy's current device is per thread: the backend makes its GPU current around every call that
+touches it (:func:`~graphrt.devices.cuda.runtime.streams.on_device`, and ``on(stream)``), in
+whatever thread calls, and leaves the caller's current device as it was.
+
 CuPy is imported when a backend is created, never when this module is.
 """
 from __future__ import annotations
@@ -44,16 +48,15 @@ class CupyBackend(CupyStreams, CupyMemory, CupyLaunch, CupyBlas, CupyGraphs):
         if not 0 <= device_id < count:
             raise UnsupportedError(f"there is no GPU {device_id}: CuPy sees {count}")
         self.device_id = device_id
-        self.dev = cupy.cuda.Device(device_id)
-        self.dev.use()
+        self.dev = cupy.cuda.Device(device_id)  # made current per call, never for the caller
         self.tf32 = tf32
         self.gemm_mode = gemm
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        with self.dev:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
         self.modules: dict = {}
         self._tls = threading.local()
         self._blas = None
         self._alpha_is_pointer = None
-        self._keep: list = []
         self.props = None
 
     def describe(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import calls
 from ..calls import THREADS, Call, ceil_div, grid_1d
 from .graphs import Step
 
@@ -46,10 +47,13 @@ class Gemm:
     slope: float = 0.0
 
     def as_kernel(self) -> Call:
-        grid = (ceil_div(self.n, GEMM_TILE), ceil_div(self.m, GEMM_TILE), self.batch)
+        """Our ``gemm`` kernel: x walks column tiles; y (row tiles) and z (the batch) stop at
+        CUDA's 65,535 and the kernel strides over the rest."""
+        grid = (ceil_div(self.n, GEMM_TILE), min(ceil_div(self.m, GEMM_TILE), calls.MAX_GRID_YZ),
+                min(self.batch, calls.MAX_GRID_YZ))
         return Call("gemm", self.dtype, grid, (256, 1, 1), (
             self.a, *self.sa, self.b, *self.sb, self.c, *self.sc, self.m, self.n, self.k,
-            self.alpha, self.beta, self.bias, self.bias_mode, self.act, self.slope))
+            self.batch, self.alpha, self.beta, self.bias, self.bias_mode, self.act, self.slope))
 
     def epilogue(self) -> Call | None:
         """The bias + activation after a library GEMM (None when there is none)."""
@@ -149,8 +153,12 @@ def gemm_step(g: Gemm, launcher, blas=None) -> Step:
 
 class CupyBlas:
     """The CuPy backend's GEMMs: cuBLAS unless ``gemm="kernel"`` (``self.gemm_mode``), in TF32 when
-    ``self.tf32``; uses ``self.cp``, ``self.pointer`` and the backend's ``_blas`` (the cuBLAS
-    module, once imported), ``_keep`` (scalars cuBLAS reads) and ``_alpha_is_pointer``."""
+    ``self.tf32``; uses ``self.cp``, ``self.pointer``, the backend's ``_blas`` (the cuBLAS module,
+    once imported) and ``_alpha_is_pointer``.
+
+    cuBLAS runs on CuPy's handle of the current GPU, which the user's own CuPy calls share: each
+    GEMM sets the pointer mode and math mode it needs and restores the handle's afterwards, so
+    TF32 never leaks into the user's matmuls (nor the user's settings into ours)."""
 
     def capture_modes(self) -> list[str]:
         return (["blas"] if self.gemm_mode in ("auto", "blas") else []) + ["kernel"]
@@ -170,27 +178,34 @@ class CupyBlas:
         cublas = self._cublas()
         cp = self.cp
         fn = cublas.sgemmStridedBatched if g.dtype == np.float32 else cublas.dgemmStridedBatched
-        scalars = np.array([g.alpha, g.beta], g.dtype)
-        self._keep.append(scalars)
+        scalars = np.array([g.alpha, g.beta], g.dtype)  # read by cuBLAS during the call (host mode)
         a, b, c = self.pointer(plan.a), self.pointer(plan.b), self.pointer(plan.c)
         math_mode = 3 if (self.tf32 and g.dtype == np.float32) else 0  # CUBLAS_TF32_TENSOR_OP_MATH
         ops = {"N": 0, "T": 1}
+        head = (ops[plan.transa], ops[plan.transb], plan.m, plan.n, plan.k)
+        tail = (a, plan.lda, plan.stride_a, b, plan.ldb, plan.stride_b)
+        ctail = (c, plan.ldc, plan.stride_c, plan.batch)
 
         def call():
             handle = cp.cuda.device.get_cublas_handle()
+            saved = cublas.getPointerMode(handle), cublas.getMathMode(handle)
             cublas.setPointerMode(handle, 0)  # host scalars
             cublas.setMathMode(handle, math_mode)
-            head = (handle, ops[plan.transa], ops[plan.transb], plan.m, plan.n, plan.k)
-            tail = (a, plan.lda, plan.stride_a, b, plan.ldb, plan.stride_b)
-            ctail = (c, plan.ldc, plan.stride_c, plan.batch)
-            if self._alpha_is_pointer is not True:
-                try:  # older CuPy: alpha and beta by value
-                    fn(*head, float(g.alpha), *tail, float(g.beta), *ctail)
-                    self._alpha_is_pointer = False
-                    return
-                except TypeError:
-                    if self._alpha_is_pointer is False:
-                        raise
-                    self._alpha_is_pointer = True
-            fn(*head, scalars.ctypes.data, *tail, scalars.ctypes.data + g.dtype.itemsize, *ctail)
+            try:
+                self._gemm(fn, (handle, *head), tail, ctail, g, scalars)
+            finally:
+                cublas.setPointerMode(handle, saved[0])
+                cublas.setMathMode(handle, saved[1])
         return call
+
+    def _gemm(self, fn, head, tail, ctail, g: Gemm, scalars: np.ndarray) -> None:
+        if self._alpha_is_pointer is not True:
+            try:  # older CuPy: alpha and beta by value
+                fn(*head, float(g.alpha), *tail, float(g.beta), *ctail)
+                self._alpha_is_pointer = False
+                return
+            except TypeError:
+                if self._alpha_is_pointer is False:
+                    raise
+                self._alpha_is_pointer = True
+        fn(*head, scalars.ctypes.data, *tail, scalars.ctypes.data + g.dtype.itemsize, *ctail)

@@ -7,13 +7,12 @@ step — input slot to outputs — into a CUDA graph and launches it, timed; fro
 replays the graph, unless the plain run was faster (``graphs="auto"``), or always
 (``graphs=True``), or never (``graphs=False``). CuPy's cuBLAS wrappers refuse to run while a stream
 captures (cupy#6290), so the capture tries the backend's modes in turn (:meth:`capture_modes`:
-"blas", then "kernel" with our ``gemm`` kernel in cuBLAS's place). A step with a reference
-fallback (an op without a kernel) is never captured; when every mode is refused the program keeps
-running plainly. :attr:`ProgramState.mode` and :attr:`ProgramState.why` say which and why.
+"blas", then "kernel" with our ``gemm`` kernel in cuBLAS's place). A program with host work (nodes
+placed on the host, with their copies: ops the device has no kernel for) is never captured; when
+every mode is refused the program keeps running plainly. :attr:`ProgramState.mode` and
+:attr:`ProgramState.why` say which and why.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from ....ir.errors import GraphrtError
 from .driver import cuda_error_text
@@ -21,7 +20,7 @@ from .driver import cuda_error_text
 
 class Step:
     """One bound call, ready to run: ``plain()`` outside a capture, ``captured(mode)`` inside one
-    (mode "blas" or "kernel" for GEMMs). ``capturable`` is False for reference fallbacks."""
+    (mode "blas" or "kernel" for GEMMs). ``capturable`` is False for host work."""
 
     __slots__ = ("plain", "capture", "capturable", "what")
 
@@ -35,17 +34,9 @@ class Step:
         self.capture(mode)
 
 
-def fallback_step(item) -> Step:
-    """A :class:`~graphrt.devices.cuda.calls.Fallback` as a step (never captured)."""
-    def run():
-        with np.errstate(all="ignore"):
-            item.run()
-    return Step(run, capturable=False, what=f"{item.op} runs its reference forward ({item.reason})")
-
-
 class Timer:
     """``with backend.timer(stream) as t: ...`` then ``t.seconds`` (GPU time between two events on a
-    GPU, wall time on the emulated device)."""
+    GPU)."""
 
     def __init__(self, start, stop):
         self._start, self._stop = start, stop

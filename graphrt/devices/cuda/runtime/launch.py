@@ -1,11 +1,9 @@
-"""Launching bound calls on the cuda device: each :class:`~graphrt.devices.cuda.calls.Call`,
-:class:`~graphrt.devices.cuda.runtime.gemm.Gemm` and :class:`~graphrt.devices.cuda.calls.Fallback` becomes
-a :class:`~graphrt.devices.cuda.runtime.graphs.Step` with its arguments resolved once (pointers, typed
-scalars), so a step runs without looking anything up.
-
-:class:`StepPreparer` is shared by both backends; :class:`CupyLaunch` compiles the kernels with
-NVRTC (``cupy.RawModule``, once per GPU and dtype in a process) and passes arguments as CuPy's
-``RawKernel`` takes them. The emulated backend's launcher is in :mod:`tools.cuda_emulator.backend`.
+"""Launching bound calls on the cuda device: each :class:`~graphrt.devices.cuda.calls.Call` and
+:class:`~graphrt.devices.cuda.runtime.gemm.Gemm` becomes a
+:class:`~graphrt.devices.cuda.runtime.graphs.Step` with its arguments resolved once (pointers, typed
+scalars), so a step runs without looking anything up. :class:`CupyLaunch` compiles the kernels
+with NVRTC (``cupy.RawModule``, once per GPU and dtype in a process) and passes arguments as
+CuPy's ``RawKernel`` takes them.
 """
 from __future__ import annotations
 
@@ -14,27 +12,26 @@ import numpy as np
 from ....ir.errors import GraphrtError
 from ..calls import Call, Offset
 from .gemm import Gemm, gemm_step
-from .graphs import Step, fallback_step
+from .graphs import Step
+from .streams import on_device
 from ..sources import SIGNATURES, module_source
 
 _MODULES: dict = {}  # (device, dtype) -> cupy.RawModule, compiled once per process
 _FUNCTIONS: dict = {}
 
 
-class StepPreparer:
-    """``prepare(item)``: a bound call as a step, through the backend's ``launcher(call)`` and
-    ``gemm_library()`` (see :func:`~graphrt.devices.cuda.runtime.gemm.gemm_step`)."""
+class CupyLaunch:
+    """The CuPy backend's kernels (``self.cp``, ``self.dev``, ``self.device_id``): ``prepare(item)``
+    turns a bound call into a step, through ``launcher(call)`` and ``gemm_library()`` (see
+    :func:`~graphrt.devices.cuda.runtime.gemm.gemm_step`)."""
 
+    @on_device  # kernels are loaded on the current GPU
     def prepare(self, item) -> Step:
         if isinstance(item, Call):
             return Step(self.launcher(item), what=item.kernel)
         if isinstance(item, Gemm):
             return gemm_step(item, self.launcher, self.gemm_library())
-        return fallback_step(item)
-
-
-class CupyLaunch(StepPreparer):
-    """The CuPy backend's kernels (``self.cp``, ``self.device_id``)."""
+        raise GraphrtError(f"the cuda device cannot run a {type(item).__name__}")
 
     def function(self, dtype, name: str):
         key = (self.device_id, np.dtype(dtype).name, name)

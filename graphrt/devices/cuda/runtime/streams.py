@@ -15,13 +15,24 @@ graphrt streams to CuPy streams.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from ...streams import Event, WorkerStream, _Setter
 
 
+def on_device(method):
+    """Run a backend method with the backend's GPU current in the calling thread (CuPy's current
+    device is per thread: a thread that never chose one works on GPU 0), restoring the caller's."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.dev:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class CudaEvent(Event):
     """An event of the cuda device's streams: set on the host once recorded (a copy stream records
-    from its worker thread), then a CUDA event (None on the emulated device)."""
+    from its worker thread), then a CUDA event (None when the work before it failed)."""
 
     def __init__(self):
         super().__init__()
@@ -44,7 +55,7 @@ class CudaEvent(Event):
 
     def recorded(self):
         """Block until the event is recorded (re-raising an error of the work before it); the CUDA
-        event, or None on the emulated device."""
+        event."""
         self._flag.wait()
         if self.error is not None:
             raise self.error
@@ -98,10 +109,6 @@ class CudaCopyStream(WorkerStream):
         self.handle = backend.new_stream()
         super().__init__(name)
 
-    def _run(self) -> None:
-        self.backend.bind_thread()
-        super()._run()
-
     def _on_stream(self, fn, args) -> None:
         with self.backend.on(self):
             fn(*args)
@@ -138,14 +145,15 @@ class _Recorder(_Setter):
 # ---- which graphrt stream is current, per thread -------------------------------------------------
 class ThreadStreams:
     """``on(s)`` makes ``s`` this thread's current graphrt stream inside a with-block, with the
-    backend's stream context (``self.stream_context(s)``) entered; needs ``self._tls``."""
+    backend's GPU (``self.dev``) and stream context (``self.stream_context(s)``) entered; needs
+    ``self._tls``."""
 
     @contextlib.contextmanager
     def on(self, s):
         prev = getattr(self._tls, "stream", None)
         self._tls.stream = s
         try:
-            with self.stream_context(s):
+            with self.dev, self.stream_context(s):
                 yield
         finally:
             self._tls.stream = prev
@@ -158,23 +166,57 @@ class CupyStreams(ThreadStreams):
     """The CuPy backend's streams: the compute stream is ``self.stream``, a copy stream has its own
     (``handle``); CuPy's events between them (``self.cp``, ``self.dev``)."""
 
-    def bind_thread(self) -> None:
-        self.dev.use()
-
     def handle(self, s):
         return self.stream if isinstance(s, CudaComputeStream) else s.handle
 
     def stream_context(self, s):
         return self.handle(s)  # a CuPy stream is current inside ``with stream:``
 
+    @on_device
     def new_stream(self):
         return self.cp.cuda.Stream(non_blocking=True)
 
+    @on_device
     def record(self, s):
         return self.handle(s).record()
 
+    @on_device
     def wait(self, s, event) -> None:
         self.handle(s).wait_event(event)
 
+    @on_device
     def sync(self, s) -> None:
         self.handle(s).synchronize()
+
+    def hand_over(self, s) -> None:
+        """Make the caller's current CuPy stream wait, on the GPU, for the work queued so far on
+        graphrt stream ``s`` (the caller's stream is taken before the backend's GPU is made
+        current)."""
+        caller = self.cp.cuda.get_current_stream()
+        with self.dev:
+            event = self.handle(s).record()
+        caller.wait_event(event)
+
+    def wait_for_stream(self, producer: int, s) -> None:
+        """Make graphrt stream ``s`` wait, on the GPU, for the work queued so far on the stream
+        with handle ``producer`` (1: the legacy default stream, 2: the per-thread default stream:
+        the CUDA Array Interface's and DLPack's conventions). The event is recorded with the
+        caller's current GPU (the producer's), the wait issued with the backend's."""
+        rt = self.cp.cuda.runtime
+        event = rt.eventCreateWithFlags(2)  # cudaEventDisableTiming
+        try:
+            rt.eventRecord(event, producer)
+            with self.dev:
+                rt.streamWaitEvent(self.handle(s).ptr, event, 0)
+        finally:
+            rt.eventDestroy(event)  # released by CUDA once the event completes
+
+    def after_caller(self, s) -> None:
+        """Order graphrt stream ``s`` after what the caller has queued on its current CuPy stream
+        (reads of device outputs, conversions of device inputs)."""
+        self.wait_for_stream(protocol_handle(self.cp.cuda.get_current_stream().ptr), s)
+
+
+def protocol_handle(ptr: int) -> int:
+    """A stream handle as the CUDA Array Interface and DLPack name it (the legacy stream is 1)."""
+    return 1 if ptr == 0 else ptr
