@@ -24,6 +24,7 @@ from . import layers as caffe_layers
 from .caffemodel import read_caffemodel
 from ..limits import ParamBudget
 from .prototxt import Message, load_prototxt, parse_prototxt
+from .schema import check_net, suggest
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
                "AnnotatedData"}
@@ -41,6 +42,7 @@ def load_caffe(path: str | Path | None = None, weights: str | Path | None = None
     """
     file = str(path) if path is not None else "<prototxt>"
     net = load_prototxt(path) if text is None else parse_prototxt(text, file)
+    net = check_net(net, file)  # caffe.proto's schema: unknown fields are errors, as in Caffe
     builder = _NetBuilder(net, file, phase.upper(), tuple(stage), input_shape, classes, seed)
     graph = builder.build()
     if weights is not None:
@@ -153,7 +155,8 @@ class _NetBuilder:
         if name is None:
             raise ParseError("a layer has no name", file=self.file, line=layer.line)
         tops, bottoms = layer.getall("top"), layer.getall("bottom")
-        if ltype in DATA_LAYERS or ltype == "Input":
+        # a Python layer without bottoms feeds data; one with bottoms computes (unsupported)
+        if (ltype in DATA_LAYERS and not (ltype == "Python" and bottoms)) or ltype == "Input":
             self._add_data_layer(layer, ltype, tops)
             return
         inputs = []
@@ -167,9 +170,7 @@ class _NetBuilder:
             inputs.append(self.blobs[b])
         convert = caffe_layers.CONVERTERS.get(ltype)
         if convert is None:
-            raise UnsupportedError(f"layer {name!r} has type {ltype!r}, which graphrt does not support "
-                                   f"(supported: {', '.join(sorted(caffe_layers.CONVERTERS))})",
-                                   file=self.file, line=layer.line, node=name)
+            raise self._unknown_type(name, ltype, layer.line)
         need = caffe_layers.MIN_BOTTOMS.get(ltype, 1)
         if len(inputs) < need:
             raise GraphError(f"layer {name!r} ({ltype}) needs {need} bottom(s), it has "
@@ -185,6 +186,19 @@ class _NetBuilder:
         self.consumed.update(inputs)
         for top, tensor in zip(tops, outs):
             self.blobs[top] = tensor
+
+    def _unknown_type(self, name: str, ltype: str, line) -> UnsupportedError:
+        """The error for a layer type graphrt does not convert: why, or the nearest known type."""
+        why = caffe_layers.UNSUPPORTED.get(ltype)
+        if why is not None:
+            return UnsupportedError(f"layer {name!r} has type {ltype!r}: {why}", file=self.file,
+                                    line=line, node=name)
+        known = set(caffe_layers.CONVERTERS) | DATA_LAYERS | {"Input"}
+        hint = suggest(ltype, known) or suggest(ltype, caffe_layers.UNSUPPORTED)
+        return UnsupportedError(f"layer {name!r} has type {ltype!r}, which is neither a BVLC Caffe "
+                                f"layer graphrt converts nor a known fork layer{hint} (supported: "
+                                f"{', '.join(sorted(caffe_layers.CONVERTERS))})", file=self.file,
+                                line=line, node=name)
 
     def _add_data_layer(self, layer: Message, ltype: str, tops: list[str]):
         line = layer.line
