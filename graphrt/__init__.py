@@ -22,7 +22,8 @@ from . import ops  # noqa: F401  (registers graphrt's op set in the IR's op tabl
 from .frontends import load  # noqa: F401
 from .frontends.onnx import export_onnx, from_torch  # noqa: F401
 from .ir import Graph, Node, Source, TensorSpec  # noqa: F401
-from .ir.errors import (AttrError, GraphError, GraphrtError, InputError, ParseError,  # noqa: F401
+from .ir.errors import (AttrError, GraphError, GraphrtError, InputError,  # noqa: F401
+                        MissingWeightsWarning, ParseError,
                         ShapeError, UnsupportedError, WeightError)
 from .ops.reference import run_reference  # noqa: F401
 from .scheduler import Executable, NumericsError, OutOfMemoryError, compile  # noqa: F401,A001

@@ -4,7 +4,8 @@
 |---------|----------------------------------------|------------------------------|
 | caffe   | ``.prototxt``                          | ``.caffemodel``              |
 | mxnet   | ``-symbol.json``                       | ``.params``                  |
-| keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive / none    |
+| keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive, or       |
+|         |                                        | ``.keras``/``.weights.h5``   |
 | graphrt | ``.npz`` saved by ``Trainer.save``     | inside the archive           |
 | onnx    | ``.onnx`` (needs the ``onnx`` package) | initializers                 |
 
@@ -84,7 +85,7 @@ def load(path: str | Path, format: str | None = None, weights: str | Path | None
     if fmt == "keras":
         from .keras.files import load_keras
 
-        return load_keras(path, seed=seed)
+        return load_keras(path, seed=seed, weights=weights)
     if fmt == "onnx":
         from .onnx.importer import load_onnx
 

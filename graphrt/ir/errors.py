@@ -75,5 +75,9 @@ class InputError(GraphrtError):
     """A batch fed to a graph or executable has the wrong name, shape or dtype."""
 
 
-__all__ = ["GraphrtError", "ShapeError", "AttrError", "GraphError", "UnsupportedError",
+class MissingWeightsWarning(UserWarning):
+    """A model was loaded from a definition without weights: it runs on initial values."""
+
+
+__all__ = ["MissingWeightsWarning", "GraphrtError", "ShapeError", "AttrError", "GraphError", "UnsupportedError",
            "ParseError", "WeightError", "InputError"]

@@ -189,7 +189,8 @@ class Sequential:
             layer.add_nodes(b)
         if b.tensor in g.inputs:  # only an input layer / linear activations: keep one node
             b.node(self.layers[-1], "identity", suffix="identity")
-        g.set_outputs([b.tensor])
+        last = self.layers[-1]
+        g.set_outputs([b.to_keras_layout(b.tensor, last.name, last.source)])
         g.verify()
         return g
 

@@ -132,7 +132,7 @@ class Assembler:
         for e in entries:
             tensors[e.name] = self._add_layer(b, e, layers[e.name], tensors)
         self._check_unused(entries, b.used)
-        g.set_outputs(self._outputs(g, entries, outputs, tensors))
+        g.set_outputs(self._outputs(b, entries, outputs, tensors))
         g.verify()
         return g
 
@@ -202,18 +202,20 @@ class Assembler:
         shape = known_input_shape(layer, layer.input_shape)
         return b.add_input(e.name, shape, Source(e.name, e.cls, self.file, e.line))
 
-    def _outputs(self, g: Graph, entries: list[LayerEntry], outputs: list[str],
+    def _outputs(self, b: FileBuilder, entries: list[LayerEntry], outputs: list[str],
                  tensors: Mapping[str, str]) -> list[str]:
-        """The graph outputs of the model's output layers."""
+        """The graph outputs of the model's output layers, in Keras' layout."""
         by_name = {e.name: e for e in entries}
+        g = b.g
         outs = []
         for lname in outputs:
+            e = by_name[lname]
+            source = Source(lname, e.cls, self.file, e.line)
             t = tensors[lname]
             if t in g.inputs or t in outs:  # an output that no node produces (or a repeat)
-                e = by_name[lname]
                 t = g.add_node("identity", [t], name=g.unique_name(f"{lname}/identity"),
-                               source=Source(lname, e.cls, self.file, e.line))
-            outs.append(t)
+                               source=source)
+            outs.append(b.to_keras_layout(t, lname, source))
         return outs
 
     def _check_unused(self, entries: list[LayerEntry], used: set[str]) -> None:

@@ -8,7 +8,8 @@ share it, so a layer means the same thing written in Python or loaded from a fil
 
 The rules it applies are described in :mod:`graphrt.frontends.keras`: the graph is NCHW whatever
 Keras' data format; a channels_last input is followed by a ``<input>/to_nchw`` transpose; Keras
-axes are mapped into the NCHW graph; ``'same'`` padding is TensorFlow's.
+axes are mapped into the NCHW graph; ``'same'`` padding is TensorFlow's; a channels_last model's
+4-D outputs get a ``<layer>/to_nhwc`` transpose, so outputs come back in Keras' layout.
 """
 from __future__ import annotations
 
@@ -111,6 +112,16 @@ class GraphBuilder:
             self.tensor = self.g.add_node("transpose", [self.tensor], name=f"{name}/to_nchw",
                                           attrs={"perm": (0, 3, 1, 2)}, source=source)
         return self.tensor
+
+    def to_keras_layout(self, tensor: str, name: str, source: Source) -> str:
+        """``tensor`` as Keras returns it: a 4-D tensor of a channels_last model gets a
+        ``<name>/to_nhwc`` transpose (0, 2, 3, 1), so the model's outputs are NHWC as in Keras."""
+        if len(self.g.specs[tensor].shape) == 4 and self.layout == CHANNELS_LAST:
+            out = f"{name}/to_nhwc"
+            out = out if out not in self.g.specs else self.g.unique_name(out)
+            return self.g.add_node("transpose", [tensor], name=out, attrs={"perm": (0, 2, 3, 1)},
+                                   source=source)
+        return tensor
 
     def node(self, layer: "Layer", op: str, extra_inputs: Sequence[str] = (), attrs=None,
              suffix: str | None = None) -> str:

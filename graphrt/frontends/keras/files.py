@@ -3,7 +3,8 @@
 ::
 
     g = load_keras("model.keras")                 # config + weights from the archive
-    g = load_keras("model.json", seed=0)          # config only: the builder's seeded initializers
+    g = load_keras("model.json", seed=0)          # config only: seeded initial values, and a
+                                                  # MissingWeightsWarning naming the file
     g = load_keras("model.json", weights="model.keras")   # weights from another file
 
 ``graphrt.load(path)`` calls :func:`load_keras` for ``.keras`` files and for JSON files holding a
@@ -62,12 +63,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...ir.errors import GraphError, ParseError, UnsupportedError
+from ...ir.errors import GraphError, MissingWeightsWarning, ParseError, UnsupportedError
 from ...ir import Graph
 from .assembler import LAYER_CLASSES, Assembler
 from .config import MODEL_CLASSES, functional_io, read_entries, sequential_io
@@ -98,6 +100,11 @@ def load_keras(path: str | os.PathLike, *, seed: int = 0,
         lines = _layer_lines(text, doc)
     if weights is not None:
         arrays = _external_weights(weights)
+    elif kind == "json":
+        warnings.warn(f"{file} is a Keras config without weights: the model runs on initial "
+                      f"values drawn with seed {seed}; pass weights= (the .keras archive or "
+                      f"the .weights.h5 file) to load the trained ones", MissingWeightsWarning,
+                      stacklevel=2)
     return config_to_graph(doc, file=file, weights=arrays, seed=seed, name=name, lines=lines)
 
 
