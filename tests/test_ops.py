@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import graphrt
 import naive
+import test_activation_ops as act_ops  # the activations of graphrt.ops.activation (naive_ext)
 import test_grad_ops as grad_ops  # the gradient and training ops' tests (naive loops: naive_grad)
 from graphrt import Graph
 from graphrt.ops import OpPattern, all_ops
@@ -684,6 +685,8 @@ NAIVE_TESTS = {
     "max_pool_grad": grad_ops.test_max_pool_grad, "avg_pool_grad": grad_ops.test_avg_pool_grad,
     "lrn_grad": grad_ops.test_lrn_grad, "batch_norm_train_grad": grad_ops.test_batch_norm_train_grad,
     "sgd_update": test_sgd_update_and_step_counter, "step_counter": test_sgd_update_and_step_counter,
+    **{op: act_ops.test_activation_against_its_naive_loop for op in act_ops.OPS},
+    "unary_grad": act_ops.test_unary_grad_against_the_exact_derivative,
 }
 
 

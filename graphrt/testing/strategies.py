@@ -59,7 +59,12 @@ def _bn(g, rng, x):
 
 
 LAYERS = ("conv", "conv_bn", "relu", "leaky_relu", "tanh", "sigmoid", "max_pool", "avg_pool",
-          "lrn", "scale", "dropout", "zero_pad")
+          "lrn", "scale", "dropout", "zero_pad", "activation")
+# activations drawn for the "activation" layer (graphrt.ops.activation), with their attributes
+ACTIVATIONS = (("clip", {"min": 0.0, "max": 6.0}), ("hard_swish", {}), ("gelu", {}),
+               ("gelu", {"approximate": "tanh"}), ("swish", {}), ("elu", {"alpha": 0.5}),
+               ("selu", {}), ("softplus", {}), ("softsign", {}), ("hard_sigmoid", {}),
+               ("erf", {}), ("abs", {}))
 
 
 def _apply_layer(g: Graph, rng, draw, x: str, kind: str) -> str:
@@ -74,6 +79,9 @@ def _apply_layer(g: Graph, rng, draw, x: str, kind: str) -> str:
         return _bn(g, rng, y) if kind == "conv_bn" else y
     if kind in ("relu", "tanh", "sigmoid"):
         return g.add_node(kind, [x])
+    if kind == "activation":
+        op, attrs = draw(st.sampled_from(ACTIVATIONS))
+        return g.add_node(op, [x], attrs=attrs)
     if kind == "leaky_relu":
         return g.add_node("relu", [x], attrs={"negative_slope": 0.1})
     if kind in ("max_pool", "avg_pool"):
@@ -111,7 +119,8 @@ def _head(g: Graph, rng, draw, x: str, classes: int) -> str:
 
 def sequential_graphs(max_nodes: int = 8, channels: tuple = (1, 6), spatial: tuple = (4, 12),
                       classes: int = 5, head: bool | None = None):
-    """Random Sequential stacks (conv, bn, activations, pooling, LRN, scale, dropout, padding),
+    """Random Sequential stacks (conv, bn, activations (also those of :data:`ACTIVATIONS`), pooling,
+    LRN, scale, dropout, padding),
     optionally ending in flatten -> dense -> softmax. Every drawn graph passes ``verify()``."""
     st = _st()
 
