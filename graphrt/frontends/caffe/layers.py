@@ -29,7 +29,7 @@ UNSUPPORTED = {
               "data)",
     "SPP": "spatial pyramid pooling is not supported", "Im2col": "Im2col is not supported",
     "Filter": "Filter (data-dependent batch size) is not supported",
-    "Parameter": "Parameter layers are not supported",
+    "BatchReindex": "BatchReindex (data-dependent batch order) is not supported",
     "HDF5Output": "HDF5Output writes files; graphrt does not",
     "EuclideanLoss": "only the SoftmaxWithLoss loss layer is supported",
     "SigmoidCrossEntropyLoss": "only the SoftmaxWithLoss loss layer is supported",

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...ir.errors import GraphError, GraphrtError, ParseError, UnsupportedError, WeightError
 from ...ir import Graph, Source
+from . import catalogue
 from . import layers as caffe_layers
 from .caffemodel import read_caffemodel
 from ..limits import ParamBudget
@@ -168,10 +169,10 @@ class _NetBuilder:
                     raise GraphrtError(f"bottom {b!r} of layer {name!r} ({ltype}) is produced by no "
                                        "earlier layer", file=self.file, line=layer.line, node=name)
             inputs.append(self.blobs[b])
-        convert = caffe_layers.CONVERTERS.get(ltype)
+        convert = catalogue.CONVERTERS.get(ltype)
         if convert is None:
             raise self._unknown_type(name, ltype, layer.line)
-        need = caffe_layers.MIN_BOTTOMS.get(ltype, 1)
+        need = catalogue.MIN_BOTTOMS.get(ltype, 1)
         if len(inputs) < need:
             raise GraphError(f"layer {name!r} ({ltype}) needs {need} bottom(s), it has "
                              f"{len(inputs)}", file=self.file, line=layer.line, node=name)
@@ -189,15 +190,15 @@ class _NetBuilder:
 
     def _unknown_type(self, name: str, ltype: str, line) -> UnsupportedError:
         """The error for a layer type graphrt does not convert: why, or the nearest known type."""
-        why = caffe_layers.UNSUPPORTED.get(ltype)
+        why = catalogue.UNSUPPORTED.get(ltype)
         if why is not None:
             return UnsupportedError(f"layer {name!r} has type {ltype!r}: {why}", file=self.file,
                                     line=line, node=name)
-        known = set(caffe_layers.CONVERTERS) | DATA_LAYERS | {"Input"}
-        hint = suggest(ltype, known) or suggest(ltype, caffe_layers.UNSUPPORTED)
+        known = set(catalogue.CONVERTERS) | DATA_LAYERS | {"Input"}
+        hint = suggest(ltype, known) or suggest(ltype, catalogue.UNSUPPORTED)
         return UnsupportedError(f"layer {name!r} has type {ltype!r}, which is neither a BVLC Caffe "
                                 f"layer graphrt converts nor a known fork layer{hint} (supported: "
-                                f"{', '.join(sorted(caffe_layers.CONVERTERS))})", file=self.file,
+                                f"{', '.join(sorted(catalogue.CONVERTERS))})", file=self.file,
                                 line=line, node=name)
 
     def _add_data_layer(self, layer: Message, ltype: str, tops: list[str]):
