@@ -144,6 +144,10 @@ BINARY = {
     "minimum": lambda *v: min(v),
     "where": lambda c, a, b: a if c else b,
     "equal": lambda a, b: a == b,
+    "greater": lambda a, b: a > b,
+    "less": lambda a, b: a < b,
+    "greater_equal": lambda a, b: a >= b,
+    "less_equal": lambda a, b: a <= b,
     "prelu": lambda x, s: x if x > 0 else s * x,
 }
 
@@ -259,9 +263,10 @@ def layer_norm(x, axes, scale=None, bias=None, eps=1e-5, eps_inside_sqrt=True,
 
 
 # ---- resize -------------------------------------------------------------------------------------
-def _source(r, n_in, n_out, scale, mode):
-    if mode == "align_corners":
-        return r * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+def _source(r, n_in, n_out, scale, mode, explicit=False):
+    if mode == "align_corners":  # ONNX: the resized length is in * scale when scales are given
+        length = n_in * scale if explicit else n_out
+        return r * (n_in - 1) / (length - 1) if length > 1 else 0.0
     if mode == "asymmetric":
         return r / scale
     if mode == "tf_half_pixel_for_nn":
@@ -307,11 +312,12 @@ def resize(x, sizes, scales=(), mode="nearest", coordinate_transformation_mode="
     sh, sw = scales or (oh / h, ow / w)
     out = np.zeros((n, c, oh, ow))
     for i in range(oh):
-        ty = _taps(_source(i, h, oh, sh, coordinate_transformation_mode), h, mode, nearest_mode,
+        ty = _taps(_source(i, h, oh, sh, coordinate_transformation_mode, bool(scales)), h, mode,
+                   nearest_mode,
                    cubic_coeff_a, exclude_outside)
         for j in range(ow):
-            tx = _taps(_source(j, w, ow, sw, coordinate_transformation_mode), w, mode,
-                       nearest_mode, cubic_coeff_a, exclude_outside)
+            tx = _taps(_source(j, w, ow, sw, coordinate_transformation_mode, bool(scales)), w,
+                       mode, nearest_mode, cubic_coeff_a, exclude_outside)
             for (yi, wy), (xi, wx) in itertools.product(ty, tx):
                 out[:, :, i, j] += wy * wx * x[:, :, yi, xi]
     return out
@@ -382,4 +388,33 @@ def embedding_grad(dy, indices, rows):
     out = np.zeros((rows, dy.shape[-1]))
     for pos in itertools.product(*(range(d) for d in idx.shape)):
         out[int(idx[pos])] += dy[pos]
+    return out
+
+
+# ---- padding modes ------------------------------------------------------------------------------
+def _source_index(i, n, mode):
+    if mode == "edge":
+        return min(max(i, 0), n - 1)
+    if mode == "wrap":
+        return i % n
+    while i < 0 or i >= n:  # reflect about the first and last element (not repeating them)
+        i = -i if i < 0 else 2 * (n - 1) - i
+    return i
+
+
+def pad(x, pads, mode="constant", value=0.0):
+    """ONNX Pad: negative pads crop first; then every output element reads its source element."""
+    x = np.asarray(x, np.float64)
+    rank = x.ndim
+    lo, hi = list(pads[:rank]), list(pads[rank:])
+    x = x[tuple(slice(max(0, -a), n - max(0, -b)) for n, a, b in zip(x.shape, lo, hi))]
+    lo, hi = [max(0, a) for a in lo], [max(0, b) for b in hi]
+    out = np.empty(tuple(n + a + b for n, a, b in zip(x.shape, lo, hi)))
+    for idx in itertools.product(*(range(d) for d in out.shape)):
+        src = [i - a for i, a in zip(idx, lo)]
+        if mode == "constant":
+            inside = all(0 <= s < n for s, n in zip(src, x.shape))
+            out[idx] = x[tuple(src)] if inside else value
+        else:
+            out[idx] = x[tuple(_source_index(s, n, mode) for s, n in zip(src, x.shape))]
     return out

@@ -18,6 +18,7 @@ from test_grad_ops import rng_of, run
 DTYPES = st.sampled_from(["float32", "float64"])
 TOL = {"float32": 1e-5, "float64": 1e-9}
 ARITH = ["sub", "div", "pow", "maximum", "minimum", "prelu"]
+COMPARISONS = ["equal", "greater", "less", "greater_equal", "less_equal"]
 
 
 def shapes(draw, lo=2, hi=4):
@@ -68,8 +69,9 @@ def test_nary_maximum_minimum_and_where_and_equal(data):
     cond = rng.random(shape) < 0.5
     (y,), _ = run("where", [cond, xs[0], xs[1]], batched=(0, 1, 2))
     assert_close(y, naive_ext.binary("where", cond, xs[0], xs[1]), 0)
-    (y,), _ = run("equal", xs[:2], batched=(0, 1))
-    assert y.dtype == bool and np.array_equal(y, naive_ext.binary("equal", *xs[:2]) == 1)
+    for op in COMPARISONS:
+        (y,), _ = run(op, xs[:2], batched=(0, 1))
+        assert y.dtype == bool and np.array_equal(y, naive_ext.binary(op, *xs[:2]) == 1), op
 
 
 @given(st.data())
@@ -304,6 +306,7 @@ EXPORTS = [
     ("maximum", {}, [(None, 4), (None, 4), (None, 4)]), ("minimum", {}, [(None, 4), (None, 1)]),
     ("prelu", {}, [(None, 3, 2, 2), (None, 3, 1, 1)]), ("pow", {}, [(None, 4), (None, 4)]),
     ("where", {}, [(None, 4), (None, 4), (None, 4)]), ("equal", {}, [(None, 4), (None, 4)]),
+    ("greater", {}, [(None, 4), (None, 4)]), ("less_equal", {}, [(None, 4), (None, 1)]),
     ("cast", {"to": "float64"}, [(None, 4)]),
     ("reduce", {"mode": "mean", "axes": (1,)}, [(None, 3, 4)]),
     ("reduce", {"mode": "sum", "axes": (2,), "keepdims": False}, [(None, 3, 4)]),
@@ -322,8 +325,8 @@ def test_binary_and_reduce_ops_export_to_onnx(op, attrs, shapes_):
     rng = np.random.default_rng(4)
     feeds = {f"x{i}": np.abs(rng.standard_normal((2,) + s[1:])).astype(np.float32) + 0.1
              for i, s in enumerate(shapes_)}
-    if op == "equal":
-        feeds["x1"] = feeds["x0"].copy()
+    if op in COMPARISONS:
+        feeds["x1"] = feeds["x0"].copy()[:, :feeds["x1"].shape[1]]
         feeds["x1"][0] += 1
     want = graphrt.run_reference(g, feeds)
     got = ort.InferenceSession(graphrt.export_onnx(g).SerializeToString()).run(None, feeds)[0]

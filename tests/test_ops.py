@@ -691,7 +691,7 @@ NAIVE_TESTS = {
     "unary_grad": act_ops.test_unary_grad_against_the_exact_derivative,
     **{op: br_ops.test_binary_against_naive for op in br_ops.ARITH},
     "where": br_ops.test_nary_maximum_minimum_and_where_and_equal,
-    "equal": br_ops.test_nary_maximum_minimum_and_where_and_equal,
+    **{op: br_ops.test_nary_maximum_minimum_and_where_and_equal for op in br_ops.COMPARISONS},
     "cast": br_ops.test_cast, "binary_grad": br_ops.test_binary_grad_against_naive,
     "reduce": br_ops.test_reduce_against_naive, "arg_reduce": br_ops.test_arg_reduce_against_naive,
     "reduce_grad": br_ops.test_reduce_grad_against_differences_of_the_naive_reduce,
@@ -704,6 +704,7 @@ NAIVE_TESTS = {
     "expand": si_ops.test_tile_and_expand_against_naive,
     "embedding": si_ops.test_embedding_and_its_gradient_against_naive,
     "embedding_grad": si_ops.test_embedding_and_its_gradient_against_naive,
+    "pad_grad": si_ops.test_pad_grad_is_the_adjoint_of_the_naive_pad,
 }
 
 

@@ -251,3 +251,43 @@ def test_conv2d_transpose_and_embedding_export_to_onnx():
     got = ort.InferenceSession(graphrt.export_onnx(g).SerializeToString()).run(None, feeds)
     for a, t in zip(got, g.outputs):
         assert_close(a, want[t], 1e-5)
+
+
+# ---- padding modes ------------------------------------------------------------------------------
+@st.composite
+def pad_cases(draw):
+    rng = rng_of(draw)
+    shape = (draw(st.integers(1, 2)),) + tuple(draw(st.integers(3, 4)) for _ in range(2))
+    mode = draw(st.sampled_from(["reflect", "edge", "wrap"]))
+    hi = {"reflect": 1, "edge": 3, "wrap": 2}[mode]  # reflect needs pads < the (cropped) axis
+    lo = 0 if mode == "reflect" else -1
+    pads = [0] + [draw(st.integers(lo, hi)) for _ in range(2)] + [0] + \
+        [draw(st.integers(lo, hi)) for _ in range(2)]
+    return rng.standard_normal(shape), {"pads": pads, "mode": mode}
+
+
+@given(pad_cases())
+def test_pad_modes_against_naive(case):
+    x, attrs = case
+    (y,), _ = run("pad", [x], attrs)
+    assert_close(y, naive_ext.pad(x, **attrs), 0)
+
+
+@given(pad_cases())
+def test_pad_grad_is_the_adjoint_of_the_naive_pad(case):
+    x, attrs = case
+    dy = np.random.default_rng(1).standard_normal(naive_ext.pad(x, **attrs).shape)
+    (dx,), _ = run("pad_grad", [dy], {**attrs, "input_shape": x.shape[1:]})
+    basis, want = np.zeros(x.shape), np.empty(x.shape)
+    for idx in np.ndindex(x.shape):
+        basis[idx] = 1.0
+        want[idx] = np.sum(naive_ext.pad(basis, **attrs) * dy)
+        basis[idx] = 0.0
+    assert_close(dx, want, 1e-12)
+
+
+@settings(max_examples=10)
+@given(pad_cases())
+def test_pad_modes_backward_against_differences(case):
+    x, attrs = case
+    check_gradient("pad", [x], attrs)

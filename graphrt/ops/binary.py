@@ -1,5 +1,6 @@
 """Broadcasting elementwise ops beyond ``add``/``mul``: ``sub``, ``div``, ``pow``, ``maximum``,
-``minimum``, ``where``, ``equal``, ``prelu``, and ``cast``.
+``minimum``, ``where``, the comparisons ``equal``, ``greater``, ``less``, ``greater_equal``,
+``less_equal``, ``prelu``, and ``cast``.
 
 Inputs broadcast as numpy's (ONNX's) rules with the batch rules of ``add`` (see
 :func:`graphrt.ops.elementwise.broadcast_shape`).
@@ -9,7 +10,8 @@ Inputs broadcast as numpy's (ONNX's) rules with the batch rules of ``add`` (see
 - ``maximum(x0, x1, ...)`` / ``minimum``: elementwise max / min of any number of inputs (Caffe
   Eltwise MAX, Keras Maximum/Minimum, ONNX Max/Min). The gradient goes to the first input that
   attains it (Caffe's and PyTorch's rule for ties).
-- ``where(cond, a, b)``: a where cond is nonzero, else b. ``equal(a, b)``: a == b as ``bool``.
+- ``where(cond, a, b)``: a where cond is nonzero, else b. ``equal(a, b)``: a == b as ``bool``;
+  likewise ``greater``, ``less``, ``greater_equal``, ``less_equal`` (no gradient).
 - ``prelu(x, slope)``: x where x > 0, else slope * x; ``slope`` broadcasts against x (Caffe
   PReLU's per-channel (C, 1, 1), ONNX PRelu, Keras PReLU).
 - ``cast(x)``: x converted to ``to`` (a numpy dtype name).
@@ -116,6 +118,12 @@ MAXIMUM = _binary("maximum", _nary(np.maximum), arity=(1, None))
 MINIMUM = _binary("minimum", _nary(np.minimum), arity=(1, None))
 WHERE = _binary("where", _where, arity=(3, 3), infer=_where_infer)
 EQUAL = _binary("equal", _ufunc(np.equal), infer=_equal_infer, backward=_no_gradient)
+GREATER = _binary("greater", _ufunc(np.greater), infer=_equal_infer, backward=_no_gradient)
+LESS = _binary("less", _ufunc(np.less), infer=_equal_infer, backward=_no_gradient)
+GREATER_EQUAL = _binary("greater_equal", _ufunc(np.greater_equal), infer=_equal_infer,
+                        backward=_no_gradient)
+LESS_EQUAL = _binary("less_equal", _ufunc(np.less_equal), infer=_equal_infer,
+                     backward=_no_gradient)
 PRELU = _binary("prelu", _prelu, flops=2)
 
 

@@ -11,7 +11,7 @@ coordinate ``r`` of an axis maps to the input coordinate
 | half_pixel | (r + 0.5) / scale - 0.5 |
 | pytorch_half_pixel | as half_pixel, 0 when the output axis has length 1 |
 | half_pixel_symmetric | as half_pixel, shifted by in/2 * (1 - out / (scale * in)) |
-| align_corners | r * (in - 1) / (out - 1) (0 when out is 1) |
+| align_corners | r * (in - 1) / (L - 1) (0 when L is 1), L = out, or in * scale for explicit scales |
 | asymmetric | r / scale |
 | tf_half_pixel_for_nn | (r + 0.5) / scale |
 
@@ -40,8 +40,9 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 def _coordinates(attrs, n_in: int, n_out: int, scale: float) -> np.ndarray:
     r = np.arange(n_out, dtype=np.float64)
     mode = attrs["coordinate_transformation_mode"]
-    if mode == "align_corners":
-        return r * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros(n_out)
+    if mode == "align_corners":  # with explicit scales the resized length is in * scale (ONNX)
+        length = n_in * scale if attrs["scales"] else n_out
+        return r * (n_in - 1) / (length - 1) if length > 1 else np.zeros(n_out)
     if mode == "asymmetric":
         return r / scale
     if mode == "tf_half_pixel_for_nn":

@@ -169,7 +169,9 @@ def _ints(w, values, base):
 
 WRITERS.update({
     "sub": _nary("Sub"), "div": _nary("Div"), "pow": _nary("Pow"), "maximum": _nary("Max"),
-    "minimum": _nary("Min"), "equal": _nary("Equal"), "prelu": _nary("PRelu"), "where": _where,
+    "minimum": _nary("Min"), "equal": _nary("Equal"), "greater": _nary("Greater"),
+    "less": _nary("Less"), "greater_equal": _nary("GreaterOrEqual"),
+    "less_equal": _nary("LessOrEqual"), "prelu": _nary("PRelu"), "where": _where,
     "cast": lambda w, n, a, out: w.op("Cast", n.inputs, out, to=_onnx_dtype(w, a["to"])),
     "reduce": _reduce, "arg_reduce": _arg_reduce, "layer_norm": _layer_norm, "resize": _resize,
     "conv2d_transpose": _conv_transpose,
