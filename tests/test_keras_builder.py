@@ -421,10 +421,14 @@ def test_unknown_activation_names_the_layer():
         K.Sequential([K.Dense(4, input_dim=3, name="mid", activation="nope")]).to_graph()
 
 
-def test_dense_on_images_asks_for_flatten():
-    model = K.Sequential([K.Conv2D(2, 3, input_shape=(8, 8, 1)), K.Dense(3)])
-    with pytest.raises(ShapeError, match=r"dense_1.*Flatten\(\)"):
-        model.to_graph()
+def test_dense_on_images_acts_on_the_channels():
+    """As in Keras, Dense on a (N, H, W, C) tensor multiplies the last axis (a 1x1 convolution)."""
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    model = K.Sequential([K.Input(shape=(8, 8, 2)), K.Dense(3, weights=[w, b])])
+    x = rng.standard_normal((2, 8, 8, 2)).astype(np.float32)
+    y = graphrt.run_reference(model.to_graph(), x)
+    np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
 
 
 def test_more_errors():

@@ -585,14 +585,15 @@ def test_missing_config_key_names_the_layer(kdir, tmp_path):
 def test_unsupported_options_name_the_layer():
     base = [layer("InputLayer", "i", batch_shape=[None, 4])]
     with pytest.raises(UnsupportedError) as info:
-        config_to_graph(sequential(base + [layer("ReLU", "capped", max_value=6.0)]), file="m.json")
-    assert info.value.node == "capped" and info.value.file == "m.json"
+        config_to_graph(sequential(base + [layer("LayerNormalization", "rms", rms_scaling=True)]),
+                        file="m.json")
+    assert info.value.node == "rms" and info.value.file == "m.json"
     with pytest.raises(UnsupportedError) as info:
         config_to_graph(sequential(base + [layer("Dense", "q", units=2,
                                                  quantization_config={"mode": "int8"})]))
     assert info.value.node == "q" and "quantization_config" in str(info.value)
     with pytest.raises(UnsupportedError, match="activation"):
-        config_to_graph(sequential(base + [layer("Activation", "g", activation="gelu")]))
+        config_to_graph(sequential(base + [layer("Activation", "g", activation="mish")]))
     with pytest.raises(ShapeError):
         config_to_graph(sequential([layer("InputLayer", "i", batch_shape=[None, None, 3]),
                                     layer("Dense", "d", units=2)]))

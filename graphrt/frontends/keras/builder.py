@@ -29,7 +29,16 @@ if TYPE_CHECKING:  # the layers import this module
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
 
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "leaky_relu")
+#: Keras activation name -> (graphrt op, attributes); softmax/log_softmax take the Keras axis -1
+ACTIVATION_OPS = {
+    "relu": ("relu", {}), "tanh": ("tanh", {}), "sigmoid": ("sigmoid", {}),
+    "leaky_relu": ("relu", {"negative_slope": 0.2}), "relu6": ("clip", {"min": 0.0, "max": 6.0}),
+    "swish": ("swish", {}), "silu": ("swish", {}), "hard_silu": ("hard_swish", {}),
+    "hard_swish": ("hard_swish", {}), "hard_sigmoid": ("hard_sigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+    "gelu": ("gelu", {}), "elu": ("elu", {}), "selu": ("selu", {}), "softplus": ("softplus", {}),
+    "softsign": ("softsign", {}), "exponential": ("exp", {}),
+}
+ACTIVATIONS = ("linear", "softmax", "log_softmax") + tuple(ACTIVATION_OPS)
 
 
 def dim_ordering(value) -> str | None:
@@ -123,6 +132,19 @@ class GraphBuilder:
                                    source=source)
         return tensor
 
+    def keras_order(self, layer: "Layer") -> str:
+        """Make the current tensor hold its elements in Keras' order (a channels_last image as
+        NHWC, ``<layer>/to_nhwc``) for a layer that reorders elements; see :meth:`graph_order`."""
+        if len(self.shape) == 4 and self.layout == CHANNELS_LAST:
+            self.node(layer, "transpose", attrs={"perm": (0, 2, 3, 1)}, suffix="to_nhwc")
+        return self.tensor
+
+    def graph_order(self, layer: "Layer") -> str:
+        """After :meth:`keras_order`: a 4-D result of a channels_last model back to NCHW."""
+        if len(self.shape) == 4 and self.layout == CHANNELS_LAST:
+            self.node(layer, "transpose", attrs={"perm": (0, 3, 1, 2)}, suffix="to_nchw")
+        return self.tensor
+
     def node(self, layer: "Layer", op: str, extra_inputs: Sequence[str] = (), attrs=None,
              suffix: str | None = None) -> str:
         """Append ``op`` on the current tensor (and ``extra_inputs``); its output becomes current.
@@ -210,10 +232,9 @@ class GraphBuilder:
         name = act if fused else None
         if act == "linear":
             return
-        if act in ("relu", "tanh", "sigmoid"):
-            self.node(layer, act, suffix=name)
-        elif act == "leaky_relu":
-            self.node(layer, "relu", attrs={"negative_slope": 0.2}, suffix=name)
+        if act in ACTIVATION_OPS:
+            op, attrs = ACTIVATION_OPS[act]
+            self.node(layer, op, attrs=attrs, suffix=name)
         elif act in ("softmax", "log_softmax"):
             self.node(layer, act, attrs={"axis": self.graph_axis(-1, layer)}, suffix=name)
         else:

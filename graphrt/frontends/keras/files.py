@@ -24,15 +24,21 @@ keyword arguments, so a layer means the same thing written in Python or loaded f
 ``InputLayer``, ``Dense``, ``Conv2D``, ``MaxPooling2D``, ``AveragePooling2D``,
 ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``, ``BatchNormalization``, ``Activation``,
 ``ReLU``, ``LeakyReLU``, ``Softmax``, ``Dropout``, ``Flatten`` (and the Keras aliases ``MaxPool2D``,
-``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``Convolution2D``). The merge layers
-``Add``, ``Subtract``, ``Average``, ``Multiply`` and ``Concatenate(axis)`` are built here (the
-Sequential builder has no use for them).
+``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``Convolution2D``), every layer the
+``keras.applications`` architectures use (``ZeroPadding2D``, ``Cropping2D``, ``DepthwiseConv2D``,
+``SeparableConv2D``, ``Conv2DTranspose``, ``UpSampling2D``, ``Reshape``, ``Permute``,
+``Rescaling``, ``Normalization``, ``LayerNormalization``, the dropout and noise layers, and the
+custom layers ``keras.applications`` saves by name: ``CustomScaleLayer``, ``LayerScale``,
+``StochasticDepth``), and nested ``Sequential``/functional models used as layers. The merge
+layers ``Add``, ``Subtract``, ``Average``, ``Multiply``, ``Maximum``, ``Minimum`` and
+``Concatenate(axis)`` broadcast as Keras does; an operation node of a tensor and a number
+(MobileNetV3's ``x + 3.0``) is a ``scale``. Every built-in activation name is read.
 
 Data formats follow the builder: inside the graph images are NCHW; the model's layout is the
 ``data_format`` of its first spatial layer (Keras' default ``channels_last`` when none says); a
 channels_last input ``(None, H, W, C)`` is followed by a ``<input>/to_nchw`` transpose and
 ``Flatten`` / ``Concatenate(axis)`` / ``Softmax(axis)`` / ``BatchNormalization(axis)`` act on Keras'
-axes, so the numbers are Keras' numbers.
+axes, so the numbers are Keras' numbers; 4-D outputs come back NHWC, as Keras returns them.
 
 Weights
 -------

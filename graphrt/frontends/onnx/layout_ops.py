@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.errors import ShapeError, UnsupportedError
-from .fold import BatchError, Const, np_dtype
+from .fold import BatchError, Const
 from .converters import ConverterTable, need
 
 CONVERTERS = ConverterTable()
