@@ -25,8 +25,9 @@ from .frontends import load  # noqa: F401
 from .frontends.onnx import export_onnx, from_torch  # noqa: F401
 from .ir import Graph, Node, Source, TensorSpec  # noqa: F401
 from .ir import limits  # noqa: F401  (graphrt.limits: the one public place for resource limits)
-from .ir.errors import (AttrError, FallbackWarning, GraphError, GraphrtError, InputError, LimitError,  # noqa: F401
-                        OutOfMemoryError, ParseError, ShapeError, UnsupportedError, WeightError)
+from .ir.errors import (AttrError, FallbackWarning, GraphError, GraphrtError, InputError,  # noqa: F401
+                        LimitError, MissingWeightsWarning, OutOfMemoryError, ParseError, ShapeError,
+                        UnsupportedError, WeightError)
 from .ops.reference import run_reference  # noqa: F401
 from .scheduler import Executable, NumericsError, compile  # noqa: F401,A001
 from .training import optim  # noqa: F401

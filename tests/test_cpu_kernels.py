@@ -35,7 +35,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # the ops whose cpu kernels the tests below run (test_every_kernel_is_tested keeps it complete)
 COVERED = {"conv2d", "dense", "max_pool", "avg_pool", "lrn", "batch_norm", "channel_affine", "relu",
            "tanh", "sigmoid", "scale", "dropout", "identity", "elementwise_chain", "add", "softmax",
-           "log_softmax", "concat", "split", "zero_pad", "flatten", "reshape", "transpose"}
+           "log_softmax", "concat", "split", "zero_pad", "flatten", "reshape", "transpose",
+           *graphrt.ops.activation.DEFS}  # the activations: tests/test_activation_ops.py
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -336,7 +336,8 @@ def test_pool_same_padding_examples(size, k, s, pads):
     for cls in (K.MaxPooling2D, K.AveragePooling2D):
         g = K.Sequential([K.Input(shape=(size, size, 1)),
                           cls(pool_size=k, strides=s, padding="same")]).to_graph()
-        node = g.nodes[-1]
+        node = g.nodes[-2]  # the last is the output's to_nhwc transpose
+        assert g.nodes[-1].name.endswith("/to_nhwc")
         assert dict(node.attrs)["pads"] == pads + pads
         assert g.specs[node.outputs[0]].shape == (None, 1, -(-size // s), -(-size // s))
 
@@ -344,7 +345,7 @@ def test_pool_same_padding_examples(size, k, s, pads):
 def test_same_average_pooling_does_not_count_padding():
     g = K.Sequential([K.Input(shape=(3, 3, 2)),
                       K.AveragePooling2D(pool_size=2, strides=2, padding="same")]).to_graph()
-    assert dict(g.nodes[-1].attrs)["count_include_pad"] is False
+    assert dict(g.nodes[-2].attrs)["count_include_pad"] is False
     y = graphrt.run_reference(g, np.ones((1, 3, 3, 2), np.float32))
     np.testing.assert_allclose(y, 1.0)
 
@@ -420,10 +421,14 @@ def test_unknown_activation_names_the_layer():
         K.Sequential([K.Dense(4, input_dim=3, name="mid", activation="nope")]).to_graph()
 
 
-def test_dense_on_images_asks_for_flatten():
-    model = K.Sequential([K.Conv2D(2, 3, input_shape=(8, 8, 1)), K.Dense(3)])
-    with pytest.raises(ShapeError, match=r"dense_1.*Flatten\(\)"):
-        model.to_graph()
+def test_dense_on_images_acts_on_the_channels():
+    """As in Keras, Dense on a (N, H, W, C) tensor multiplies the last axis (a 1x1 convolution)."""
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    model = K.Sequential([K.Input(shape=(8, 8, 2)), K.Dense(3, weights=[w, b])])
+    x = rng.standard_normal((2, 8, 8, 2)).astype(np.float32)
+    y = graphrt.run_reference(model.to_graph(), x)
+    np.testing.assert_allclose(y, x @ w + b, rtol=1e-5, atol=1e-5)
 
 
 def test_more_errors():

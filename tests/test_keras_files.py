@@ -585,14 +585,15 @@ def test_missing_config_key_names_the_layer(kdir, tmp_path):
 def test_unsupported_options_name_the_layer():
     base = [layer("InputLayer", "i", batch_shape=[None, 4])]
     with pytest.raises(UnsupportedError) as info:
-        config_to_graph(sequential(base + [layer("ReLU", "capped", max_value=6.0)]), file="m.json")
-    assert info.value.node == "capped" and info.value.file == "m.json"
+        config_to_graph(sequential(base + [layer("LayerNormalization", "rms", rms_scaling=True)]),
+                        file="m.json")
+    assert info.value.node == "rms" and info.value.file == "m.json"
     with pytest.raises(UnsupportedError) as info:
         config_to_graph(sequential(base + [layer("Dense", "q", units=2,
                                                  quantization_config={"mode": "int8"})]))
     assert info.value.node == "q" and "quantization_config" in str(info.value)
     with pytest.raises(UnsupportedError, match="activation"):
-        config_to_graph(sequential(base + [layer("Activation", "g", activation="gelu")]))
+        config_to_graph(sequential(base + [layer("Activation", "g", activation="mish")]))
     with pytest.raises(ShapeError):
         config_to_graph(sequential([layer("InputLayer", "i", batch_shape=[None, None, 3]),
                                     layer("Dense", "d", units=2)]))
@@ -672,3 +673,57 @@ def test_not_a_model_file(tmp_path):
     h5.write_bytes(h5_bytes({}))
     with pytest.raises(UnsupportedError, match="HDF5"):
         graphrt.load(h5)
+
+
+# ----------------------------------------------------------------------------- issue 15: no silent wrong answer
+
+def test_load_honours_weights_for_a_json_config(kdir, tmp_path):
+    """graphrt.load(json, weights=...) uses the given weights (.keras or .weights.h5)."""
+    x = np.load(kdir / "seed_cnn_32_input.npy")
+    want = np.load(kdir / "seed_cnn_32_output.npy")
+    g = graphrt.load(kdir / "seed_cnn_32.json", weights=kdir / "seed_cnn_32.keras")
+    assert rel_err(graphrt.run_reference(g, x), want) < 1e-4
+    with zipfile.ZipFile(kdir / "seed_cnn_32.keras") as zf:
+        (tmp_path / "m.weights.h5").write_bytes(zf.read("model.weights.h5"))
+    g = graphrt.load(kdir / "seed_cnn_32.json", weights=tmp_path / "m.weights.h5")
+    assert rel_err(graphrt.run_reference(g, x), want) < 1e-4
+
+
+def test_a_json_config_without_weights_warns_naming_the_file(kdir):
+    path = kdir / "seed_cnn_32.json"
+    with pytest.warns(graphrt.MissingWeightsWarning, match="seed_cnn_32.json"):
+        graphrt.load(path)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphrt.MissingWeightsWarning)
+        graphrt.load(path, weights=kdir / "seed_cnn_32.keras")
+        graphrt.load(kdir / "seed_cnn_32.keras")
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_4d_outputs_come_back_in_the_models_layout(fmt):
+    """A channels_last model returns NHWC outputs, as Keras does (and channels_first NCHW)."""
+    rng = np.random.default_rng(4)
+    shape = [None, 5, 4, 2] if fmt == "channels_last" else [None, 2, 5, 4]
+    conv = dict(strides=[1, 1], padding="same", data_format=fmt, dilation_rate=[1, 1],
+                groups=1, activation="linear", use_bias=True)
+    config = functional([
+        flayer("InputLayer", "img", [], batch_shape=shape),
+        flayer("Conv2D", "p", ["img"], filters=3, kernel_size=[3, 3], **conv),
+        flayer("GlobalAveragePooling2D", "gap", ["p"], data_format=fmt),
+    ], ["img"], ["p", "gap", "img"])
+    weights = random_weights(rng, p=[(3, 3, 2, 3), (3,)])
+    g = config_to_graph(config, weights=weights)
+    x = rng.standard_normal((2, 5, 4, 2))
+    p = conv_nhwc(x, np.asarray(weights["p"][0], np.float64), (1, 1), "same", (1, 1)) \
+        + weights["p"][1]
+    feed = x if fmt == "channels_last" else x.transpose(0, 3, 1, 2)
+    out = graphrt.run_reference(g, feed.astype(np.float32))
+    got = [out[t] for t in g.outputs]
+    if fmt == "channels_first":
+        p = p.transpose(0, 3, 1, 2)
+    assert got[0].shape == p.shape and rel_err(got[0], p) < 1e-5
+    assert rel_err(got[1], p.mean(axis=(1, 2) if fmt == "channels_last" else (2, 3))) < 1e-5
+    np.testing.assert_array_equal(got[2], feed.astype(np.float32))
+    exe = graphrt.compile(g, device="cpu", batch_size=2, opt_level=3)
+    assert rel_err(exe(feed.astype(np.float32))[g.outputs[0]], p) < 1e-5

@@ -43,15 +43,26 @@ INCLUDE = {
         r"test_logsoftmax_", r"test_dropout_", r"test_identity", r"test_concat_", r"test_flatten_",
         r"test_reshape_", r"test_transpose_", r"test_unsqueeze", r"test_(constant|edge|reflect|wrap)_pad",
         r"test_constant$", r"test_constantofshape_", r"test_shape", r"test_gather_(\d|2d|negative)",
-        r"test_slice", r"test_cast_"],
+        r"test_slice", r"test_cast_",
+        # issue 15: the ops computed at run time
+        r"test_clip", r"test_reduce_(l1|l2|log_sum|log_sum_exp|max|mean|min|prod|sum|sum_square)_",
+        r"test_hardswish", r"test_hardsigmoid", r"test_resize_", r"test_upsample_",
+        r"test_layer_normalization_", r"test_erf", r"test_gelu_", r"test_elu", r"test_selu",
+        r"test_prelu_", r"test_softplus", r"test_softsign", r"test_convtranspose", r"test_argmax_",
+        r"test_argmin_", r"test_pow", r"test_sqrt", r"test_div", r"test_sub", r"test_where_",
+        r"test_expand_", r"test_tile", r"test_equal", r"test_abs", r"test_exp($|_)", r"test_log$",
+        r"test_max_", r"test_min_", r"test_castlike_"],
+    "SimpleModel": [r"test_expand_shape_model"],
     "RealModel": [r"test_(bvlc_alexnet|densenet121|inception_v1|inception_v2|resnet50|shufflenet|"
                   r"squeezenet|vgg19|zfnet512)$"],
     "PyTorchConvertedModel": [
         r"test_(AvgPool|BatchNorm|ConstantPad2d|ZeroPad2d|ReflectionPad2d|ReplicationPad2d|Conv[123]d|"
-        r"LeakyReLU|Linear|LogSoftmax|MaxPool|ReLU|Sigmoid|Softmax$|Tanh|log_softmax|softmax_)"],
+        r"LeakyReLU|Linear|LogSoftmax|MaxPool|ReLU|Sigmoid|Softmax$|Tanh|log_softmax|softmax_|"
+        r"ConvTranspose2d|ELU|PReLU|SELU|Softplus|Softsign)"],
     "PyTorchOperatorModel": [
         r"test_operator_(add_|addconstant|addmm|basic|concat2|conv$|flatten|index|maxpool|mm|"
-        r"non_float_params|pad|params|permute2|symbolic_override_nested|view)"],
+        r"non_float_params|pad|params|permute2|symbolic_override_nested|view|clip|convtranspose|"
+        r"exp|max|min|pow|reduced_|repeat|selu|sqrt)"],
 }
 SLOW_REAL = {"test_vgg19", "test_densenet121", "test_shufflenet"}  # several seconds each
 

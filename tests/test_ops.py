@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 
 import graphrt
 import naive
+import test_activation_ops as act_ops  # the activations of graphrt.ops.activation (naive_ext)
+import test_binary_reduce_ops as br_ops  # binary, reduce and layer_norm ops (naive_ext)
+import test_spatial_index_ops as si_ops  # resize, conv2d_transpose, slicing and indexing
 import test_grad_ops as grad_ops  # the gradient and training ops' tests (naive loops: naive_grad)
 from graphrt import Graph
 from graphrt.ops import OpPattern, all_ops
@@ -684,6 +687,24 @@ NAIVE_TESTS = {
     "max_pool_grad": grad_ops.test_max_pool_grad, "avg_pool_grad": grad_ops.test_avg_pool_grad,
     "lrn_grad": grad_ops.test_lrn_grad, "batch_norm_train_grad": grad_ops.test_batch_norm_train_grad,
     "sgd_update": test_sgd_update_and_step_counter, "step_counter": test_sgd_update_and_step_counter,
+    **{op: act_ops.test_activation_against_its_naive_loop for op in act_ops.OPS},
+    "unary_grad": act_ops.test_unary_grad_against_the_exact_derivative,
+    **{op: br_ops.test_binary_against_naive for op in br_ops.ARITH},
+    "where": br_ops.test_nary_maximum_minimum_and_where_and_equal,
+    **{op: br_ops.test_nary_maximum_minimum_and_where_and_equal for op in br_ops.COMPARISONS},
+    "cast": br_ops.test_cast, "binary_grad": br_ops.test_binary_grad_against_naive,
+    "reduce": br_ops.test_reduce_against_naive, "arg_reduce": br_ops.test_arg_reduce_against_naive,
+    "reduce_grad": br_ops.test_reduce_grad_against_differences_of_the_naive_reduce,
+    "layer_norm": br_ops.test_layer_norm_against_naive,
+    "layer_norm_grad": br_ops.test_layer_norm_grad_against_differences_of_the_naive,
+    "resize": si_ops.test_resize_against_naive,
+    "resize_grad": si_ops.test_resize_grad_is_the_adjoint_of_the_naive_resize,
+    "conv2d_transpose": si_ops.test_conv2d_transpose_against_naive,
+    "slice": si_ops.test_slice_against_naive, "tile": si_ops.test_tile_and_expand_against_naive,
+    "expand": si_ops.test_tile_and_expand_against_naive,
+    "embedding": si_ops.test_embedding_and_its_gradient_against_naive,
+    "embedding_grad": si_ops.test_embedding_and_its_gradient_against_naive,
+    "pad_grad": si_ops.test_pad_grad_is_the_adjoint_of_the_naive_pad,
 }
 
 

@@ -4,7 +4,8 @@
 |---------|----------------------------------------|------------------------------|
 | caffe   | ``.prototxt``                          | ``.caffemodel``              |
 | mxnet   | ``-symbol.json``                       | ``.params``                  |
-| keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive / none    |
+| keras   | ``.keras`` archive, ``to_json()`` JSON | inside the archive, or       |
+|         |                                        | ``.keras``/``.weights.h5``   |
 | graphrt | ``.npz`` saved by ``Trainer.save``     | inside the archive           |
 | onnx    | ``.onnx`` (needs the ``onnx`` package) | initializers                 |
 
@@ -124,7 +125,7 @@ def _load(path: Path, fmt: str, weights, *, phase, stage, input_shape, classes, 
     if fmt == "keras":
         from .keras.files import load_keras
 
-        return load_keras(path, seed=seed)
+        return load_keras(path, seed=seed, weights=weights)
     if fmt == "onnx":
         from .onnx.importer import load_onnx
 

@@ -90,5 +90,10 @@ class FallbackWarning(UserWarning):
     with its reason); explicit copy nodes move their tensors every step."""
 
 
-__all__ = ["FallbackWarning", "GraphrtError", "ShapeError", "AttrError", "GraphError",
-           "UnsupportedError", "ParseError", "WeightError", "InputError", "LimitError", "OutOfMemoryError"]
+class MissingWeightsWarning(UserWarning):
+    """A model was loaded from a definition without weights: it runs on initial values."""
+
+
+__all__ = ["FallbackWarning", "MissingWeightsWarning", "GraphrtError", "ShapeError", "AttrError",
+           "GraphError", "UnsupportedError", "ParseError", "WeightError", "InputError", "LimitError",
+           "OutOfMemoryError"]

@@ -77,7 +77,7 @@ def _forward(attrs, inputs, outputs):
         out[:, gi * og:(gi + 1) * og] = res.transpose(0, 3, 1, 2)
     if len(inputs) == 3:
         out += inputs[2].reshape(1, o, 1, 1)
-    activate(out, attrs["activation"], attrs["negative_slope"])
+    activate(out, attrs["activation"], attrs["negative_slope"], attrs["activation_params"])
 
 
 def _cost(attrs, ins, outs, batch):

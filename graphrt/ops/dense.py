@@ -34,7 +34,7 @@ def _forward(attrs, inputs, outputs):
     np.matmul(inputs[0], inputs[1].T, out=outputs[0])
     if len(inputs) == 3:
         outputs[0] += inputs[2]
-    activate(outputs[0], attrs["activation"], attrs["negative_slope"])
+    activate(outputs[0], attrs["activation"], attrs["negative_slope"], attrs["activation_params"])
 
 
 def _cost(attrs, ins, outs, batch):

@@ -15,14 +15,19 @@
   kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox keyed by ``seed``
   at the step ``counter`` (a state input it increments in place), so a step is reproducible.
 - ``identity``: y = x.
-- ``elementwise_chain``: a fused run of the unary ops above, ``steps`` = ((op, attrs), ...), applied
-  in order in one pass over the data (made by the ``fuse_elementwise`` pass).
+- ``elementwise_chain``: a fused run of the unary ops above and the activations of
+  :mod:`.activation`, ``steps`` = ((op, attrs), ...), applied in order in one pass over the data
+  (made by the ``fuse_elementwise`` pass).
+- The conv2d/dense epilogue (``EPILOGUE_ATTRS``): ``activation`` (relu, tanh, sigmoid or any
+  differentiable activation of :mod:`.activation`), ``negative_slope`` for relu and
+  ``activation_params`` ((name, value) pairs) for the others.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import Node, TensorSpec, spec_error
+from . import activation
 from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
                        nonnegative, register, to_float, to_int)
 
@@ -70,17 +75,24 @@ def broadcast_shape(ins, node=None) -> tuple:
     return tuple(out)
 
 
-ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
+#: the activations a conv2d/dense epilogue applies: relu (with ``negative_slope``), tanh, sigmoid
+#: and every differentiable activation of :mod:`.activation` (with ``activation_params``)
+ACTIVATIONS = ("none", "relu", "tanh", "sigmoid") + tuple(
+    name for name, d in activation.DEFS.items() if d.differentiable)
 
 
-def activate(out: np.ndarray, activation: str, negative_slope: float = 0.0) -> None:
+def activate(out: np.ndarray, activation_name: str, negative_slope: float = 0.0,
+             params=()) -> None:
     """Apply a fused activation epilogue in place (conv2d/dense ``activation`` attribute)."""
-    if activation == "relu":
+    if activation_name == "relu":
         _relu({"negative_slope": negative_slope}, [out], [out])
-    elif activation == "tanh":
+    elif activation_name == "tanh":
         np.tanh(out, out=out)
-    elif activation == "sigmoid":
+    elif activation_name == "sigmoid":
         _sigmoid({}, [out], [out])
+    elif activation_name != "none":
+        attrs = activation.OPS[activation_name].normalize_attrs(dict(params))
+        activation.apply(activation_name, attrs, out, out)
 
 
 def epilogue_backward(ctx, node, dy: str) -> str:
@@ -90,6 +102,11 @@ def epilogue_backward(ctx, node, dy: str) -> str:
     if kind == "none":
         return dy
     y = node.outputs[0]
+    if kind in activation.DEFS:  # f'(x) needs the pre-activation value: recompute it
+        z = ctx.add(node.op, list(node.inputs), {**node.attrs, "activation": "none",
+                                                 "activation_params": ()})
+        return ctx.add("unary_grad", [dy, z], {"op": kind,
+                                               "params": node.attrs["activation_params"]})
     if kind != "relu":
         return ctx.add(f"{kind}_grad", [dy, y])
     if slope < 0:  # y's sign no longer tells the pre-activation's: recompute it
@@ -225,7 +242,8 @@ def _unary_op(name, forward, flops=1, attrs=None, pattern=OpPattern.ELEMWISE, ba
 
 
 EPILOGUE_ATTRS = {"activation": Attr(choice(*ACTIVATIONS), "none"),
-                  "negative_slope": Attr(to_float, 0.0)}
+                  "negative_slope": Attr(to_float, 0.0),
+                  "activation_params": Attr(activation.params_attr, ())}
 RELU = _unary_op("relu", _relu, attrs={"negative_slope": Attr(to_float, 0.0)},
                  backward=_relu_backward)
 TANH = _unary_op("tanh", _tanh, flops=4, backward=_tanh_backward)
@@ -327,7 +345,8 @@ def _chain_cost(attrs, ins, outs, batch):
     return flops, ins[0].nbytes(batch) + outs[0].nbytes(batch)
 
 
-UNARY = {op.name: op for op in (RELU, TANH, SIGMOID, SCALE, DROPOUT, IDENTITY)}
+UNARY = {op.name: op for op in (RELU, TANH, SIGMOID, SCALE, DROPOUT, IDENTITY,
+                                *activation.OPS.values())}
 ELEMENTWISE_CHAIN = register(OpDef(
     name="elementwise_chain", family="elementwise", arity=(1, 1), attrs={"steps": Attr(_steps)},
     infer=_unary, forward=_chain, cost=_chain_cost, pattern=OpPattern.ELEMWISE, inplace=0,

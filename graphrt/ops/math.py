@@ -6,16 +6,21 @@
   their unit axis is dropped from the result. The symbolic batch is never contracted: a batched
   left operand of rank 2 has it as its rows, a batched operand of rank 3 or more as its first stack
   axis, and it must be the result's first axis.
-- ``pad``: constant padding of every axis. ``pads`` = (begin_0, ..., begin_{r-1}, end_0, ...,
-  end_{r-1}) as in ONNX Pad; negative values crop; ``value`` fills the new elements. The batch axis
-  of a batched input is neither padded nor cropped.
+- ``pad``: padding of every axis. ``pads`` = (begin_0, ..., begin_{r-1}, end_0, ...,
+  end_{r-1}) as in ONNX Pad; negative values crop (first); ``mode`` "constant" fills the new
+  elements with ``value``, "reflect" mirrors the input without repeating its edge, "edge" repeats
+  the edge, "wrap" continues periodically (numpy's pad modes, ONNX Pad's). The batch axis of a
+  batched input is neither padded nor cropped.
+- ``pad_grad(dy)`` (with ``pads``, ``mode`` and ``input_shape``, the input's shape after its
+  batch): the gradient of a non-constant ``pad``: each output element's gradient added to the input
+  element it copies.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import TensorSpec, spec_error
-from .registry import Attr, OpDef, OpPattern, float_dtype, ints, register, to_float
+from .registry import Attr, OpDef, OpPattern, choice, float_dtype, ints, register, to_float
 
 
 def _dim(d) -> str:
@@ -91,9 +96,31 @@ def _pad_infer(attrs, ins, node):
     return [TensorSpec(tuple(shape), x.dtype)]
 
 
+def source_index(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """For one axis of length ``n`` padded by (lo, hi) >= 0: the input index every output index
+    copies (numpy's reflect, edge or wrap)."""
+    return np.pad(np.arange(n), (lo, hi), mode={"reflect": "reflect", "edge": "edge",
+                                               "wrap": "wrap"}[mode])
+
+
+def _cropped(x, pads):
+    """x cropped by the negative pads, and the remaining (non-negative) pads."""
+    rank = x.ndim
+    index = tuple(slice(max(0, -lo), n - max(0, -hi)) for n, lo, hi in
+                  zip(x.shape, pads[:rank], pads[rank:]))
+    return x[index], [max(0, p) for p in pads]
+
+
 def _pad(attrs, inputs, outputs):
     x, out = inputs[0], outputs[0]
     rank, pads = x.ndim, attrs["pads"]
+    if attrs["mode"] != "constant":
+        xc, p = _cropped(x, pads)
+        for axis in range(rank):
+            xc = np.take(xc, source_index(xc.shape[axis], p[axis], p[axis + rank], attrs["mode"]),
+                         axis=axis)
+        np.copyto(out, xc)
+        return
     out.fill(attrs["value"])
     src, dst = [], []
     for n, lo, hi in zip(x.shape, pads[:rank], pads[rank:]):
@@ -108,13 +135,64 @@ def _pad_cost(attrs, ins, outs, batch):
 
 
 def _pad_backward(ctx, node, dys):
-    """Padding's gradient crops and cropping's pads: pad with the pads negated (value 0)."""
-    if not ctx.wants(0):
+    """Constant padding's gradient crops and cropping's pads: pad with the pads negated (value 0);
+    the other modes add the copies back (pad_grad)."""
+    if not ctx.wants(0) or dys[0] is None:
         return [None]
+    if node.attrs["mode"] != "constant":
+        shape = ctx.spec(node.inputs[0]).shape
+        return [ctx.add("pad_grad", [dys[0]], {"pads": node.attrs["pads"], "mode": node.attrs["mode"],
+                                               "input_shape": shape[1:]})]
     return [ctx.add("pad", [dys[0]], {"pads": [-p for p in node.attrs["pads"]]})]
+
+
+def _pad_modes_infer(attrs, ins, node):
+    if attrs["mode"] != "constant":
+        rank = len(ins[0].shape)
+        for d, lo, hi in zip(ins[0].shape, attrs["pads"][:rank], attrs["pads"][rank:]):
+            d = None if d is None else d - max(0, -lo) - max(0, -hi)  # after cropping
+            if d is not None and attrs["mode"] == "reflect" and max(lo, hi) >= d:
+                raise spec_error(node, f"reflect padding {attrs['pads']} needs pads smaller than "
+                                       f"the axis of input {ins[0]}")
+    return _pad_infer(attrs, ins, node)
 
 
 PAD = register(OpDef(
     name="pad", family="math", arity=(1, 1),
-    attrs={"pads": Attr(ints), "value": Attr(to_float, 0.0)}, infer=_pad_infer, forward=_pad,
-    cost=_pad_cost, pattern=OpPattern.INJECTIVE, backward=_pad_backward, doc=__doc__))
+    attrs={"pads": Attr(ints), "value": Attr(to_float, 0.0),
+           "mode": Attr(choice("constant", "reflect", "edge", "wrap"), "constant")},
+    infer=_pad_modes_infer, forward=_pad, cost=_pad_cost, pattern=OpPattern.INJECTIVE,
+    backward=_pad_backward, doc=__doc__))
+
+
+def _pad_grad_infer(attrs, ins, node):
+    dy = ins[0]
+    shape = (dy.shape[0],) + tuple(attrs["input_shape"])
+    want = _pad_infer(attrs, [TensorSpec(shape, dy.dtype)], node)[0]
+    if want.shape != dy.shape:
+        raise spec_error(node, f"pad_grad: dy {dy} is not the padding of {shape}")
+    return [TensorSpec(shape, float_dtype(dy, node, "dy"))]
+
+
+def _pad_grad(attrs, inputs, outputs):
+    dy, out = inputs[0], outputs[0]
+    rank, pads = dy.ndim, attrs["pads"]
+    g = np.asarray(dy, np.float64)
+    _, p = _cropped(np.empty(out.shape, np.int8), pads)
+    inner = [n - max(0, -lo) - max(0, -hi) for n, lo, hi in zip(out.shape, pads[:rank], pads[rank:])]
+    for axis in range(rank):  # per axis, add every output slice to the input index it copies
+        idx = source_index(inner[axis], p[axis], p[axis + rank], attrs["mode"])
+        acc = np.zeros(g.shape[:axis] + (inner[axis],) + g.shape[axis + 1:])
+        np.add.at(acc, (slice(None),) * axis + (idx,), g)
+        g = acc
+    out[...] = 0
+    out[tuple(slice(max(0, -lo), n - max(0, -hi)) for n, lo, hi in
+              zip(out.shape, pads[:rank], pads[rank:]))] = g
+
+
+PAD_GRAD = register(OpDef(
+    name="pad_grad", family="grad", arity=(1, 1),
+    attrs={"pads": Attr(ints), "mode": Attr(choice("reflect", "edge", "wrap")),
+           "input_shape": Attr(ints)},
+    infer=_pad_grad_infer, forward=_pad_grad, cost=_pad_cost, pattern=OpPattern.INJECTIVE,
+    doc=__doc__))

@@ -1,4 +1,5 @@
-"""fuse_conv_activation: absorb the activation (relu with any slope, tanh, sigmoid) that alone reads
+"""fuse_conv_activation: absorb the activation (relu with any slope, tanh, sigmoid, and the
+activations of :mod:`graphrt.ops.activation` such as clip (ReLU6), hard_swish, gelu) that alone reads
 a convolution's or dense layer's output into that layer's epilogue, so bias and activation are
 applied while the GEMM result is still in cache.
 
@@ -10,9 +11,10 @@ activation in ``absorbed``.
 from __future__ import annotations
 
 from ..ir import Graph
+from ..ops.elementwise import ACTIVATIONS
 from .pipeline import each_node, register_pass
 
-FUSABLE = {"relu", "tanh", "sigmoid"}
+FUSABLE = set(ACTIVATIONS) - {"none"}
 
 
 def _fusable_producer(g: Graph, node):
@@ -35,7 +37,8 @@ def fuse_conv_activation(graph: Graph) -> Graph:
         prod = _fusable_producer(g, node)
         if prod is None:
             continue
-        attrs = dict(prod.attrs, activation=node.op,
+        params = () if node.op in ("relu", "tanh", "sigmoid") else tuple(sorted(node.attrs.items()))
+        attrs = dict(prod.attrs, activation=node.op, activation_params=params,
                      negative_slope=node.attrs.get("negative_slope", 0.0))
         fused = prod.replace(attrs=attrs, outputs=node.outputs,
                              absorbed=prod.absorbed + (node.source.layer or node.name,) + node.absorbed)

@@ -23,7 +23,7 @@ def _key(g: Graph, node: Node):
     kh, kw = g.specs[node.inputs[1]].shape[2:]
     a = node.attrs
     return (node.inputs[0], kh, kw, a["stride"], a["pads"], a["dilation"], a["activation"],
-            a["negative_slope"], len(node.inputs))
+            a["negative_slope"], a["activation_params"], len(node.inputs))
 
 
 @register_pass("merge_sibling_convs", opt_level=3)

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..devices import get_device
-from ..ir.errors import FallbackWarning, GraphrtError, OutOfMemoryError
+from ..ir.errors import FallbackWarning, GraphrtError, InputError, OutOfMemoryError
 from ..ir import Graph
 from ..ir.gcpause import gc_paused
 from ..memory import plan_memory
@@ -30,6 +30,9 @@ from ..ops.reference import check_feeds
 from .ledger import Ledger
 from .prefetch import SLOTS, Prefetcher
 from .program import Program
+
+#: outputs that are batch means (losses, accuracy): a chunked run averages them by chunk size
+CHUNK_MEANS = ("softmax_cross_entropy", "nll_loss", "accuracy")
 
 
 def as_graph(model) -> Graph:
@@ -235,6 +238,7 @@ class Executable:
         return iter(Prefetcher(self, batches, copy=copy, outputs=outputs))
 
     def _run_chunks(self, feeds: dict, batch: int, outputs: str = "host"):
+        self._check_chunkable(batch)
         parts, sizes = [], []
         for start in range(0, batch, self.batch_size):
             chunk = {k: (v[start:start + self.batch_size] if self.source.specs[k].batched else v)
@@ -250,6 +254,18 @@ class Executable:
         outs = [np.concatenate(p) if p[0].ndim else np.asarray(np.average(p, weights=sizes), p[0].dtype)
                 for p in zip(*parts)]
         return outs[0] if len(outs) == 1 else dict(zip(self.output_names, outs))
+
+    def _check_chunkable(self, batch: int) -> None:
+        """An output computed over the whole batch (a reduction over axis 0) cannot be put together
+        from chunks; only batch-mean losses can (their chunks are averaged)."""
+        for name in self.source.outputs:
+            spec, prod = self.source.specs[name], self.source.producer(name)
+            if not spec.batched and prod is not None and prod.op not in CHUNK_MEANS and any(
+                    self.source.specs[t].batched for t in self.source.inputs):
+                raise InputError(f"output {name!r} is computed over the whole batch, so a batch of "
+                                 f"{batch} cannot run in chunks of this executable's batch_size "
+                                 f"{self.batch_size}: compile with batch_size >= {batch}",
+                                 node=name)
 
     def __repr__(self) -> str:
         return (f"<Executable {self.source.name!r} on {self.device.kind}, batch {self.batch_size}, "

@@ -59,7 +59,13 @@ def _bn(g, rng, x):
 
 
 LAYERS = ("conv", "conv_bn", "relu", "leaky_relu", "tanh", "sigmoid", "max_pool", "avg_pool",
-          "lrn", "scale", "dropout", "zero_pad")
+          "lrn", "scale", "dropout", "zero_pad", "activation", "resize", "layer_norm", "prelu",
+          "deconv", "crop")
+# activations drawn for the "activation" layer (graphrt.ops.activation), with their attributes
+ACTIVATIONS = (("clip", {"min": 0.0, "max": 6.0}), ("hard_swish", {}), ("gelu", {}),
+               ("gelu", {"approximate": "tanh"}), ("swish", {}), ("elu", {"alpha": 0.5}),
+               ("selu", {}), ("softplus", {}), ("softsign", {}), ("hard_sigmoid", {}),
+               ("erf", {}), ("abs", {}))
 
 
 def _apply_layer(g: Graph, rng, draw, x: str, kind: str) -> str:
@@ -74,6 +80,11 @@ def _apply_layer(g: Graph, rng, draw, x: str, kind: str) -> str:
         return _bn(g, rng, y) if kind == "conv_bn" else y
     if kind in ("relu", "tanh", "sigmoid"):
         return g.add_node(kind, [x])
+    if kind == "activation":
+        op, attrs = draw(st.sampled_from(ACTIVATIONS))
+        return g.add_node(op, [x], attrs=attrs)
+    if kind in ("resize", "layer_norm", "prelu", "deconv", "crop"):
+        return _apply_more(g, rng, draw, x, kind)
     if kind == "leaky_relu":
         return g.add_node("relu", [x], attrs={"negative_slope": 0.1})
     if kind in ("max_pool", "avg_pool"):
@@ -94,6 +105,33 @@ def _apply_layer(g: Graph, rng, draw, x: str, kind: str) -> str:
     return g.add_node("zero_pad", [x], attrs={"pads": tuple(draw(st.integers(0, 1)) for _ in range(4))})
 
 
+def _apply_more(g: Graph, rng, draw, x: str, kind: str) -> str:
+    """The layers of the ops added with issue 15: resize, layer_norm, prelu, conv2d_transpose,
+    slice."""
+    st = _st()
+    c, h, w = g.specs[x].shape[1:]
+    if kind == "resize":
+        mode = draw(st.sampled_from(["nearest", "linear", "cubic"]))
+        size = (draw(st.integers(max(1, h // 2), 2 * h)), draw(st.integers(max(1, w // 2), 2 * w)))
+        return g.add_node("resize", [x], attrs={"sizes": size, "mode": mode})
+    if kind == "layer_norm":
+        axes = draw(st.sampled_from([(1,), (1, 2, 3), (2, 3)]))
+        shape = tuple(g.specs[x].shape[a] for a in axes)
+        return g.add_node("layer_norm", [x, _param(g, rng, g.unique_name("ln_scale"), shape, 1.0),
+                                         _param(g, rng, g.unique_name("ln_bias"), shape, 0.1)],
+                          attrs={"axes": axes})
+    if kind == "prelu":
+        slope = g.add_param(g.unique_name("slope"), rng.uniform(0, 0.5, (c, 1, 1)).astype(np.float32))
+        return g.add_node("prelu", [x, slope])
+    if kind == "deconv":
+        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+        w_ = _param(g, rng, g.unique_name("deconv_weight"), (c, draw(st.integers(1, 3)), k, k))
+        return g.add_node("conv2d_transpose", [x, w_], attrs={"stride": s, "pads": (k - 1) // 2})
+    if h < 3 or w < 3:
+        return x
+    return g.add_node("slice", [x], attrs={"starts": (1, 1), "ends": (-1, -1), "axes": (2, 3)})
+
+
 def _head(g: Graph, rng, draw, x: str, classes: int) -> str:
     st = _st()
     y = g.add_node("flatten", [x])
@@ -111,7 +149,8 @@ def _head(g: Graph, rng, draw, x: str, classes: int) -> str:
 
 def sequential_graphs(max_nodes: int = 8, channels: tuple = (1, 6), spatial: tuple = (4, 12),
                       classes: int = 5, head: bool | None = None):
-    """Random Sequential stacks (conv, bn, activations, pooling, LRN, scale, dropout, padding),
+    """Random Sequential stacks (conv, bn, activations (also those of :data:`ACTIVATIONS`), pooling,
+    LRN, scale, dropout, padding),
     optionally ending in flatten -> dense -> softmax. Every drawn graph passes ``verify()``."""
     st = _st()
 

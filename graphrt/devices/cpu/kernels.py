@@ -26,8 +26,10 @@ what the reference forward computes, in the same dtype (float64 where the refere
 - ``lrn``: one channel plane (of a chunk of images) at a time: squares in a float64 ring of
   ``size`` planes, a float64 running window sum (the reference's float64 accuracy without its
   full-size temporaries), ``s ** -0.75`` as two square roots.
-- unary ops and ``elementwise_chain``, ``add``: ops that need temporaries (leaky relu, sigmoid,
-  weighted add) run block by block with workspace temporaries — a chain re-reads each block from cache.
+- unary ops (also the activations of :mod:`graphrt.ops.activation`, whose arithmetic takes its
+  scratch arrays as arguments) and ``elementwise_chain``, ``add``: ops that need temporaries (leaky
+  relu, sigmoid, gelu, swish, weighted add) run block by block with workspace temporaries — a
+  chain re-reads each block from cache.
 - ``softmax`` / ``log_softmax``: reductions into the workspace.
 - ``split`` / ``concat`` (when the plan did not alias them), ``zero_pad``, ``flatten``/``reshape``,
   ``transpose``, ``batch_norm``, ``channel_affine``: copies and broadcasts with no temporaries.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Graph, Node
+from ...ops import activation
 from ...ops.pool import avg_divisor, pool_geometry
 
 BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
@@ -127,7 +130,7 @@ TEMPS = {"relu": 0, "tanh": 0, "sigmoid": 2, "scale": 0, "dropout": 0, "identity
 def _temps_needed(op: str, attrs) -> int:
     if op == "relu" and attrs.get("negative_slope", 0.0) != 0.0:
         return 1
-    return TEMPS[op]
+    return TEMPS[op] if op in TEMPS else activation.DEFS[op].temps
 
 
 def _step(op: str, attrs, x: np.ndarray, out: np.ndarray, t1, t2) -> None:
@@ -161,8 +164,8 @@ def _step(op: str, attrs, x: np.ndarray, out: np.ndarray, t1, t2) -> None:
     elif op in ("dropout", "identity"):
         if out is not x:
             np.copyto(out, x)
-    else:  # pragma: no cover - the registry's UNARY set is closed
-        raise KeyError(op)
+    else:  # the activations of graphrt.ops.activation compute into the given scratch
+        activation.DEFS[op].compute(attrs, x, out, [t1, t2][:activation.DEFS[op].temps])
 
 
 def _run_steps(steps, x: np.ndarray, out: np.ndarray, ws) -> None:
@@ -187,20 +190,28 @@ def _run_steps(steps, x: np.ndarray, out: np.ndarray, ws) -> None:
             src = ob
 
 
-def _activate(out: np.ndarray, activation: str, slope: float, ws) -> None:
+def _epilogue_step(attrs) -> tuple:
+    """The conv2d/dense epilogue as one elementwise step (op, attrs)."""
+    act = attrs.get("activation", "none")
+    if act == "relu":
+        return act, {"negative_slope": attrs.get("negative_slope", 0.0)}
+    if act in activation.DEFS:
+        return act, activation.OPS[act].normalize_attrs(dict(attrs.get("activation_params", ())))
+    return act, {}
+
+
+def _activate(out: np.ndarray, attrs, ws) -> None:
     """The conv2d/dense epilogue in place, temporaries from ``ws`` (see :func:`_epilogue_temps`)."""
-    if activation == "none":
+    if attrs["activation"] == "none":
         return
-    steps = ((activation, {"negative_slope": slope} if activation == "relu" else {}),)
-    _run_steps(steps, out, out, ws)
+    _run_steps((_epilogue_step(attrs),), out, out, ws)
 
 
 def _epilogue_temps(attrs) -> int:
     """Block temporaries the fused activation needs."""
-    act = attrs.get("activation", "none")
-    if act == "none":
+    if attrs.get("activation", "none") == "none":
         return 0
-    return _temps_needed(act, {"negative_slope": attrs.get("negative_slope", 0.0)})
+    return _temps_needed(*_epilogue_step(attrs))
 
 
 def _unary_workspace(node: Node, graph: Graph, batch: int) -> int:
@@ -306,12 +317,11 @@ def conv2d(attrs, inputs, outputs, ws):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh, ow = out.shape[2:]
-    act, slope = attrs["activation"], attrs["negative_slope"]
     if _is_pointwise(attrs, kh, kw):
         _conv_pointwise(attrs, x, w, out)
         if bias is not None:
             out += bias.reshape(1, o, 1, 1)
-        _activate(out, act, slope, ws)
+        _activate(out, attrs, ws)
         return
     mode, count, padded, _ = _conv_plan(n, c, h, wd, o, cg, kh, kw, oh, ow, attrs, x.dtype.itemsize)
     wsd = ws.view(x.dtype)
@@ -323,7 +333,7 @@ def conv2d(attrs, inputs, outputs, ws):
                 r1 = min(oh, r0 + count)
                 region = out[i, :, r0:r1]
                 _conv_gather_gemm(attrs, xi, w, region, r0, cols)
-                _epilogue(region, bias, act, slope, cols)
+                _epilogue(region, bias, attrs, cols)
     else:
         for start in range(0, n, count):
             stop = min(n, start + count)
@@ -333,13 +343,13 @@ def conv2d(attrs, inputs, outputs, ws):
                 xs = _pad_into(xs, attrs["pads"], wsd[:padded * m])
             cols = wsd[padded * m:]
             _conv_images(attrs, xs, w, out[start:stop], cols)
-            _epilogue(out[start:stop], bias, act, slope, cols)
+            _epilogue(out[start:stop], bias, attrs, cols)
 
 
-def _epilogue(region, bias, act, slope, ws):
+def _epilogue(region, bias, attrs, ws):
     """Bias and activation on a region of the output just computed: (O, rows, OW) of one image or
     (images, O, OH, OW)."""
-    if bias is None and act == "none":
+    if bias is None and attrs["activation"] == "none":
         return
     # the two spatial axes merged when their layout allows it: fewer, longer inner loops
     flat = _reshaped(region, region.shape[:-2] + (region.shape[-2] * region.shape[-1],))
@@ -348,7 +358,7 @@ def _epilogue(region, bias, act, slope, ws):
         flat, bshape = region, (-1, 1, 1)
     if bias is not None:
         flat += bias.reshape(bshape)
-    _activate(flat, act, slope, ws)
+    _activate(flat, attrs, ws)
 
 
 def _gemm_into(wg, cols2, dst):
@@ -458,7 +468,7 @@ def dense(attrs, inputs, outputs, ws):
     np.matmul(inputs[0], inputs[1].T, out=out)
     if len(inputs) == 3:
         out += inputs[2]
-    _activate(out, attrs["activation"], attrs["negative_slope"], ws)
+    _activate(out, attrs, ws)
 
 
 def dense_workspace(node: Node, graph: Graph, batch: int) -> int:
@@ -883,7 +893,8 @@ KERNELS = {
     "log_softmax": log_softmax, "elementwise_chain": elementwise_chain, "add": add,
     "concat": concat, "split": split, "flatten": reshape, "reshape": reshape,
     "transpose": transpose, "zero_pad": zero_pad,
-    **{op: _unary_kernel(op) for op in ("relu", "tanh", "sigmoid", "scale", "dropout", "identity")},
+    **{op: _unary_kernel(op) for op in ("relu", "tanh", "sigmoid", "scale", "dropout", "identity",
+                                        *activation.DEFS)},
 }
 COPIES = {"concat", "split", "flatten", "reshape", "transpose", "zero_pad"}  # no ufunc: no buffers
 BUFSIZES = {"lrn": 512}  # float32 <-> float64 loops really buffer, three operands of 8 bytes
@@ -894,5 +905,6 @@ WORKSPACES = {
     "softmax": softmax_workspace, "log_softmax": softmax_workspace,
     "elementwise_chain": _unary_workspace, "add": add_workspace,
     "max_pool": pool_workspace, "avg_pool": pool_workspace,
-    **{op: _unary_workspace for op in ("relu", "sigmoid")},
+    **{op: _unary_workspace for op in ("relu", "sigmoid",
+                                       *(n for n, d in activation.DEFS.items() if d.temps))},
 }

@@ -12,18 +12,33 @@ import numpy as np
 
 from ...ir.errors import AttrError, GraphrtError, UnsupportedError, WeightError
 from ..initializers import normal32, uniform32
+from .caffemodel import V1_LAYER_TYPES
 from .prototxt import Message
+from .schema import V1_LAYER_TYPE_NUMBERS
 
 log = logging.getLogger(__name__)
 
-# legacy V1 `layers { type: CONVOLUTION }` enum names -> current type strings
-V1_TYPES = {"ACCURACY": "Accuracy", "BNLL": "BNLL", "CONCAT": "Concat", "CONVOLUTION": "Convolution",
-            "DATA": "Data", "DROPOUT": "Dropout", "ELTWISE": "Eltwise", "FLATTEN": "Flatten",
-            "HDF5_DATA": "HDF5Data", "IMAGE_DATA": "ImageData", "INNER_PRODUCT": "InnerProduct",
-            "LRN": "LRN", "MEMORY_DATA": "MemoryData", "POOLING": "Pooling", "POWER": "Power",
-            "RELU": "ReLU", "SIGMOID": "Sigmoid", "SOFTMAX": "Softmax",
-            "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "TANH": "TanH",
-            "DUMMY_DATA": "DummyData", "WINDOW_DATA": "WindowData"}
+# legacy V1 `layers { type: CONVOLUTION }` enum names -> current type strings (Caffe's upgrade)
+V1_TYPES = {name: V1_LAYER_TYPES[num] for name, num in V1_LAYER_TYPE_NUMBERS.items() if num}
+
+# BVLC layer types graphrt does not convert, and why
+UNSUPPORTED = {
+    "RNN": "recurrent layers are not supported", "LSTM": "recurrent layers are not supported",
+    "LSTMUnit": "recurrent layers are not supported",
+    "Recurrent": "recurrent layers are not supported",
+    "Python": "a Python layer runs user code, which graphrt does not execute (model files are "
+              "data)",
+    "SPP": "spatial pyramid pooling is not supported", "Im2col": "Im2col is not supported",
+    "Filter": "Filter (data-dependent batch size) is not supported",
+    "BatchReindex": "BatchReindex (data-dependent batch order) is not supported",
+    "HDF5Output": "HDF5Output writes files; graphrt does not",
+    "EuclideanLoss": "only the SoftmaxWithLoss loss layer is supported",
+    "SigmoidCrossEntropyLoss": "only the SoftmaxWithLoss loss layer is supported",
+    "HingeLoss": "only the SoftmaxWithLoss loss layer is supported",
+    "InfogainLoss": "only the SoftmaxWithLoss loss layer is supported",
+    "MultinomialLogisticLoss": "only the SoftmaxWithLoss loss layer is supported",
+    "ContrastiveLoss": "only the SoftmaxWithLoss loss layer is supported",
+}
 
 
 def layer_type(layer: Message) -> str:
@@ -165,10 +180,18 @@ def pooling(b, layer, name, inputs):
     sh, sw = _pair(p, "stride", "stride_h", "stride_w", 1)
     ph, pw = _pair(p, "pad", "pad_h", "pad_w", 0)
     attrs = {"kernel": (kh, kw), "stride": (sh, sw), "pads": (ph, pw),
-             "ceil_mode": p.get("round_mode", "CEIL") == "CEIL",
-             "global_pool": bool(p.get("global_pooling", False))}
+             "ceil_mode": _ceil_mode(p), "global_pool": bool(p.get("global_pooling", False))}
     op = "max_pool" if pool in ("MAX", 0) else "avg_pool"
     return _node(b, op, inputs, layer, name, attrs)
+
+
+def _ceil_mode(p: Message) -> bool:
+    """BVLC's ``round_mode`` (CEIL by default) or the forks' ``ceil_mode`` (true by default)."""
+    round_mode, ceil = p.get("round_mode"), p.get("ceil_mode")
+    if round_mode is not None and ceil is not None and (round_mode == "CEIL") != ceil:
+        raise AttrError(f"pooling_param has round_mode {round_mode} and ceil_mode "
+                        f"{str(ceil).lower()}, which disagree")
+    return ceil if ceil is not None else (round_mode or "CEIL") == "CEIL"
 
 
 def lrn(b, layer, name, inputs):

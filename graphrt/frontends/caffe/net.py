@@ -20,11 +20,13 @@ import numpy as np
 
 from ...ir.errors import GraphError, GraphrtError, ParseError, UnsupportedError, WeightError
 from ...ir import Graph, Source
+from . import catalogue
 from . import layers as caffe_layers
 from ..files import bounded_memory
 from .caffemodel import read_caffemodel
 from ...ir.limits import Budget
 from .prototxt import Message, load_prototxt, parse_prototxt
+from .schema import check_net, suggest
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
                "AnnotatedData"}
@@ -43,6 +45,7 @@ def load_caffe(path: str | Path | None = None, weights: str | Path | None = None
     """
     file = str(path) if path is not None else "<prototxt>"
     net = load_prototxt(path) if text is None else parse_prototxt(text, file)
+    net = check_net(net, file)  # caffe.proto's schema: unknown fields are errors, as in Caffe
     stages = (stage,) if isinstance(stage, str) else tuple(stage)  # one stage, or several
     builder = _NetBuilder(net, file, phase.upper(), stages, input_shape, classes, seed)
     graph = builder.build()
@@ -156,7 +159,8 @@ class _NetBuilder:
         if name is None:
             raise ParseError("a layer has no name", file=self.file, line=layer.line)
         tops, bottoms = layer.getall("top"), layer.getall("bottom")
-        if ltype in DATA_LAYERS or ltype == "Input":
+        # a Python layer without bottoms feeds data; one with bottoms computes (unsupported)
+        if (ltype in DATA_LAYERS and not (ltype == "Python" and bottoms)) or ltype == "Input":
             self._add_data_layer(layer, ltype, tops)
             return
         inputs = []
@@ -168,12 +172,10 @@ class _NetBuilder:
                     raise GraphrtError(f"bottom {b!r} of layer {name!r} ({ltype}) is produced by no "
                                        "earlier layer", file=self.file, line=layer.line, node=name)
             inputs.append(self.blobs[b])
-        convert = caffe_layers.CONVERTERS.get(ltype)
+        convert = catalogue.CONVERTERS.get(ltype)
         if convert is None:
-            raise UnsupportedError(f"layer {name!r} has type {ltype!r}, which graphrt does not support "
-                                   f"(supported: {', '.join(sorted(caffe_layers.CONVERTERS))})",
-                                   file=self.file, line=layer.line, node=name)
-        need = caffe_layers.MIN_BOTTOMS.get(ltype, 1)
+            raise self._unknown_type(name, ltype, layer.line)
+        need = catalogue.MIN_BOTTOMS.get(ltype, 1)
         if len(inputs) < need:
             raise GraphError(f"layer {name!r} ({ltype}) needs {need} bottom(s), it has "
                              f"{len(inputs)}", file=self.file, line=layer.line, node=name)
@@ -188,6 +190,19 @@ class _NetBuilder:
         self.consumed.update(inputs)
         for top, tensor in zip(tops, outs):
             self.blobs[top] = tensor
+
+    def _unknown_type(self, name: str, ltype: str, line) -> UnsupportedError:
+        """The error for a layer type graphrt does not convert: why, or the nearest known type."""
+        why = catalogue.UNSUPPORTED.get(ltype)
+        if why is not None:
+            return UnsupportedError(f"layer {name!r} has type {ltype!r}: {why}", file=self.file,
+                                    line=line, node=name)
+        known = set(catalogue.CONVERTERS) | DATA_LAYERS | {"Input"}
+        hint = suggest(ltype, known) or suggest(ltype, catalogue.UNSUPPORTED)
+        return UnsupportedError(f"layer {name!r} has type {ltype!r}, which is neither a BVLC Caffe "
+                                f"layer graphrt converts nor a known fork layer{hint} (supported: "
+                                f"{', '.join(sorted(catalogue.CONVERTERS))})", file=self.file,
+                                line=line, node=name)
 
     def _add_data_layer(self, layer: Message, ltype: str, tops: list[str]):
         line = layer.line

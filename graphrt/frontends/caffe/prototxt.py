@@ -72,10 +72,11 @@ class Message:
     ``line`` is the 1-based line where the message starts (the field name of a nested message).
     """
 
-    __slots__ = ("_fields", "_index", "_lines", "line")
+    __slots__ = ("_fields", "_field_lines", "_index", "_lines", "line")
 
     def __init__(self, fields: Iterable[tuple[str, Any]] = (), line: int | None = None):
         self._fields: list[tuple[str, Any]] = []
+        self._field_lines: list[int | None] = []
         self._index: dict[str, list[Any]] = {}
         self._lines: dict[str, list[int | None]] = {}
         self.line = line
@@ -85,6 +86,7 @@ class Message:
     def add(self, name: str, value: Any, line: int | None = None) -> None:
         """Append one field; ``line`` is where it appears in the source, if known."""
         self._fields.append((name, value))
+        self._field_lines.append(line)
         self._index.setdefault(name, []).append(value)
         self._lines.setdefault(name, []).append(line)
 
@@ -92,6 +94,10 @@ class Message:
     def fields(self) -> list[tuple[str, Any]]:
         """All fields as ``(name, value)`` pairs in source order (a copy)."""
         return list(self._fields)
+
+    def items(self) -> list[tuple[str, Any, int | None]]:
+        """All fields as ``(name, value, line)`` triples in source order."""
+        return [(n, v, line) for (n, v), line in zip(self._fields, self._field_lines)]
 
     def get(self, name: str, default: Any = None) -> Any:
         """The last value of field ``name`` (protobuf's rule for a singular field), or ``default``."""

@@ -15,7 +15,10 @@ Layers
 (Keras 1: ``Convolution2D(nb_filter, nb_row, nb_col, border_mode=, subsample=, dim_ordering=)``),
 ``MaxPooling2D``, ``AveragePooling2D``, ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``,
 ``BatchNormalization``, ``Activation``, ``ReLU``, ``LeakyReLU``, ``Softmax``, ``Dropout``,
-``Flatten``. Keras 1 keyword spellings (``init``, ``bias``, ``output_dim``, ``border_mode``,
+``Flatten``, and the Keras 3 layers of ``keras.applications`` (:mod:`.more_layers`,
+:mod:`.norm_layers`): ``ZeroPadding2D``, ``Cropping2D``, ``DepthwiseConv2D``,
+``SeparableConv2D``, ``Conv2DTranspose``, ``UpSampling2D``, ``Reshape``, ``Permute``,
+``Rescaling``, ``Normalization``, ``LayerNormalization``, ``LayerScale``. Keras 1 keyword spellings (``init``, ``bias``, ``output_dim``, ``border_mode``,
 ``subsample``, ``dim_ordering``, ``p``) are accepted by the Keras 2 classes too. Regularizers and
 constraints are accepted and ignored (they do not change the forward graph).
 
@@ -85,6 +88,9 @@ from .builder import (CHANNELS_FIRST, CHANNELS_LAST, GraphBuilder, dim_ordering,
 from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, Input,
                    InputLayer, LeakyReLU, ReLU, Softmax)
 from .layer import Layer
+from .more_layers import (Conv2DTranspose, Cropping2D, DepthwiseConv2D, Permute, Reshape,
+                          SeparableConv2D, UpSampling2D, ZeroPadding2D)
+from .norm_layers import LayerNormalization, LayerScale, Normalization, Rescaling
 from .spatial import (AveragePooling2D, Conv2D, Convolution2D, GlobalAveragePooling2D,
                       GlobalMaxPooling2D, MaxPooling2D)
 
@@ -189,7 +195,8 @@ class Sequential:
             layer.add_nodes(b)
         if b.tensor in g.inputs:  # only an input layer / linear activations: keep one node
             b.node(self.layers[-1], "identity", suffix="identity")
-        g.set_outputs([b.tensor])
+        last = self.layers[-1]
+        g.set_outputs([b.to_keras_layout(b.tensor, last.name, last.source)])
         g.verify()
         return g
 
@@ -206,4 +213,6 @@ class Sequential:
 __all__ = ["Sequential", "Layer", "Input", "InputLayer", "Dense", "Conv2D", "Convolution2D",
            "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
            "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "Softmax", "Dropout", "Flatten",
-           "same_pads", "CHANNELS_FIRST", "CHANNELS_LAST"]
+           "ZeroPadding2D", "Cropping2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+           "UpSampling2D", "Reshape", "Permute", "Rescaling", "Normalization", "LayerNormalization",
+           "LayerScale", "same_pads", "CHANNELS_FIRST", "CHANNELS_LAST"]

@@ -16,11 +16,16 @@ import numpy as np
 from ...ir.errors import GraphrtError, ParseError, UnsupportedError, WeightError
 from ...ir import Graph, Source
 from .builder import CHANNELS_LAST, GraphBuilder, known_input_shape
-from .config import INPUT_SHAPE_KEYS, MODEL_CLASSES, LayerEntry
+from .config import (INPUT_SHAPE_KEYS, MODEL_CLASSES, LayerEntry, functional_io, read_entries,
+                     sequential_io)
 from .core import (Activation, BatchNormalization, Dense, Dropout, Flatten, InputLayer,
                    LeakyReLU, ReLU, Softmax)
 from .layer import Layer
-from .merge import Add, Average, Concatenate, MergeLayer, Multiply, Subtract
+from .merge import (Add, Average, Concatenate, CustomScaleLayer, Maximum, MergeLayer, Minimum,
+                    Multiply, Subtract)
+from .more_layers import (Conv2DTranspose, Cropping2D, DepthwiseConv2D, Permute, Reshape,
+                          SeparableConv2D, UpSampling2D, ZeroPadding2D)
+from .norm_layers import Identity, LayerNormalization, LayerScale, Normalization, Rescaling
 from .spatial import (AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
                       MaxPooling2D)
 
@@ -50,6 +55,28 @@ LAYER_CLASSES: dict[str, type] = {
     "Average": Average,
     "Multiply": Multiply,
     "Concatenate": Concatenate,
+    "Maximum": Maximum,
+    "Minimum": Minimum,
+    "ZeroPadding2D": ZeroPadding2D,
+    "Cropping2D": Cropping2D,
+    "DepthwiseConv2D": DepthwiseConv2D,
+    "SeparableConv2D": SeparableConv2D,
+    "SeparableConvolution2D": SeparableConv2D,
+    "Conv2DTranspose": Conv2DTranspose,
+    "Convolution2DTranspose": Conv2DTranspose,
+    "UpSampling2D": UpSampling2D,
+    "Reshape": Reshape,
+    "Permute": Permute,
+    "Rescaling": Rescaling,
+    "Normalization": Normalization,
+    "LayerNormalization": LayerNormalization,
+    # the identity at inference
+    **{name: Identity for name in ("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                                   "GaussianDropout", "GaussianNoise", "AlphaDropout",
+                                   "ActivityRegularization", "StochasticDepth")},
+    # the custom layers keras.applications defines and saves by name
+    "CustomScaleLayer": CustomScaleLayer,
+    "LayerScale": LayerScale,
 }
 
 # keys a config must have for the layer to mean anything (a missing one is a ParseError)
@@ -124,7 +151,9 @@ class Assembler:
         layers = {e.name: self.make_layer(e) for e in entries}
         # the model's layout is its first spatial layer's stated data format (Keras' default
         # channels_last when none states one)
-        spatial = [l for l in layers.values() if l.spatial and l.data_format]
+        flat = [l for layer in layers.values() for l in (
+            layer.all_layers() if isinstance(layer, NestedModel) else [layer])]
+        spatial = [l for l in flat if l.spatial and l.data_format]
         layout = spatial[0].data_format if spatial else CHANNELS_LAST
         g = Graph(name)
         b = FileBuilder(g, np.random.default_rng(self.seed), layout, self.file, self.weights)
@@ -133,19 +162,21 @@ class Assembler:
         for e in entries:
             tensors[e.name] = self._add_layer(b, e, layers[e.name], tensors)
         self._check_unused(entries, b.used)
-        g.set_outputs(self._outputs(g, entries, outputs, tensors))
+        g.set_outputs(self._outputs(b, entries, outputs, tensors))
         g.verify()
         return g
 
-    def make_layer(self, e: LayerEntry) -> Layer:
-        """The builder layer of one entry, pointing at the entry's line in the file."""
+    def make_layer(self, e: LayerEntry):
+        """The builder layer of one entry (a :class:`NestedModel` for a model used as a layer),
+        pointing at the entry's line in the file."""
+        if e.cls in MODEL_CLASSES:
+            return NestedModel(self, e)
         cls = LAYER_CLASSES.get(e.cls)
         if cls is None:
             known = sorted(LAYER_CLASSES)
-            what = ("nested models are not supported" if e.cls in MODEL_CLASSES
-                    else f"layer class {e.cls!r} is not supported")
-            raise UnsupportedError(f"{what}; graphrt reads {', '.join(known)}", node=e.name,
-                                   op=e.cls, file=self.file, line=e.line)
+            raise UnsupportedError(f"layer class {e.cls!r} is not supported; graphrt reads "
+                                   f"{', '.join(known)} and nested Sequential/Functional models",
+                                   node=e.name, op=e.cls, file=self.file, line=e.line)
         for key in _REQUIRED.get(e.cls, ()):
             if key not in e.config:
                 raise ParseError(f"{e.cls} config is missing {key!r}", node=e.name, op=e.cls,
@@ -177,6 +208,10 @@ class Assembler:
         if e.cls == "InputLayer":
             return self._input(b, layer, e)
         ins = [tensors[s] for s in e.inbound]
+        if isinstance(layer, NestedModel):
+            return layer.add(b, ins)
+        if e.constants:
+            return self._with_constant(b, e, layer, ins)
         n_params = len(b.g.params)
         try:
             if isinstance(layer, MergeLayer):
@@ -199,23 +234,45 @@ class Assembler:
                     b.g.param_info[p].trainable = False
         return b.tensor
 
+    def _with_constant(self, b: FileBuilder, e: LayerEntry, layer, ins: list[str]) -> str:
+        """An operation node of one tensor and one number (MobileNetV3 writes its hard sigmoid
+        as ``ReLU6(x + 3.0) * (1 / 6)``): a ``scale`` or ``clip`` node."""
+        if len(ins) != 1 or len(e.constants) != 1:
+            raise UnsupportedError(f"{e.cls} of {len(ins)} tensors and {len(e.constants)} "
+                                   "numbers (graphrt takes one of each)", node=e.name, op=e.cls,
+                                   file=self.file, line=e.line)
+        (position, c), first = e.constants[0], e.constants[0][0] == 0
+        attrs = {"Add": ("scale", {"shift": c}), "Multiply": ("scale", {"scale": c}),
+                 "Subtract": ("scale", {"scale": -1.0, "shift": c} if first else {"shift": -c}),
+                 "Maximum": ("clip", {"min": c}), "Minimum": ("clip", {"max": c})}
+        if e.cls in ("Divide", "TrueDivide") and not first:
+            attrs[e.cls] = ("scale", {"scale": 1.0 / c})
+        if e.cls not in attrs:
+            raise UnsupportedError(f"{e.cls} with a constant operand", node=e.name, op=e.cls,
+                                   file=self.file, line=e.line)
+        op, a = attrs[e.cls]
+        return b.g.add_node(op, ins, name=e.name, attrs=a,
+                            source=Source(e.name, e.cls, self.file, e.line))
+
     def _input(self, b: FileBuilder, layer: InputLayer, e: LayerEntry) -> str:
         """Declare a model input (and its ``to_nchw`` transpose when channels_last)."""
         shape = known_input_shape(layer, layer.input_shape)
         return b.add_input(e.name, shape, Source(e.name, e.cls, self.file, e.line))
 
-    def _outputs(self, g: Graph, entries: list[LayerEntry], outputs: list[str],
+    def _outputs(self, b: FileBuilder, entries: list[LayerEntry], outputs: list[str],
                  tensors: Mapping[str, str]) -> list[str]:
-        """The graph outputs of the model's output layers."""
+        """The graph outputs of the model's output layers, in Keras' layout."""
         by_name = {e.name: e for e in entries}
+        g = b.g
         outs = []
         for lname in outputs:
+            e = by_name[lname]
+            source = Source(lname, e.cls, self.file, e.line)
             t = tensors[lname]
             if t in g.inputs or t in outs:  # an output that no node produces (or a repeat)
-                e = by_name[lname]
                 t = g.add_node("identity", [t], name=g.unique_name(f"{lname}/identity"),
-                               source=Source(lname, e.cls, self.file, e.line))
-            outs.append(t)
+                               source=source)
+            outs.append(b.to_keras_layout(t, lname, source))
         return outs
 
     def _check_unused(self, entries: list[LayerEntry], used: set[str]) -> None:
@@ -228,6 +285,47 @@ class Assembler:
                 raise WeightError(f"the weights hold {len(arrays)} arrays for layer {e.name!r} "
                                   f"({e.cls}), which has no weights", node=e.name, op=e.cls,
                                   file=self.file, line=e.line)
+
+
+class NestedModel:
+    """A Sequential or functional model used as a layer of another: its layers are added in
+    place, its inputs bound to the outer layer's input tensors."""
+
+    def __init__(self, assembler: "Assembler", e: LayerEntry):
+        self.assembler, self.entry = assembler, e
+        cfg, file = e.config, assembler.file
+        raw = cfg.get("layers")
+        if not isinstance(raw, list) or not raw:
+            raise ParseError(f"nested model {e.name!r} has no 'layers' list", node=e.name,
+                             op=e.cls, file=file, line=e.line)
+        functional = e.cls != "Sequential"
+        self.entries = read_entries(raw, file, {}, functional)
+        io = functional_io if functional else sequential_io
+        self.inputs, self.outputs = (io(cfg, self.entries, file) if functional else
+                                     io({"class_name": e.cls, "config": cfg}, cfg, self.entries,
+                                        file))
+        if len(self.outputs) != 1:
+            raise UnsupportedError(f"nested model {e.name!r} has {len(self.outputs)} outputs; "
+                                   "graphrt supports one", node=e.name, op=e.cls, file=file,
+                                   line=e.line)
+        self.layers = {n.name: assembler.make_layer(n) for n in self.entries}
+
+    def all_layers(self) -> list:
+        return [l for layer in self.layers.values() for l in (
+            layer.all_layers() if isinstance(layer, NestedModel) else [layer])]
+
+    def add(self, b: FileBuilder, ins: list[str]) -> str:
+        e = self.entry
+        if len(ins) != len(self.inputs):
+            raise UnsupportedError(f"nested model {e.name!r} takes {len(self.inputs)} inputs, "
+                                   f"the config gives {len(ins)}", node=e.name, op=e.cls,
+                                   file=self.assembler.file, line=e.line)
+        tensors = dict(zip(self.inputs, ins))
+        for n in self.entries:
+            if n.name not in tensors:
+                tensors[n.name] = self.assembler._add_layer(b, n, self.layers[n.name], tensors)
+        b.tensor = tensors[self.outputs[0]]
+        return b.tensor
 
 
 def _layer_kwargs(e: LayerEntry) -> dict:

@@ -8,7 +8,8 @@ share it, so a layer means the same thing written in Python or loaded from a fil
 
 The rules it applies are described in :mod:`graphrt.frontends.keras`: the graph is NCHW whatever
 Keras' data format; a channels_last input is followed by a ``<input>/to_nchw`` transpose; Keras
-axes are mapped into the NCHW graph; ``'same'`` padding is TensorFlow's.
+axes are mapped into the NCHW graph; ``'same'`` padding is TensorFlow's; a channels_last model's
+4-D outputs get a ``<layer>/to_nhwc`` transpose, so outputs come back in Keras' layout.
 """
 from __future__ import annotations
 
@@ -28,7 +29,16 @@ if TYPE_CHECKING:  # the layers import this module
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
 
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "leaky_relu")
+#: Keras activation name -> (graphrt op, attributes); softmax/log_softmax take the Keras axis -1
+ACTIVATION_OPS = {
+    "relu": ("relu", {}), "tanh": ("tanh", {}), "sigmoid": ("sigmoid", {}),
+    "leaky_relu": ("relu", {"negative_slope": 0.2}), "relu6": ("clip", {"min": 0.0, "max": 6.0}),
+    "swish": ("swish", {}), "silu": ("swish", {}), "hard_silu": ("hard_swish", {}),
+    "hard_swish": ("hard_swish", {}), "hard_sigmoid": ("hard_sigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+    "gelu": ("gelu", {}), "elu": ("elu", {}), "selu": ("selu", {}), "softplus": ("softplus", {}),
+    "softsign": ("softsign", {}), "exponential": ("exp", {}),
+}
+ACTIVATIONS = ("linear", "softmax", "log_softmax") + tuple(ACTIVATION_OPS)
 
 
 def dim_ordering(value) -> str | None:
@@ -110,6 +120,29 @@ class GraphBuilder:
         if len(shape) == 3 and self.layout == CHANNELS_LAST:
             self.tensor = self.g.add_node("transpose", [self.tensor], name=f"{name}/to_nchw",
                                           attrs={"perm": (0, 3, 1, 2)}, source=source)
+        return self.tensor
+
+    def to_keras_layout(self, tensor: str, name: str, source: Source) -> str:
+        """``tensor`` as Keras returns it: a 4-D tensor of a channels_last model gets a
+        ``<name>/to_nhwc`` transpose (0, 2, 3, 1), so the model's outputs are NHWC as in Keras."""
+        if len(self.g.specs[tensor].shape) == 4 and self.layout == CHANNELS_LAST:
+            out = f"{name}/to_nhwc"
+            out = out if out not in self.g.specs else self.g.unique_name(out)
+            return self.g.add_node("transpose", [tensor], name=out, attrs={"perm": (0, 2, 3, 1)},
+                                   source=source)
+        return tensor
+
+    def keras_order(self, layer: "Layer") -> str:
+        """Make the current tensor hold its elements in Keras' order (a channels_last image as
+        NHWC, ``<layer>/to_nhwc``) for a layer that reorders elements; see :meth:`graph_order`."""
+        if len(self.shape) == 4 and self.layout == CHANNELS_LAST:
+            self.node(layer, "transpose", attrs={"perm": (0, 2, 3, 1)}, suffix="to_nhwc")
+        return self.tensor
+
+    def graph_order(self, layer: "Layer") -> str:
+        """After :meth:`keras_order`: a 4-D result of a channels_last model back to NCHW."""
+        if len(self.shape) == 4 and self.layout == CHANNELS_LAST:
+            self.node(layer, "transpose", attrs={"perm": (0, 3, 1, 2)}, suffix="to_nchw")
         return self.tensor
 
     def node(self, layer: "Layer", op: str, extra_inputs: Sequence[str] = (), attrs=None,
@@ -199,10 +232,9 @@ class GraphBuilder:
         name = act if fused else None
         if act == "linear":
             return
-        if act in ("relu", "tanh", "sigmoid"):
-            self.node(layer, act, suffix=name)
-        elif act == "leaky_relu":
-            self.node(layer, "relu", attrs={"negative_slope": 0.2}, suffix=name)
+        if act in ACTIVATION_OPS:
+            op, attrs = ACTIVATION_OPS[act]
+            self.node(layer, op, attrs=attrs, suffix=name)
         elif act in ("softmax", "log_softmax"):
             self.node(layer, act, attrs={"axis": self.graph_axis(-1, layer)}, suffix=name)
         else:

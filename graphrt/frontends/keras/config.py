@@ -29,7 +29,8 @@ class LayerEntry:
     config: dict
     line: int | None
     inbound: list[str] = field(default_factory=list)  # producing layer names, in argument order
-
+    constants: list = field(default_factory=list)  # (argument position, number) of an op node
+    module: str = ""  # "keras.layers", or "keras.src.ops...." for an operation node
 
 def read_entries(raw_layers: list, file: str | None, lines: Mapping[str, int],
                  functional: bool) -> list[LayerEntry]:
@@ -67,7 +68,8 @@ def _entry(raw: Any, index: int, file: str | None, lines: Mapping[str, int],
                          line=lines.get(lname))
     if not isinstance(lname, str) or not lname:
         raise ParseError(f"{where} ({cls}) has no 'name'", op=cls, file=file)
-    e = LayerEntry(index, cls, lname, dict(cfg), lines.get(lname))
+    e = LayerEntry(index, cls, lname, dict(cfg), lines.get(lname),
+                   module=str(raw.get("module") or ""))
     if functional:
         e.inbound = _inbound(raw, e, file)
     return e
@@ -121,6 +123,9 @@ def _inbound(raw: Mapping, e: LayerEntry, file: str | None) -> list[str]:
     refs: list[str] = []
     if isinstance(node, Mapping):  # Keras 3
         _keras3_refs(node.get("args", []), e, file, refs)
+        args = node.get("args", [])
+        e.constants = [(i, float(a)) for i, a in enumerate(args if isinstance(args, list) else [])
+                       if isinstance(a, (int, float)) and not isinstance(a, bool)]
         kw: list[str] = []
         _keras3_refs(node.get("kwargs", {}), e, file, kw)
         if kw:

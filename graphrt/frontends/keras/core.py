@@ -61,13 +61,21 @@ class Dense(KernelLayer):
 
     def add_nodes(self, b):
         shape = b.shape
-        if len(shape) != 2:
-            raise self.error(ShapeError, f"Dense expects a 2-D (batch, features) input, got shape "
-                                         f"{shape_str(b.keras_shape())}; Keras would apply Dense to "
-                                         "the last axis, graphrt does not: add a Flatten() layer "
-                                         "before it")
-        # Keras' kernel layout (in, out) -> graphrt's dense (out, in)
-        b.node(self, "dense", self.kernel_and_bias(b, (shape[1], self.units), (1, 0)))
+        if len(shape) < 2:
+            raise self.error(ShapeError, f"Dense expects a (batch, ..., features) input, got shape "
+                                         f"{shape_str(b.keras_shape())}")
+        features = b.keras_shape()[-1]
+        if len(shape) == 2:  # Keras' kernel layout (in, out) -> graphrt's dense (out, in)
+            b.node(self, "dense", self.kernel_and_bias(b, (features, self.units), (1, 0)))
+        elif b.graph_axis(-1, self) == 1:  # the channels of a channels_last image: a 1x1 conv
+            b.node(self, "conv2d", self.kernel_and_bias(b, (features, self.units), (1, 0), 2))
+        else:  # the last axis of any other tensor: x @ kernel (+ bias)
+            params = self.kernel_and_bias(b, (features, self.units), (1, 0))
+            w = b.g.add_node("transpose", [params[0]], name=f"{self.name}/kernel_t",
+                             attrs={"perm": (1, 0)}, source=self.source)
+            b.node(self, "matmul", [w], suffix="matmul" if len(params) > 1 else None)
+            if len(params) > 1:
+                b.node(self, "add", [params[1]])
         b.activation(self, self.activation, fused=True)
 
 
@@ -162,8 +170,8 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
-    """``ReLU(max_value=None, negative_slope=0.0, threshold=0.0)``; max_value and threshold are
-    not supported."""
+    """``ReLU(max_value=None, negative_slope=0.0, threshold=0.0)``: x for threshold <= x <
+    max_value, max_value above, negative_slope * (x - threshold) below (Keras' definition)."""
 
     prefix = "re_lu"
 
@@ -172,9 +180,26 @@ class ReLU(Layer):
         super().__init__(**kwargs)
 
     def add_nodes(self, b):
-        if self.max_value is not None or self.threshold:
-            raise self.error(UnsupportedError, "ReLU max_value/threshold are not supported")
-        b.node(self, "relu", attrs={"negative_slope": float(self.negative_slope)})
+        slope, t = float(self.negative_slope), float(self.threshold)
+        top = None if self.max_value is None else float(self.max_value)
+        if t == 0.0 and slope == 0.0 and top is not None:
+            b.node(self, "clip", attrs={"min": 0.0, "max": top})  # ReLU6 and friends
+            return
+        if t == 0.0:
+            b.node(self, "relu", attrs={"negative_slope": slope},
+                   suffix=None if top is None else "relu")
+        else:  # where(x >= t, x, slope * (x - t))
+            x = b.tensor
+            dtype = b.g.specs[x].dtype
+            keep = b.node(self, "greater_equal", [b.param(self, "threshold", np.array(
+                t, dtype), trainable=False)], suffix="keep")
+            b.tensor = x
+            below = b.node(self, "scale", attrs={"scale": slope, "shift": -slope * t},
+                           suffix="below")
+            b.tensor = b.g.add_node("where", [keep, x, below], name=self.name if top is None
+                                    else f"{self.name}/relu", source=self.source)
+        if top is not None:
+            b.node(self, "clip", attrs={"max": top})
 
 
 class LeakyReLU(Layer):

@@ -3,7 +3,8 @@
 ::
 
     g = load_keras("model.keras")                 # config + weights from the archive
-    g = load_keras("model.json", seed=0)          # config only: the builder's seeded initializers
+    g = load_keras("model.json", seed=0)          # config only: seeded initial values, and a
+                                                  # MissingWeightsWarning naming the file
     g = load_keras("model.json", weights="model.keras")   # weights from another file
 
 ``graphrt.load(path)`` calls :func:`load_keras` for ``.keras`` files and for JSON files holding a
@@ -23,15 +24,21 @@ keyword arguments, so a layer means the same thing written in Python or loaded f
 ``InputLayer``, ``Dense``, ``Conv2D``, ``MaxPooling2D``, ``AveragePooling2D``,
 ``GlobalAveragePooling2D``, ``GlobalMaxPooling2D``, ``BatchNormalization``, ``Activation``,
 ``ReLU``, ``LeakyReLU``, ``Softmax``, ``Dropout``, ``Flatten`` (and the Keras aliases ``MaxPool2D``,
-``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``Convolution2D``). The merge layers
-``Add``, ``Subtract``, ``Average``, ``Multiply`` and ``Concatenate(axis)`` are built here (the
-Sequential builder has no use for them).
+``AvgPool2D``, ``GlobalAvgPool2D``, ``GlobalMaxPool2D``, ``Convolution2D``), every layer the
+``keras.applications`` architectures use (``ZeroPadding2D``, ``Cropping2D``, ``DepthwiseConv2D``,
+``SeparableConv2D``, ``Conv2DTranspose``, ``UpSampling2D``, ``Reshape``, ``Permute``,
+``Rescaling``, ``Normalization``, ``LayerNormalization``, the dropout and noise layers, and the
+custom layers ``keras.applications`` saves by name: ``CustomScaleLayer``, ``LayerScale``,
+``StochasticDepth``), and nested ``Sequential``/functional models used as layers. The merge
+layers ``Add``, ``Subtract``, ``Average``, ``Multiply``, ``Maximum``, ``Minimum`` and
+``Concatenate(axis)`` broadcast as Keras does; an operation node of a tensor and a number
+(MobileNetV3's ``x + 3.0``) is a ``scale``. Every built-in activation name is read.
 
 Data formats follow the builder: inside the graph images are NCHW; the model's layout is the
 ``data_format`` of its first spatial layer (Keras' default ``channels_last`` when none says); a
 channels_last input ``(None, H, W, C)`` is followed by a ``<input>/to_nchw`` transpose and
 ``Flatten`` / ``Concatenate(axis)`` / ``Softmax(axis)`` / ``BatchNormalization(axis)`` act on Keras'
-axes, so the numbers are Keras' numbers.
+axes, so the numbers are Keras' numbers; 4-D outputs come back NHWC, as Keras returns them.
 
 Weights
 -------
@@ -62,12 +69,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...ir.errors import GraphError, ParseError, UnsupportedError
+from ...ir.errors import GraphError, MissingWeightsWarning, ParseError, UnsupportedError
 from ...ir import Graph
 from ..files import bounded_memory
 from .assembler import LAYER_CLASSES, Assembler
@@ -100,6 +108,11 @@ def load_keras(path: str | os.PathLike, *, seed: int = 0,
         lines = _layer_lines(text, doc)
     if weights is not None:
         arrays = _external_weights(weights)
+    elif kind == "json":
+        warnings.warn(f"{file} is a Keras config without weights: the model runs on initial "
+                      f"values drawn with seed {seed}; pass weights= (the .keras archive or "
+                      f"the .weights.h5 file) to load the trained ones", MissingWeightsWarning,
+                      stacklevel=2)
     return config_to_graph(doc, file=file, weights=arrays, seed=seed, name=name, lines=lines)
 
 

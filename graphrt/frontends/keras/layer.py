@@ -125,17 +125,21 @@ class KernelLayer(Layer):
         self.bias_initializer = bias_initializer
         super().__init__(**kwargs)
 
-    def kernel_and_bias(self, b: "GraphBuilder", kernel_shape: tuple, perm: tuple) -> list[str]:
+    def kernel_and_bias(self, b: "GraphBuilder", kernel_shape: tuple, perm: tuple,
+                        trailing: int = 0) -> list[str]:
         """Add the ``kernel`` (and ``bias`` if ``use_bias``) parameters; their names.
 
         The kernel is drawn (or taken from ``weights=``) in Keras' layout ``kernel_shape``, the
-        output count last, and stored transposed by ``perm`` into graphrt's layout.
+        output count last, and stored transposed by ``perm`` into graphrt's layout, with
+        ``trailing`` unit axes appended (a Dense kernel as a 1x1 convolution's).
         """
         specs = [("kernel", kernel_shape, self.kernel_initializer)]
         if self.use_bias:
             specs.append(("bias", (kernel_shape[-1],), self.bias_initializer))
         values = b.weights(self, specs)
-        params = [b.param(self, "kernel", np.ascontiguousarray(values[0].transpose(perm)))]
+        kernel = values[0].transpose(perm)
+        kernel = kernel.reshape(kernel.shape + (1,) * trailing)
+        params = [b.param(self, "kernel", np.ascontiguousarray(kernel))]
         if self.use_bias:
             params.append(b.param(self, "bias", values[1]))
         return params

@@ -1,4 +1,5 @@
-"""Keras' merge layers (``Add``, ``Subtract``, ``Average``, ``Multiply``, ``Concatenate``).
+"""Keras' merge layers (``Add``, ``Subtract``, ``Average``, ``Multiply``, ``Maximum``,
+``Minimum``, ``Concatenate``) and InceptionResNetV2's ``CustomScaleLayer``.
 
 They combine several tensors, so only functional models read by
 :mod:`graphrt.frontends.keras.files` use them; the Sequential builder has no use for them.
@@ -52,13 +53,20 @@ class Add(MergeLayer):
 
 
 class Subtract(MergeLayer):
-    """``Subtract()``: x0 - x1 (``add`` with coeffs (1, -1))."""
+    """``Subtract()``: x0 - x1 (``add`` with coeffs (1, -1); ``sub`` when they broadcast)."""
 
     prefix = "subtract"
     max_inputs = 2
 
     def coeffs(self, n):
         return (1.0, -1.0)
+
+    def merge(self, b, ins):
+        if len(ins) == 2 and b.g.specs[ins[0]].shape != b.g.specs[ins[1]].shape:
+            self.check_inputs(ins)
+            b.tensor = b.g.add_node("sub", ins, name=self.name, source=self.source)
+            return b.tensor
+        return super().merge(b, ins)
 
 
 class Average(MergeLayer):
@@ -75,6 +83,35 @@ class Multiply(MergeLayer):
 
     prefix = "multiply"
     op = "mul"
+
+
+class Maximum(MergeLayer):
+    """``Maximum()``: the elementwise maximum (``maximum``)."""
+
+    prefix = "maximum"
+    op = "maximum"
+
+
+class Minimum(MergeLayer):
+    """``Minimum()``: the elementwise minimum (``minimum``)."""
+
+    prefix = "minimum"
+    op = "minimum"
+
+
+class CustomScaleLayer(MergeLayer):
+    """InceptionResNetV2's ``CustomScaleLayer(scale)`` on [x, y]: x + y * scale (``add`` with
+    coeffs (1, scale))."""
+
+    prefix = "custom_scale_layer"
+    min_inputs = max_inputs = 2
+
+    def __init__(self, scale=1.0, **kwargs):
+        self.scale = float(scale)
+        super().__init__(**kwargs)
+
+    def coeffs(self, n):
+        return (1.0, self.scale)
 
 
 class Concatenate(MergeLayer):
@@ -94,4 +131,5 @@ class Concatenate(MergeLayer):
         return {"axis": b.graph_axis(int(self.axis), self)}
 
 
-__all__ = ["MergeLayer", "Add", "Subtract", "Average", "Multiply", "Concatenate"]
+__all__ = ["MergeLayer", "Add", "Subtract", "Average", "Multiply", "Maximum", "Minimum",
+           "CustomScaleLayer", "Concatenate"]

@@ -40,6 +40,10 @@ Conversions with MXNet semantics worth knowing:
 - ``SoftmaxOutput`` is a softmax over axis 1 (over all non-batch values for a >2-D input unless
   ``multi_output``); ``softmax`` defaults to the last axis, as in MXNet.
 - ``Reshape`` understands MXNet's special values 0, -1, -2, -3, -4 and must keep the batch.
+- ``_copy`` (``identity``, ``BlockGrad``) is the identity; ``clip`` is ``clip`` (ReLU6 in Gluon's
+  MobileNetV2); ``broadcast_add/sub/mul/div`` broadcast; ``LeakyReLU`` also reads ``prelu``
+  (a learned per-channel slope ``<name>_gamma``), ``elu``, ``selu`` and ``gelu``; ``Activation``
+  also ``softrelu`` (softplus) and ``softsign``.
 
 Every error is a :class:`~graphrt.GraphrtError` naming the node, its op and the JSON file and line
 where known.

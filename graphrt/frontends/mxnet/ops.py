@@ -9,9 +9,8 @@ and serialize nodes; conversion calls ``spec.convert(c, node)``.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
@@ -20,71 +19,7 @@ from .io import SymbolNode
 from .reshape import mxnet_reshape
 
 
-REQUIRED = object()  # the default of an attribute the node must have
-
-
-@dataclasses.dataclass(frozen=True)
-class OpSpec:
-    """What graphrt knows about one MXNet op: its input slots, attributes and converter.
-
-    ``args`` are the input names in order (``None`` for variadic ops); ``roles`` maps an input name to
-    the parameter kind it holds (``"weight"``, ``"bias"``, ...), ``"label"``, or is absent for data.
-    ``outputs(attrs)`` is the number of outputs MXNet 1.9 (oneDNN build) gives the node, hidden ones
-    included (it only matters for ``node_row_ptr`` in the JSON); ``aux`` lists auxiliary states.
-    """
-
-    name: str
-    args: tuple | None
-    attrs: frozenset
-    convert: Callable
-    roles: Mapping = dataclasses.field(default_factory=dict)
-    aux: tuple = ()
-    outputs: Callable[[Mapping], int] = lambda attrs: 1
-
-    def arg_names(self, attrs: Mapping[str, str]) -> tuple:
-        """The inputs a node with these (string) attributes takes, as MXNet's ListArguments."""
-        args = self.args or ()
-        if "bias" in args and _truthy(attrs.get("no_bias")):
-            args = tuple(a for a in args if a != "bias")
-        if self.name == "LeakyReLU" and attrs.get("act_type", "leaky").strip() != "prelu":
-            args = ("data",)
-        if self.name == "softmax" and not _truthy(attrs.get("use_length")):
-            args = ("data",)
-        return args
-
-
-def _truthy(text: str | None) -> bool:
-    return text is not None and text.strip().lower() in ("true", "1")
-
-
-OPS: dict[str, OpSpec] = {}
-ALIASES = {"flatten": "Flatten", "concat": "Concat", "reshape": "Reshape", "_plus": "elemwise_add",
-           "_Plus": "elemwise_add", "_add": "elemwise_add", "_minus": "elemwise_sub",
-           "_sub": "elemwise_sub", "_Minus": "elemwise_sub", "_mul": "elemwise_mul",
-           "_Mul": "elemwise_mul", "_PlusScalar": "_plus_scalar", "_MinusScalar": "_minus_scalar",
-           "_RMinusScalar": "_rminus_scalar", "_MulScalar": "_mul_scalar",
-           "_DivScalar": "_div_scalar"}
-
-
-def _op(name, args, attrs, roles=None, aux=(), outputs=None):
-    """Register the decorated converter as op ``name`` (``attrs``: space-separated names)."""
-    def deco(fn):
-        OPS[name] = OpSpec(name, args, frozenset(attrs.split()), fn, dict(roles or {}), aux,
-                           outputs or (lambda attrs: 1))
-        return fn
-    return deco
-
-
-def op_spec(op: str) -> OpSpec | None:
-    """The spec of ``op`` (aliases such as ``_Plus`` resolved), or None when unsupported."""
-    return OPS.get(ALIASES.get(op, op))
-
-
-def aux_flags(op: str, attrs: Mapping[str, str], count: int) -> list[bool]:
-    """Whether each of the ``count`` inputs of an ``op`` node is an auxiliary state."""
-    spec = op_spec(op)
-    args = spec.arg_names(attrs) if spec is not None else ()
-    return [i < len(args) and args[i] in spec.aux for i in range(count)]
+from .opspec import ALIASES, OPS, REQUIRED, OpSpec, _op, _truthy, aux_flags, op_spec  # noqa: F401
 
 
 # ---- helpers shared by converters -------------------------------------------------------------
@@ -139,16 +74,29 @@ def _convolution(c: "Converter", sn: SymbolNode):
 @_op("Activation", ("data",), "act_type")
 def _activation(c: "Converter", sn: SymbolNode):
     act = c.choice("act_type", REQUIRED, ("relu", "sigmoid", "tanh", "softrelu", "softsign",
-                                          "log_sigmoid", "mish"), ("relu", "sigmoid", "tanh"))
-    return c.add(act, [c.data(0)])
+                                          "log_sigmoid", "mish"),
+                   ("relu", "sigmoid", "tanh", "softrelu", "softsign"))
+    return c.add({"softrelu": "softplus"}.get(act, act), [c.data(0)])
 
 
 @_op("LeakyReLU", ("data", "gamma"), "act_type slope lower_bound upper_bound",
      roles={"gamma": "gamma"}, outputs=lambda a: 2 if a.get("act_type") == "rrelu" else 1)
 def _leaky_relu(c: "Converter", sn: SymbolNode):
-    c.choice("act_type", "leaky", ("leaky", "prelu", "rrelu", "elu", "selu", "gelu"), ("leaky",))
+    act = c.choice("act_type", "leaky", ("leaky", "prelu", "rrelu", "elu", "selu", "gelu"),
+                   ("leaky", "prelu", "elu", "selu", "gelu"))
     slope = c.attr("slope", "float", 0.25)
-    return c.add("relu", [c.data(0)], {"negative_slope": slope})
+    x = c.data(0)
+    if act == "prelu":  # a learned slope per channel (axis 1)
+        channels = c.spec(x).shape[1]
+        gamma = c.param(1, "gamma", (channels,))
+        rank = len(c.spec(x).shape)
+        if rank > 2:
+            gamma = c.add("reshape", [gamma], {"shape": (1,) * (rank - 2)},
+                          name=f"{sn.name}_gamma_broadcast")
+        return c.add("prelu", [x, gamma])
+    if act in ("elu", "selu", "gelu"):
+        return c.add(act, [x], {"alpha": slope} if act == "elu" else {})
+    return c.add("relu", [x], {"negative_slope": slope})
 
 
 def _pool_outputs(attrs):
@@ -362,3 +310,6 @@ def _reshape(c: "Converter", sn: SymbolNode):
         raise UnsupportedError(f"Reshape to {tuple(target)} moves the batch dimension of "
                                f"{c.spec(x)}", **c.where())
     return c.add("reshape", [x], {"shape": out[1:]})
+
+
+from . import ops_more  # noqa: E402,F401  (registers the remaining ops into the same table)

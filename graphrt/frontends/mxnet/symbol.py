@@ -377,7 +377,9 @@ def symbol_from_graph(sg: SymbolGraph) -> Symbol:
 _SYMBOL_FUNCTIONS = ("Convolution", "Activation", "LeakyReLU", "Pooling", "LRN", "Flatten",
                      "flatten", "FullyConnected", "Dropout", "BatchNorm", "Concat", "concat",
                      "SoftmaxOutput", "softmax", "elemwise_add", "elemwise_sub", "elemwise_mul",
-                     "Reshape", "reshape")
+                     "Reshape", "reshape", "clip", "_copy", "identity", "BlockGrad",
+                     "broadcast_add", "broadcast_sub", "broadcast_mul", "broadcast_div",
+                     "elemwise_div", "broadcast_maximum", "broadcast_minimum")
 
 sym = symbol = types.SimpleNamespace(
     Symbol=Symbol, Variable=Variable, var=Variable, Group=Group, load=load, load_json=load_json,

@@ -64,11 +64,20 @@ class GraphrtRep(BackendRep):
                         raise
                     self.bound.add(err.input)
                     constants = {**constants, err.input: self._feeds[err.input]}
-            batch = max((graph.specs[t].shape[0] or 1 for t in graph.inputs if graph.specs[t].shape),
-                        default=1)
+            batch = max((graph.specs[t].shape[0] or self._declared_batch()
+                         for t in graph.inputs if graph.specs[t].shape), default=1)
             exe = compile_graph(graph, device=self.device, batch_size=batch, opt_level=self.opt_level)
             self._compiled[key] = (graph, exe)
         return self._compiled[key]
+
+    def _declared_batch(self) -> int:
+        """The first input's declared first dimension (1 when symbolic): the batch to compile for,
+        so that results computed over the whole batch see all of it."""
+        for info in self.model.graph.input:
+            if info.name in self.input_names:
+                dims = info.type.tensor_type.shape.dim
+                return dims[0].dim_value if dims and dims[0].dim_value > 0 else 1
+        return 1
 
     @property
     def graph(self) -> Graph:

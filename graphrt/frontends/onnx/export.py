@@ -22,6 +22,8 @@ import numpy as np
 
 from ...ir.errors import GraphrtError, UnsupportedError
 from ...ir import Graph, Node
+from .export_ops import WRITERS as EXTRA_WRITERS
+from .export_ops import activation_node, is_activation
 
 OPSET = 17
 BATCH_DIM = "N"
@@ -68,6 +70,8 @@ def _activation(w: _Writer, x: str, attrs, out: str) -> str:
     if act == "relu":
         slope = attrs.get("negative_slope", 0.0)
         return w.op("Relu", [x], out) if slope == 0.0 else w.op("LeakyRelu", [x], out, alpha=slope)
+    if is_activation(act):
+        return activation_node(w, act, x, attrs.get("activation_params", ()), out)
     return w.op({"tanh": "Tanh", "sigmoid": "Sigmoid"}[act], [x], out)
 
 
@@ -162,6 +166,8 @@ def _unary(w, op: str, x: str, a, out: str | None) -> str:
         return w.op(op.capitalize(), [x], out)
     if op == "scale":
         return _scale(w, x, a, out)
+    if is_activation(op):
+        return activation_node(w, op, x, a, out)
     return w.op("Identity", [x], out)  # dropout, identity: inference
 
 
@@ -230,6 +236,7 @@ WRITERS = {
     "matmul": lambda w, n, a, out: w.op("MatMul", n.inputs, out),
     **{op: (lambda w, n, a, out: w.op("Identity", n.inputs, out))
        for op in ("dropout", "identity", "copy_to_device", "copy_to_host")},
+    **EXTRA_WRITERS,
 }
 
 

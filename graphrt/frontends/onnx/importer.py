@@ -41,8 +41,9 @@ from .fold import (NONDETERMINISTIC, BatchError, Const, ConstantInputError, fold
                    node_attrs, np_dtype)
 from .layout_ops import CONVERTERS as LAYOUT_CONVERTERS
 from .ops import CONVERTERS as COMPUTE_CONVERTERS
+from .ops_more import CONVERTERS as MORE_CONVERTERS
 
-CONVERTERS = {**COMPUTE_CONVERTERS, **LAYOUT_CONVERTERS}
+CONVERTERS = {**COMPUTE_CONVERTERS, **LAYOUT_CONVERTERS, **MORE_CONVERTERS}
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +256,10 @@ class _Converter:
                                    "but it is computed from the graph inputs")
         return v
 
-    def tensor(self, i: int, *, batched: bool | None = None) -> str:
-        """Input ``i`` as a graph tensor (a constant becomes a parameter) of floating point dtype.
-        ``batched=False`` refuses a tensor that carries the batch."""
+    def tensor(self, i: int, *, batched: bool | None = None, any_dtype: bool = False) -> str:
+        """Input ``i`` as a graph tensor (a constant becomes a parameter) of floating point dtype
+        (of any dtype with ``any_dtype``). ``batched=False`` refuses a tensor that carries the
+        batch."""
         v = self.input(i)
         name = self.node.input[i]
         if isinstance(v, Const):
@@ -267,7 +269,7 @@ class _Converter:
                 raise BatchError(f"input {name!r} is computed from the batch size")
             v = self.params[name]
         spec = self.spec(v)
-        if spec.dtype not in ("float32", "float64", "float16"):
+        if not any_dtype and spec.dtype not in ("float32", "float64", "float16"):
             raise UnsupportedError(f"input {name!r} is {spec.dtype}; graphrt computes in floating point")
         if batched is False and spec.batched:
             raise BatchError(f"input {name!r} carries the batch but {self.op_type} needs it fixed")

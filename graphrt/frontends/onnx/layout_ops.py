@@ -1,5 +1,5 @@
 """The ONNX frontend's converters for ops that move data or types rather than compute:
-``Identity``, ``Cast``, ``Shape`` (of a run-time tensor: folded, with the batch marked), ``Concat``,
+``Identity``, ``Shape`` (of a run-time tensor: folded, with the batch marked), ``Concat``,
 ``Flatten``, ``Reshape``, ``Transpose``, ``Unsqueeze``, ``Squeeze``, ``Pad``, ``Slice`` and
 ``Split``. Their table is merged with :data:`.ops.CONVERTERS` by the importer; see :mod:`.ops` for the conventions.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.errors import ShapeError, UnsupportedError
-from .fold import BatchError, Const, np_dtype
+from .fold import BatchError, Const
 from .converters import ConverterTable, need
 
 CONVERTERS = ConverterTable()
@@ -20,15 +20,6 @@ converts = CONVERTERS.converts
 
 @converts("Identity")
 def identity(cv, attrs, ins):
-    return [ins[0]]
-
-
-@converts("Cast")
-def cast(cv, attrs, ins):
-    to = np_dtype(need(attrs, "to"))
-    if str(to) != cv.spec(ins[0]).dtype:
-        raise UnsupportedError(f"Cast of a {cv.spec(ins[0]).dtype} tensor to {to} (graphrt has no "
-                               "cast op; only casts of constants fold)")
     return [ins[0]]
 
 
@@ -134,8 +125,8 @@ def squeeze(cv, attrs, ins):
 @converts("Pad")
 def pad(cv, attrs, ins):
     mode = attrs.get("mode", "constant")
-    if mode != "constant":
-        raise UnsupportedError(f"Pad mode {mode!r} (graphrt pads with a constant)")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise UnsupportedError(f"Pad mode {mode!r} (graphrt pads constant, reflect, edge, wrap)")
     x = cv.tensor(0)
     s = cv.spec(x)
     rank = len(s.shape)
@@ -156,6 +147,8 @@ def pad(cv, attrs, ins):
         raise ShapeError(f"Pad needs {2 * rank} pads for input {s}, got {len(pads)}")
     if s.batched and (pads[0] or pads[rank]):
         raise BatchError(f"Pad {pads} pads the batch axis of {s}")
+    if mode != "constant":
+        return [cv.emit("pad", [x], {"pads": tuple(pads), "mode": mode})]
     outer = [p for i, p in enumerate(pads) if i % rank < rank - 2]
     if value == 0.0 and rank >= 2 and not any(outer) and None not in s.shape[-2:]:
         return [cv.emit("zero_pad", [x], {"pads": (pads[rank - 2], pads[2 * rank - 2],

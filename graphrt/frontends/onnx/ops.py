@@ -261,10 +261,10 @@ def arithmetic(cv, attrs, ins):
     if op == "Sub":
         if cv.spec(x).shape == cv.spec(y).shape:
             return [cv.emit("add", [x, y], {"coeffs": (1.0, -1.0)})]
-        y = cv.add("scale", [y], {"scale": -1.0}, suffix="negate")
-    elif op == "Div":
-        y = cv.add("scale", [y], {"power": -1.0}, suffix="reciprocal")
-    return [cv.emit("add" if op in ("Add", "Sub") else "mul", [x, y])]
+        return [cv.emit("sub", [x, y])]
+    if op == "Div":
+        return [cv.emit("div", [x, y])]
+    return [cv.emit("add" if op == "Add" else "mul", [x, y])]
 
 
 @converts("Sum")
@@ -296,10 +296,15 @@ CONVERTERS.update({"Relu": _unary("relu"), "Sigmoid": _unary("sigmoid"), "Tanh":
 
 @converts("Pow")
 def pow_(cv, attrs, ins):
-    exponent = cv.const(1, "exponent of Pow")
-    if exponent.value.size != 1:
-        raise UnsupportedError(f"Pow with a {exponent.value.shape} exponent (graphrt's scale takes one)")
-    return [cv.emit("scale", [cv.tensor(0)], {"power": float(exponent.value.reshape(-1)[0])})]
+    """A constant scalar exponent is a ``scale`` (fusable); anything else the ``pow`` op."""
+    exponent = ins[1]
+    if isinstance(exponent, Const) and exponent.value.size == 1 and not exponent.symbolic:
+        return [cv.emit("scale", [cv.tensor(0)], {"power": float(exponent.value.reshape(-1)[0])})]
+    x = cv.tensor(0)
+    if isinstance(exponent, Const) and exponent.value.dtype.kind in "iub":  # Pow(float, int)
+        return [cv.emit("pow", [x, cv.param(exponent.value.astype(cv.spec(x).dtype),
+                                             f"{cv.node.input[1]}/as_float")])]
+    return [cv.emit("pow", [x, cv.tensor(1)])]
 
 
 @converts("Softmax", "LogSoftmax")

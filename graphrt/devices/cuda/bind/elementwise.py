@@ -18,7 +18,9 @@ UNARY_CODES = {"identity": 0, "dropout": 0, "relu": 1, "tanh": 2, "sigmoid": 3, 
 
 
 def _step(op: str, attrs) -> tuple:
-    code = UNARY_CODES[op]
+    code = UNARY_CODES.get(op)
+    if code is None:
+        raise Unsupported(f"no cuda kernel for the elementwise op {op!r}")
     if op == "relu":
         return code, attrs.get("negative_slope", 0.0), 0.0, 1.0
     if op == "scale":

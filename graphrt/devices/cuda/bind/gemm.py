@@ -14,6 +14,15 @@ COLS_BYTES = 128 << 20  # im2col columns per chunk of images
 ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
 
+def act_code(attrs) -> int:
+    """The GEMM epilogue's code of the fused activation; Unsupported (the reference runs the node)
+    for the activations the kernels do not have yet (clip, gelu, hard_swish, ...)."""
+    code = ACT_CODES.get(attrs["activation"])
+    if code is None:
+        raise Unsupported(f"no cuda epilogue for activation {attrs['activation']!r}")
+    return code
+
+
 def _im2col_grid(rows: int, cols: int) -> tuple:
     return (max(1, min(ceil_div(cols, THREADS), 1024)), max(1, min(rows, 65535)), 1)
 
@@ -88,7 +97,7 @@ def _group_gemm(attrs, dtype, w, bias, out):
     k = cg * kh * kw
     p = out.shape[2] * out.shape[3]
     osn, osc, osp = _plane_strides(out)
-    act = ACT_CODES[attrs["activation"]]
+    act = act_code(attrs)
     slope = attrs["negative_slope"]
 
     def gemm(gi, batch, b, sb, images):
@@ -111,7 +120,7 @@ def bind_dense(attrs, inputs, outputs, ws):
     ys0, ys1 = estrides(out)
     return [Gemm(dtype, 1, n, o, k, x, (0, xs0, xs1), w, (0, ws1, ws0), out, (0, ys0, ys1),
                  bias=bias, bias_mode=0 if bias is None else 2,
-                 act=ACT_CODES[attrs["activation"]], slope=attrs["negative_slope"])]
+                 act=act_code(attrs), slope=attrs["negative_slope"])]
 
 
 def bind_matmul(attrs, inputs, outputs, ws):
