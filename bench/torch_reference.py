@@ -45,7 +45,27 @@ __all__ = ["to_torch", "GraphModule", "SUPPORTED_OPS"]
 
 
 # ---- op implementations: (attrs, inputs: list[Tensor]) -> list[Tensor] --------------------------
-def _activate(y: torch.Tensor, activation: str, negative_slope: float) -> torch.Tensor:
+def _named_activation(name: str, params) -> Callable:
+    """PyTorch's form of graphrt's activation op ``name`` (its attributes' defaults filled in)."""
+    from graphrt.ops import get_op
+
+    a = get_op(name).normalize_attrs(dict(params))
+    return {
+        "clip": lambda y: torch.clamp(y, a["min"], a["max"]),
+        "elu": lambda y: F.elu(y, a["alpha"]),
+        "selu": lambda y: a["gamma"] * torch.where(y > 0, y, a["alpha"] * torch.expm1(y)),
+        "gelu": lambda y: F.gelu(y, approximate=a["approximate"]),
+        "erf": torch.erf, "softplus": F.softplus, "softsign": F.softsign, "exp": torch.exp,
+        "log": torch.log, "sqrt": torch.sqrt, "abs": torch.abs,
+        "swish": lambda y: y * torch.sigmoid(a["beta"] * y),
+        "hard_sigmoid": lambda y: torch.clamp(a["alpha"] * y + a["beta"], 0, 1),
+        "hard_swish": F.hardswish,
+    }[name]
+
+
+def _activate(y: torch.Tensor, activation: str, negative_slope: float, params=()) -> torch.Tensor:
+    if activation not in ("relu", "tanh", "sigmoid", "none"):
+        return _named_activation(activation, params)(y)
     if activation == "relu":
         return F.relu(y) if negative_slope == 0.0 else F.leaky_relu(y, negative_slope)
     if activation == "tanh":
@@ -68,12 +88,12 @@ def _conv2d(attrs, ins):
         padding = 0
     y = F.conv2d(x, w, b, stride=tuple(attrs["stride"]), padding=padding,
                  dilation=tuple(attrs["dilation"]), groups=attrs["groups"])
-    return [_activate(y, attrs["activation"], attrs["negative_slope"])]
+    return [_activate(y, attrs["activation"], attrs["negative_slope"], attrs.get("activation_params", ()))]
 
 
 def _dense(attrs, ins):
     y = F.linear(ins[0], ins[1], ins[2] if len(ins) == 3 else None)
-    return [_activate(y, attrs["activation"], attrs["negative_slope"])]
+    return [_activate(y, attrs["activation"], attrs["negative_slope"], attrs.get("activation_params", ()))]
 
 
 def _pool_out(size: int, k: int, s: int, lo: int, hi: int, ceil_mode: bool) -> int:
@@ -310,6 +330,9 @@ UNARY: dict[str, Callable] = {
     "scale": _scale,
     "dropout": _identity,
     "identity": _identity,
+    **{name: (lambda name: lambda attrs, ins: [_named_activation(name, attrs)(ins[0])])(name)
+       for name in ("clip", "elu", "selu", "gelu", "erf", "softplus", "softsign", "exp", "log", "sqrt",
+                    "abs", "swish", "hard_sigmoid", "hard_swish")},
 }
 
 

@@ -25,11 +25,17 @@ from tools.cuda_emulator import installed
 from cuda_cases import param, requires_cxx
 
 # the ops the cuda device has no kernel for: they run on the host (the next GPU issue empties this)
-ON_THE_HOST = ["avg_pool_grad", "batch_norm_train", "batch_norm_train_grad", "conv2d_grad_input",
-               "conv2d_grad_weight", "dense_grad_input", "dense_grad_weight", "dropout_train",
-               "log_softmax_grad", "lrn_grad", "matmul_grad", "max_pool_grad", "nll_loss_grad",
-               "reduce_channels", "reduce_like", "relu_grad", "scale_grad", "sigmoid_grad",
-               "softmax_cross_entropy_grad", "softmax_grad", "tanh_grad", "zeros_like"]
+ON_THE_HOST = ["abs", "arg_reduce", "avg_pool_grad", "batch_norm_train", "batch_norm_train_grad",
+               "binary_grad", "cast", "clip", "conv2d_grad_input", "conv2d_grad_weight",
+               "conv2d_transpose", "dense_grad_input", "dense_grad_weight", "div", "dropout_train",
+               "elu", "embedding", "embedding_grad", "equal", "erf", "exp", "expand", "gelu",
+               "greater", "greater_equal", "hard_sigmoid", "hard_swish", "layer_norm",
+               "layer_norm_grad", "less", "less_equal", "log", "log_softmax_grad", "lrn_grad",
+               "matmul_grad", "max_pool_grad", "maximum", "minimum", "nll_loss_grad", "pad_grad",
+               "pow", "prelu", "reduce", "reduce_channels", "reduce_grad", "reduce_like",
+               "relu_grad", "resize", "resize_grad", "scale_grad", "selu", "sigmoid_grad", "slice",
+               "softmax_cross_entropy_grad", "softmax_grad", "softplus", "softsign", "sqrt", "sub",
+               "swish", "tanh_grad", "threshold", "tile", "unary_grad", "where", "zeros_like"]
 
 
 def test_the_op_registry_on_the_cuda_device():

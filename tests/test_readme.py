@@ -36,7 +36,8 @@ def test_onnx_conformance_counts_are_the_suites():
     import test_onnx_backend as ob
 
     names = {"NodeModel": "node tests", "PyTorchConvertedModel": "pytorch-converted",
-             "PyTorchOperatorModel": "pytorch-operator", "RealModel": "real models"}
+             "PyTorchOperatorModel": "pytorch-operator", "RealModel": "real models",
+             "SimpleModel": "simple models"}
     counts = collections.defaultdict(lambda: [0, 0])
     for case in ob.SELECTED:  # a selected case that is not excluded must pass: the suite runs it
         counts[names[ob.CATEGORY[case]]][case in ob.EXCLUDED] += 1
