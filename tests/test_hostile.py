@@ -72,7 +72,8 @@ def test_keras_weights_naming_other_files_are_refused_unread(world, attack, targ
 
 @needs_shared
 def test_keras_soft_link_cycle_is_refused(world):
-    assert_refused(H.run_sandboxed(H.keras_with_weights(world / "model", H.soft_link_cycle)), world)
+    result = H.run_sandboxed(H.keras_with_weights(world / "model", H.soft_link_cycle))
+    assert_refused(result, world, kinds={"ParseError"})
 
 
 @needs_shared
@@ -113,7 +114,7 @@ layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_
     (world / "model/net.prototxt").write_text(text)
     result = H.run_sandboxed(world / "model/net.prototxt",
                              "graphrt.load(path, input_shape=(1, 8, 8))")
-    assert result["outcome"] in ("loaded", "GraphrtError") and not touched(result, world), result
+    assert result["outcome"] == "loaded" and not touched(result, world), result
 
 
 # ---- bounded memory and time ---------------------------------------------------------------------
