@@ -26,6 +26,29 @@ def shared() -> Path:
     return SHARED
 
 
+MODEL_RESULTS_ENV = "GRAPHRT_MODEL_RESULTS"
+
+
+@pytest.fixture(scope="session")
+def model_results():
+    """Whole-model comparisons record themselves here: ``record(framework, model, error,
+    tolerance, note="")`` before asserting. With ``GRAPHRT_MODEL_RESULTS=path`` set, the records
+    are written to ``path`` (JSON) at the end of the session; ``bench/models_table.py`` runs the
+    model tests that way and prints the README's "Which models run" table from them."""
+    records: list[dict] = []
+
+    def record(framework: str, model: str, error: float | None, tolerance: float | None,
+               note: str = "") -> None:
+        records.append({"framework": framework, "model": model, "error": error,
+                        "tolerance": tolerance, "note": note})
+    yield record
+    path = os.environ.get(MODEL_RESULTS_ENV)
+    if path:
+        import json
+
+        Path(path).write_text(json.dumps(records, indent=1), encoding="utf-8")
+
+
 # ---- what a run skipped for: optional tools, each with how to get it -----------------------------
 OPTIONAL_TOOLS = [  # (tool, pattern of its skip reasons, how to get it)
     ("chromium", r"chromium is not installed", "apt-get install chromium (the browser tests drive it)"),

@@ -121,7 +121,7 @@ def numpy_lenet(params, x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def test_trained_lenet_matches_numpy_on_real_digits(shared):
+def test_trained_lenet_matches_numpy_on_real_digits(shared, model_results):
     pytest.importorskip("sklearn")
     from graphrt.training.datasets import digits_28x28
 
@@ -130,7 +130,10 @@ def test_trained_lenet_matches_numpy_on_real_digits(shared):
     images, labels = digits_28x28()
     ours = graphrt.run_reference(graph, images)
     expected = numpy_lenet(graph.params, images)
-    assert np.abs(ours - expected).max() / np.abs(expected).max() < 1e-4
+    err = np.abs(ours - expected).max() / np.abs(expected).max()
+    model_results("Caffe (prototxt + caffemodel)", "LeNet, trained (shared/models/caffe)", err,
+                  1e-4, "vs a numpy LeNet on real digits")
+    assert err < 1e-4
     np.testing.assert_array_equal(ours.argmax(1), expected.argmax(1))
     accuracy = (ours.argmax(1) == labels).mean()
     assert 0.80 < accuracy < 0.90  # the shared README: "about 85%"

@@ -295,7 +295,7 @@ def _float64(graph):
     return graph_from_json(graph_to_json(graph), graph.params)
 
 
-def test_one_sgd_step_through_the_new_layers_equals_pytorch():
+def test_one_sgd_step_through_the_new_layers_equals_pytorch(model_results):
     """Convolution, PReLU, Deconvolution, ELU, learned Scale over two axes, Slice, Eltwise MAX,
     MVN, Bias, global pooling and InnerProduct: the loss and every parameter after one SGD step
     with momentum and weight decay equal PyTorch's (float64)."""
@@ -337,7 +337,11 @@ def test_one_sgd_step_through_the_new_layers_equals_pytorch():
     opt.step()
     trainer = graphrt.Trainer(g, optimizer=graphrt.optim.SGD(**solver), batch_size=2)
     ours = trainer.step(x, labels)
-    assert abs(ours - loss.item()) / abs(loss.item()) < 1e-9
     params = trainer.parameters()
-    for k, p in P.items():
-        assert rel_error(params[k], p.detach().numpy())[0] < 1e-9, k
+    errors = [rel_error(params[k], p.detach().numpy())[0] for k, p in P.items()]
+    model_results("Caffe (prototxt)", "the new layers in one net (tests/test_caffe_layers.py): "
+                  "one SGD step", max(errors + [abs(ours - loss.item()) / abs(loss.item())]), 1e-9,
+                  "training, float64, loss and every parameter vs PyTorch")
+    assert abs(ours - loss.item()) / abs(loss.item()) < 1e-9
+    for k, err in zip(P, errors):
+        assert err < 1e-9, k
