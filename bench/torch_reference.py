@@ -19,7 +19,9 @@ PyTorch user would write for the same model. Each op follows the semantics in it
 - ``lrn`` uses ``F.local_response_norm`` for odd sizes; for even sizes the window differs
   (graphrt runs from c - (size-1)//2 to c + size//2, PyTorch from c - size//2), so it is summed
   explicitly;
-- ``zero_pad`` and ``pad`` crop with negative pads, including crops deeper than the input.
+- ``zero_pad`` and ``pad`` crop with negative pads, including crops deeper than the input;
+- the ops added with issue 15 (activations, binary ops, reductions, layer norm, resize, transposed
+  convolution, indexing) are translated in ``torch_reference_more.py``.
 
 The training-only ops (gradients, optimizer updates) have no translation; in ``train()`` mode batch
 norm uses batch statistics and updates its running buffers as PyTorch does (dropout stays the
@@ -40,32 +42,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import graphrt
+import torch_reference_more as more
 
 __all__ = ["to_torch", "GraphModule", "SUPPORTED_OPS"]
 
 
 # ---- op implementations: (attrs, inputs: list[Tensor]) -> list[Tensor] --------------------------
-def _named_activation(name: str, params) -> Callable:
-    """PyTorch's form of graphrt's activation op ``name`` (its attributes' defaults filled in)."""
-    from graphrt.ops import get_op
-
-    a = get_op(name).normalize_attrs(dict(params))
-    return {
-        "clip": lambda y: torch.clamp(y, a["min"], a["max"]),
-        "elu": lambda y: F.elu(y, a["alpha"]),
-        "selu": lambda y: a["gamma"] * torch.where(y > 0, y, a["alpha"] * torch.expm1(y)),
-        "gelu": lambda y: F.gelu(y, approximate=a["approximate"]),
-        "erf": torch.erf, "softplus": F.softplus, "softsign": F.softsign, "exp": torch.exp,
-        "log": torch.log, "sqrt": torch.sqrt, "abs": torch.abs,
-        "swish": lambda y: y * torch.sigmoid(a["beta"] * y),
-        "hard_sigmoid": lambda y: torch.clamp(a["alpha"] * y + a["beta"], 0, 1),
-        "hard_swish": F.hardswish,
-    }[name]
-
-
-def _activate(y: torch.Tensor, activation: str, negative_slope: float, params=()) -> torch.Tensor:
-    if activation not in ("relu", "tanh", "sigmoid", "none"):
-        return _named_activation(activation, params)(y)
+def _activate(y: torch.Tensor, activation: str, negative_slope: float,
+              params=()) -> torch.Tensor:
+    if activation in more.ACTIVATIONS:
+        return more.activation(activation, params, y)
     if activation == "relu":
         return F.relu(y) if negative_slope == 0.0 else F.leaky_relu(y, negative_slope)
     if activation == "tanh":
@@ -88,12 +74,14 @@ def _conv2d(attrs, ins):
         padding = 0
     y = F.conv2d(x, w, b, stride=tuple(attrs["stride"]), padding=padding,
                  dilation=tuple(attrs["dilation"]), groups=attrs["groups"])
-    return [_activate(y, attrs["activation"], attrs["negative_slope"], attrs.get("activation_params", ()))]
+    return [_activate(y, attrs["activation"], attrs["negative_slope"],
+                      attrs.get("activation_params", ()))]
 
 
 def _dense(attrs, ins):
     y = F.linear(ins[0], ins[1], ins[2] if len(ins) == 3 else None)
-    return [_activate(y, attrs["activation"], attrs["negative_slope"], attrs.get("activation_params", ()))]
+    return [_activate(y, attrs["activation"], attrs["negative_slope"],
+                      attrs.get("activation_params", ()))]
 
 
 def _pool_out(size: int, k: int, s: int, lo: int, hi: int, ceil_mode: bool) -> int:
@@ -246,6 +234,8 @@ def _zero_pad(attrs, ins):
 def _pad(attrs, ins):
     """ONNX-style pad of every axis: (begins..., ends...), negative crops, ``value`` fills."""
     x, pads, value = ins[0], attrs["pads"], attrs["value"]
+    if attrs.get("mode", "constant") != "constant":
+        raise ValueError(f"no PyTorch translation of pad mode {attrs['mode']!r}")
     rank = x.dim()
     los, his = pads[:rank], pads[rank:]
     out_shape = tuple(n + lo + hi for n, lo, hi in zip(x.shape, los, his))
@@ -330,9 +320,7 @@ UNARY: dict[str, Callable] = {
     "scale": _scale,
     "dropout": _identity,
     "identity": _identity,
-    **{name: (lambda name: lambda attrs, ins: [_named_activation(name, attrs)(ins[0])])(name)
-       for name in ("clip", "elu", "selu", "gelu", "erf", "softplus", "softsign", "exp", "log", "sqrt",
-                    "abs", "swish", "hard_sigmoid", "hard_swish")},
+    **{name: fn for name, fn in more.OPS.items() if name in more.ACTIVATIONS},
 }
 
 
@@ -368,6 +356,7 @@ STATELESS: dict[str, Callable] = {
     "softmax_cross_entropy": _xent,
     "nll_loss": _nll,
     "accuracy": _accuracy,
+    **more.OPS,  # the ops of issue 15 (torch_reference_more.py)
 }
 SUPPORTED_OPS = frozenset(STATELESS) | {"max_pool", "avg_pool"}
 
