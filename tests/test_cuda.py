@@ -257,8 +257,8 @@ def test_random_inception_graphs_match_the_reference(graph, batch, kind):
 def test_gemms_through_cublas_and_through_our_kernel(gemm, kind):
     """Every step through cuBLAS (its column-major call as planned from our row-major GEMM), or
     every step through our ``gemm`` kernel."""
-    for case in ("conv", "conv_strided", "conv_pointwise", "dense", "dense_nobias", "matmul",
-                 "matmul_stack", "matmul_vector"):
+    for case in ("conv", "conv_strided", "conv_pointwise", "conv_split", "conv_split_pointwise",
+                 "dense", "dense_nobias", "matmul", "matmul_stack", "matmul_vector"):
         op, shapes, params, attrs = CASES[case]
         g, feeds = one_node(op, shapes, params, attrs)
         compare_with_cpu(g, feeds, kind, gemm=gemm, graphs=False)
