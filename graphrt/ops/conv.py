@@ -9,7 +9,7 @@ relu) that the optimizer sets when it absorbs the next layer. Output (N, O, OH, 
 ``sizes`` channels each (the ``merge_sibling_convs`` pass makes it from sibling convolutions that
 read the same input). Output ``i`` is ``conv2d(x)[:, sum(sizes[:i]):sum(sizes[:i + 1])]``; each is a
 tensor of its own, so the memory plan can place each one where its reader wants it (a slice of a
-concat) and the kernel writes each group of channels straight there.
+concat) and the kernel writes each output's channels straight there.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ CONV2D = register(OpDef(
 def _split_infer(attrs, ins, node):
     (wide,) = _infer(attrs, ins, node)
     sizes = attrs["sizes"]
-    if len(sizes) < 1 or min(sizes) < 1 or (wide.shape[1] is not None and sum(sizes) != wide.shape[1]):
+    if not sizes or sum(sizes) != wide.shape[1]:
         raise spec_error(node, f"conv2d_split sizes {sizes} do not add up to the {wide.shape[1]} "
                                f"output channels of weight {ins[1]}")
     n, _, oh, ow = wide.shape
@@ -139,18 +139,13 @@ def _split_forward(attrs, inputs, outputs):
         start += out.shape[1]
 
 
-def conv2d_attrs(attrs) -> dict:
-    """The attributes of the one ``conv2d`` a ``conv2d_split`` computes."""
-    return {k: v for k, v in attrs.items() if k != "sizes"}
-
-
 def _split_backward(ctx, node, dys):
     """conv2d's rule for the whole output: its gradient is the outputs' gradients concatenated
     (zeros where none flows); the activation's gradient reads the outputs concatenated."""
     def whole(parts):
         return parts[0] if len(parts) == 1 else ctx.add("concat", parts, {"axis": 1})
     dy = whole([d if d is not None else ctx.add("zeros_like", [t]) for d, t in zip(dys, node.outputs)])
-    attrs = conv2d_attrs(node.attrs)
+    attrs = {k: v for k, v in node.attrs.items() if k != "sizes"}
     y = whole(list(node.outputs)) if attrs["activation"] != "none" else node.outputs[0]
     return _backward(ctx, node.replace(op="conv2d", outputs=(y,), attrs=attrs), [dy])
 
