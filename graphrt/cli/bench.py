@@ -52,6 +52,8 @@ def bench_torch(graph, feeds, args):
         import torch
     except ImportError:
         return {"skipped": "torch is not installed"}, None
+    if str(TORCH_REFERENCE.parent) not in sys.path:  # it imports its sibling torch_reference_more
+        sys.path.append(str(TORCH_REFERENCE.parent))
     spec = importlib.util.spec_from_file_location("graphrt_bench_torch_reference", TORCH_REFERENCE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
