@@ -1,6 +1,6 @@
 """The cpu device's convolution algorithms, its own threads and the algorithm cache.
 
-- every algorithm (im2col, pointwise, Winograd F(2x2,3x3)) against naive float64 loops
+- every algorithm (im2col, im2col_nhwc, pointwise, Winograd F(2x2,3x3)) against naive float64 loops
   (``tests/naive.py``) on hypothesis shapes: strides, pads, dilations, groups, odd sizes, batch
   1..5, on channel-slice views with an exactly sized NaN workspace;
 - compiled executables forcing each algorithm, at 1..3 threads, against the reference executor;
@@ -33,7 +33,7 @@ from test_cpu_kernels import channel_view, one_node, untouched
 
 # float32 against float64 loops, unit-scale data: im2col and pointwise sum in BLAS's order;
 # Winograd adds the transforms' rounding (measured in test_winograd_rounding_error)
-TOL = {"im2col": 2e-6, "pointwise": 2e-6, "winograd": 1e-5}
+TOL = {"im2col": 2e-6, "im2col_nhwc": 2e-6, "pointwise": 2e-6, "winograd": 1e-5}
 WINOGRAD_BOUND = 2e-6  # the stated bound on Winograd's float32 error (measured 1.3e-7 .. 6.2e-7)
 
 
@@ -101,16 +101,17 @@ def test_algorithm_matches_naive_loops(name, data):
     assert err < TOL[name], f"{name} {attrs}: relative error {err:.3g}"
 
 
+@pytest.mark.parametrize("name", ["im2col", "im2col_nhwc", "winograd"])
 @pytest.mark.parametrize("axis", [2, 3])
-def test_winograd_on_spatial_slices(axis):
+def test_algorithms_on_spatial_slices(name, axis):
     """Inputs and outputs that are slices along H or W (a concat on a spatial axis)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 4, 7, 9)).astype(np.float32)
     w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
     attrs = {"pads": (1, 0, 2, 1), "groups": 2, "stride": (1, 1), "dilation": (1, 1),
              "activation": "relu"}
-    out, _ = run_algorithm("winograd", x, w, None, attrs, axis=axis)
-    assert relative_error(out, naive_conv(x, w, None, attrs)) < TOL["winograd"]
+    out, _ = run_algorithm(name, x, w, None, attrs, axis=axis)
+    assert relative_error(out, naive_conv(x, w, None, attrs)) < TOL[name]
 
 
 def test_winograd_rounding_error():
@@ -149,7 +150,7 @@ def split_everything():
         split.MIN_PART_FLOPS, split.MIN_PART_BYTES = saved
 
 
-@given(conv_layers(), st.sampled_from(["im2col", "winograd", "pointwise", "default"]),
+@given(conv_layers(), st.sampled_from(["im2col", "im2col_nhwc", "winograd", "pointwise", "default"]),
        st.integers(1, 3))
 def test_compiled_algorithms_and_threads_match_the_reference(case, algorithms, nthreads):
     x, w, b, attrs = case
@@ -262,7 +263,7 @@ def test_measure_writes_the_cache_and_the_next_compile_reads_it(cache_dir, monke
     g = wide_conv_graph()
     x = np.random.default_rng(2).standard_normal((4, 16, 20, 20)).astype(np.float32)
     exe = graphrt.compile(g, batch_size=4, threads=2, algorithms="measure")
-    assert set(exe.device.timings["conv"]) == {"im2col", "winograd"}
+    assert set(exe.device.timings["conv"]) == {"im2col", "im2col_nhwc", "winograd"}
     chosen = exe.device.choices["conv"]
     assert relative_error(exe(x), graphrt.run_reference(g, x)) < 1e-5
     # the plan holds the chosen algorithm's workspace, not the largest candidate's
@@ -287,7 +288,7 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(cache_dir, content):
     cache_dir.mkdir()
     (cache_dir / algo.CACHE_FILE).write_text(content)
     exe = graphrt.compile(wide_conv_graph(), batch_size=2, threads=1, algorithms="measure")
-    assert exe.device.choices["conv"] in ("im2col", "winograd")
+    assert exe.device.choices["conv"] in ("im2col", "im2col_nhwc", "winograd")
     data = json.loads((cache_dir / algo.CACHE_FILE).read_text())
     assert len(data["machines"][algo.machine_key()]) == 1
 
@@ -297,7 +298,7 @@ def test_an_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
     blocker.write_text("a file where the cache folder would be")
     monkeypatch.setenv(algo.CACHE_ENV, str(blocker / "cache"))
     exe = graphrt.compile(wide_conv_graph(), batch_size=2, threads=1, algorithms="measure")
-    assert exe.device.choices["conv"] in ("im2col", "winograd")
+    assert exe.device.choices["conv"] in ("im2col", "im2col_nhwc", "winograd")
 
 
 def test_default_is_the_fixed_rule_without_timing(cache_dir, monkeypatch):

@@ -3,6 +3,8 @@
 Candidates (:data:`ALGORITHMS`), each a kernel with its own workspace function:
 
 - ``im2col``: the input's windows gathered into the workspace in chunks, one BLAS GEMM per chunk;
+- ``im2col_nhwc``: the same in channels-last order, with a tall GEMM (:mod:`.nhwc`): longer
+  contiguous runs to gather, and a GEMM shape OpenBLAS runs faster when a layer has few channels;
 - ``pointwise``: a 1x1 stride-1 unpadded convolution as a GEMM on the input itself (no copy);
 - ``winograd``: Winograd F(2x2, 3x3) for 3x3 stride-1 dilation-1 layers (:mod:`.winograd`).
 
@@ -61,6 +63,8 @@ class Algorithm:
 ALGORITHMS = {a.name: a for a in (
     Algorithm("im2col", lambda attrs, kh, kw: True, K._small_buffers(K.conv2d_im2col),
               K.im2col_workspace),
+    Algorithm("im2col_nhwc", lambda attrs, kh, kw: True, K._small_buffers(K.conv2d_nhwc),
+              K.nhwc_workspace),
     Algorithm("pointwise", K._is_pointwise, K._small_buffers(K.conv2d_pointwise),
               K.pointwise_workspace),
     Algorithm("winograd", winograd_applies, K._small_buffers(K.conv2d_winograd),

@@ -43,7 +43,7 @@ import numpy as np
 from ...ir import Graph, Node
 from ...ops import activation
 from ...ops.pool import avg_divisor, pool_geometry
-from . import winograd
+from . import nhwc, winograd
 
 BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
 COLS_BYTES = 8 << 20  # im2col columns gathered per GEMM (L3-resident; few, big GEMMs thread best)
@@ -329,6 +329,13 @@ def winograd_workspace(node: Node, graph: Graph, batch: int) -> int:
                                     temps) * dtype.itemsize
 
 
+def nhwc_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, cg, kh, kw, oh, ow, dtype = _conv_dims(node, graph, batch)
+    temps = _epilogue_temps(node.attrs) * BLOCK
+    return nhwc.workspace_elems(n, c, h, w, o, node.attrs["groups"], kh, kw, oh, ow,
+                                node.attrs["pads"], dtype.itemsize, temps) * dtype.itemsize
+
+
 def conv2d(attrs, inputs, outputs, ws):
     """The fixed choice: a 1x1 stride-1 unpadded convolution is a GEMM, anything else im2col."""
     kh, kw = inputs[1].shape[2:]
@@ -352,6 +359,13 @@ def conv2d_winograd(attrs, inputs, outputs, ws):
     """Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1): see :mod:`.winograd`."""
     x = inputs[0]
     rest = winograd.conv(attrs, x, inputs[1], outputs[0], ws.view(x.dtype), _pad_into)
+    _epilogue(outputs[0], inputs[2] if len(inputs) == 3 else None, attrs, rest)
+
+
+def conv2d_nhwc(attrs, inputs, outputs, ws):
+    """im2col in channels-last order and a tall GEMM: see :mod:`.nhwc`."""
+    x = inputs[0]
+    rest = nhwc.conv(attrs, x, inputs[1], outputs[0], ws.view(x.dtype))
     _epilogue(outputs[0], inputs[2] if len(inputs) == 3 else None, attrs, rest)
 
 
