@@ -243,6 +243,24 @@ def test_pool_errors_reach_the_caller_and_the_pool_survives():
     assert out.tolist() == [1, 2, 3]
 
 
+def test_a_part_left_behind_is_not_taken_for_this_runs():
+    """A part of an earlier run that finishes late (its caller was interrupted while waiting) does
+    not count as a part of the next run."""
+    import threading
+
+    p = threads.Pool(2)
+    p._done.put((p._run, None))  # the late part of the previous run
+    gate, out = threading.Event(), []
+
+    def slow():
+        gate.wait(5)
+        out.append("worker")
+    timer = threading.Timer(0.2, gate.set)
+    timer.start()
+    p.run([(out.append, ("caller",)), (slow, ())])
+    assert sorted(out) == ["caller", "worker"]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_bad_threads_and_algorithms_are_errors(bad):
     g = wide_conv_graph()
@@ -335,3 +353,43 @@ def test_dense_column_tiles_and_batch_slices_match_the_reference():
         assert exe.device.parts["fc"] == min(3, 53 if batch < 20 else batch)
         assert split.columns(exe.graph.node("fc"), exe.graph, batch) == (batch < 20)
         assert relative_error(exe(xs), graphrt.run_reference(g, xs)) < 1e-5
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "profile", "viz", "plan", "train"])
+def test_every_command_takes_threads_and_algorithms(command):
+    from graphrt import cli
+
+    extra = {"viz": ["-o", "g.html"], "plan": ["-o", "p.png"], "train": ["--data", "digits"]}
+    args = cli.parser().parse_args([command, "m.py", "--threads", "3", "--algorithms", "winograd",
+                                    *extra.get(command, [])])
+    assert (args.threads, args.algorithms) == (3, "winograd")
+    args = cli.parser().parse_args([command, "m.py", *extra.get(command, [])])
+    assert (args.threads, args.algorithms) == (None, None)  # the library's defaults
+
+
+def test_run_command_uses_the_threads_and_algorithms(capsys, tmp_path):
+    from graphrt import cli
+    from graphrt.devices.cpu import device as cpu_device
+
+    made = []
+    original = cpu_device.CpuDevice.for_graph
+
+    def record(self, graph, batch, **options):
+        dev = original(self, graph, batch, **options)
+        made.append(dev)
+        return dev
+    model = tmp_path / "m.py"
+    model.write_text(
+        "import numpy as np\nimport graphrt\n\ndef build():\n    g = graphrt.Graph('m')\n"
+        "    x = g.add_input('x', (None, 4, 9, 9))\n"
+        "    w = g.add_param('w', np.ones((6, 4, 3, 3), np.float32))\n"
+        "    g.set_outputs([g.add_node('conv2d', [x, w], name='conv', attrs={'pads': 1})])\n"
+        "    return g\n")
+    try:
+        cpu_device.CpuDevice.for_graph = record
+        assert cli.main(["run", str(model), "--batch", "4", "--threads", "2", "--algorithms",
+                         "winograd", "--json"]) == 0
+    finally:
+        cpu_device.CpuDevice.for_graph = original
+    capsys.readouterr()
+    assert made and made[-1].threads == 2 and made[-1].choices == {"conv": "winograd"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir.errors import GraphrtError, InputError
-from .common import device_of, emit, load_model
+from .common import emit, load_model
 
 
 def training_data(spec: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +48,9 @@ def cmd_train(args) -> int:
                          f"expects {spec}", file=args.data)
     batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
     optimizer = graphrt.optim.SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=device_of(args),
-                              batch_size=args.batch, opt_level=args.opt_level)
+    trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
+                              batch_size=args.batch, opt_level=args.opt_level,
+                              threads=args.threads, algorithms=args.algorithms)
     start = time.perf_counter()
     history = trainer.fit(batches, epochs=args.epochs)
     seconds = time.perf_counter() - start

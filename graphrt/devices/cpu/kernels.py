@@ -16,7 +16,9 @@ what the reference forward computes, in the same dtype (float64 where the refere
 - ``conv2d``: im2col into the workspace in chunks of about :data:`COLS_BYTES` (output-row ranges of
   one image when an image's columns are larger, else whole images), one BLAS GEMM (stacked over
   the images) per chunk and group straight into the output, bias and activation on each chunk
-  while it is in cache. 1x1 convolutions are GEMMs with no copy at all.
+  while it is in cache. 1x1 convolutions are GEMMs with no copy at all. That is the fixed rule
+  (``conv2d``); the device may pick another algorithm per layer (``conv2d_im2col``,
+  ``conv2d_nhwc``, ``conv2d_pointwise``, ``conv2d_winograd``: see :mod:`.algorithms`).
 - ``dense``: one GEMM, then the epilogue.
 - ``max_pool`` / ``avg_pool``: one ufunc per kernel offset into the output, in the reference's
   order. With padding, small planes are padded into the workspace a few images at a time (only

@@ -42,6 +42,7 @@ class Pool:
         self.threads = threads
         self._lock = threading.Lock()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._run = 0  # which run() a finished part belongs to
         self._tasks = [queue.SimpleQueue() for _ in range(threads - 1)]
         for i, tasks in enumerate(self._tasks):
             threading.Thread(target=self._work, args=(tasks,), name=f"graphrt-cpu-{i + 1}",
@@ -50,13 +51,13 @@ class Pool:
     def _work(self, tasks: queue.SimpleQueue) -> None:
         np.seterr(all="ignore")  # as the step's own thread: NaN/Inf are the model's business
         while True:
-            fn, args = tasks.get()
+            run, fn, args = tasks.get()
             try:
                 fn(*args)
             except BaseException as err:  # handed to the caller of run()
-                self._done.put(err)
+                self._done.put((run, err))
             else:
-                self._done.put(None)
+                self._done.put((run, None))
 
     def run(self, calls: Sequence[tuple[Callable, tuple]]) -> None:
         """Run every ``(fn, args)`` of ``calls``: the first in this thread, the others (at most
@@ -68,15 +69,20 @@ class Pool:
                 fn(*args)
             return
         try:
-            for tasks, call in zip(self._tasks, calls[1:]):
-                tasks.put(call)
+            self._run += 1
+            for tasks, (fn, args) in zip(self._tasks, calls[1:]):
+                tasks.put((self._run, fn, args))
             error = None
             try:
                 calls[0][0](*calls[0][1])
             except BaseException as err:
                 error = err
-            for _ in calls[1:]:  # always wait for every part: they write into the arena
-                result = self._done.get()
+            waiting = len(calls) - 1
+            while waiting:  # always wait for every part: they write into the arena
+                run, result = self._done.get()
+                if run != self._run:
+                    continue  # a part of a run the caller left (Ctrl-C while it waited)
+                waiting -= 1
                 if error is None:
                     error = result
             if error is not None:
