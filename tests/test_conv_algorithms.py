@@ -393,3 +393,25 @@ def test_run_command_uses_the_threads_and_algorithms(capsys, tmp_path):
         cpu_device.CpuDevice.for_graph = original
     capsys.readouterr()
     assert made and made[-1].threads == 2 and made[-1].choices == {"conv": "winograd"}
+
+
+def _run_split_in_child(queue):
+    g = wide_conv_graph()
+    exe = graphrt.compile(g, batch_size=4, threads=2, algorithms="default")
+    x = np.ones((4, 16, 20, 20), np.float32)
+    queue.put(relative_error(exe(x), graphrt.run_reference(g, x)))
+
+
+def test_a_forked_child_gets_its_own_pool():
+    import multiprocessing
+
+    threads.pool(2).run([(len, ((),)), (len, ((),))])  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_run_split_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():  # a child stuck on the parent's (absent) threads
+        child.kill()
+        pytest.fail("the forked child hung on the parent's pool")
+    assert child.exitcode == 0 and queue.get(timeout=5) < 1e-5

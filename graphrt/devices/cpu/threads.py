@@ -11,7 +11,9 @@ restored, so the user's own numpy keeps its threads.
 
 Workers block on a queue when idle (they never spin), so a pool costs nothing between steps; pools
 are shared by every executable with the same thread count (:func:`pool`) and live as daemon threads
-for the life of the process. A pool serves one step at a time: a second thread stepping another
+for the life of the process (a forked child makes its own). The prefetch pipeline's loader and copy
+threads only copy batches (a small, memory-bound part of a step) and never spin either, so they do
+not keep the cores from the pool for long; BLAS's own pool, which does spin, is held at one thread. A pool serves one step at a time: a second thread stepping another
 executable with the same pool meanwhile runs its launches on its own thread, unsplit.
 """
 from __future__ import annotations
@@ -93,6 +95,17 @@ class Pool:
 
 _POOLS: dict[int, Pool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:
+    """In a forked child the pools' threads do not exist: make new ones on first use."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def pool(threads: int) -> Pool:
