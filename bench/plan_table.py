@@ -55,8 +55,12 @@ def models():
 
 def row(name: str, graph, batch: int) -> list[str]:
     """One table row from the level-0 and level-3 executables of ``graph`` at ``batch``."""
-    o0 = graphrt.compile(graph, device="cpu", batch_size=batch, opt_level=0)
-    exe = graphrt.compile(graph, device="cpu", batch_size=batch, opt_level=3)
+    # one thread and the fixed conv rule: the plan is then the same on every machine (a split
+    # launch reserves a workspace share per thread; a measured algorithm has its own workspace)
+    o0 = graphrt.compile(graph, device="cpu", batch_size=batch, opt_level=0, threads=1,
+                         algorithms="default")
+    exe = graphrt.compile(graph, device="cpu", batch_size=batch, opt_level=3, threads=1,
+                          algorithms="default")
     plan = exe.plan
     plan.check()
     concats = [n for n in exe.graph.nodes if n.op == "concat"]

@@ -1,20 +1,28 @@
-"""Images/s of the seed models through graphrt against PyTorch eager (and onnxruntime when graphrt
-can export ONNX), measured in the same process with the same number of threads.
+"""Images/s of the seed models through graphrt against PyTorch eager and onnxruntime, measured
+interleaved in the same process at 1 and at 2 threads, with the spread over repeats.
 
-    python bench/seed_models.py                       # the six seed models of the benchmark
-    python bench/seed_models.py --models caffe_lenet torch_lenet --repeats 9 --iterations 20
+    python bench/seed_models.py --quick               # a short run: the numbers mean little
+    python bench/seed_models.py                       # the seed models and CIFAR-10 quick, 1 and 2 threads
+    python bench/seed_models.py --write               # ... and the first section of bench/RESULTS.md
+    python bench/seed_models.py --models caffe_lenet torch_lenet --threads 2 --repeats 9
     python bench/seed_models.py --all --markdown      # every model in examples/seed_models.py
     python bench/seed_models.py --device cuda         # graphrt on the GPU (torch too if it can)
 
-For each model: graphrt compiled at opt level 3 (``exe(x)`` per batch, and ``exe.stream(batches)``
-when the executable has it), the same graph in PyTorch eager (``bench/torch_reference.to_torch``
-under ``torch.no_grad()``) and, when ``graphrt.export_onnx`` exists and onnxruntime is installed,
-onnxruntime on the exported file. Each engine first runs ``--warmup`` batches; then ``--repeats``
-rounds in which every engine in turn runs one untimed batch and one timed run of ``--iterations``
-batches (raised so that a run lasts at least ``--min-time``); the table gives the median images/s.
-Threads: ``torch.set_num_threads(N)``, onnxruntime's intra-op threads N, and threadpoolctl limits
-every BLAS/OpenMP pool of the process (numpy's OpenBLAS) to N, with N = ``--threads`` (default
-``os.cpu_count()``).
+For each thread count N (``--threads``, default 1 and 2) and each model: graphrt compiled at opt
+level 3 with ``threads=N`` (``exe(x)`` per batch, and ``exe.stream(batches)``), the same graph in
+PyTorch eager (``bench/torch_reference.to_torch`` under ``torch.no_grad()``, with
+``torch.set_num_threads(N)``) and onnxruntime on the file ``graphrt.export_onnx`` writes
+(``SessionOptions.intra_op_num_threads = N``). threadpoolctl also limits every BLAS/OpenMP pool of
+the process to N (graphrt holds numpy's BLAS to one thread inside its steps anyway and splits the
+work over its own N threads). Each engine first runs ``--warmup`` batches; then ``--repeats`` rounds
+in which every engine in turn runs one untimed batch and one timed run of ``--iterations`` batches
+(raised so that a run lasts at least ``--min-time``). Reported: the median images/s with the min-max
+over the repeats, and the ratios graphrt/peer as the median (min-max) of the ratios of the same
+round, so load from elsewhere on the machine hits both sides of a ratio alike.
+
+The load average is printed at the start and after every model. ``--write`` replaces the first
+section of ``bench/RESULTS.md`` with the tables, but refuses (exit status 2) when the 1-minute
+load average at the start or the end was above 0.5 per core, unless ``--force``.
 
 ``--profile`` then profiles graphrt's ``exe(x)`` (cProfile by tottime, and every launch timed on its
 own, summed per kernel) for the models where graphrt is slower than PyTorch.
@@ -57,7 +65,10 @@ def _examples_seed_models():
 seed_models = _examples_seed_models().seed_models
 
 BENCHMARK = ["keras_simple_ann", "keras_simple_cnn", "caffe_lenet", "mxnet_alexnet",
-             "torch_inception_bn", "torch_lenet"]
+             "torch_inception_bn", "torch_lenet", "caffe_cifar10_quick"]
+BATCHES = {"caffe_cifar10_quick": 100}  # the issue's batch for CIFAR-10 quick (the seed's example)
+RESULTS = HERE / "RESULTS.md"
+QUICK = {"repeats": 3, "iterations": 1, "min_time": 0.02, "warmup": 1}
 
 
 # ---- environment ------------------------------------------------------------------------------
@@ -95,8 +106,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_lines(threads: int) -> list[str]:
-    lines = [f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; benchmark threads: {threads}",
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({one / cores():.2f} per core)"
+
+
+def machine_lines(threads) -> list[str]:
+    lines = [f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs ({cores()} usable); benchmark "
+             f"threads: {' and '.join(map(str, threads))}",
              f"Python {platform.python_version()}, numpy {np.__version__}"]
     try:
         import torch
@@ -111,14 +135,14 @@ def machine_lines(threads: int) -> list[str]:
         lines.append("onnxruntime not installed")
     lines += [f"BLAS: {row}" for row in blas_info()]
     coretype = os.environ.get("OPENBLAS_CORETYPE", "(unset)")
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    lines.append(f"OPENBLAS_CORETYPE={coretype}; load average {load} at start")
+    lines.append(f"OPENBLAS_CORETYPE={coretype}; {load_line()} at start")
     return lines
 
 
 # ---- engines: each is a callable running one timed run (a list of batches) ----------------------
-def graphrt_engines(graph, batch: int, device: str):
-    exe = graphrt.compile(graph, device=device, batch_size=batch, opt_level=3)
+def graphrt_engines(graph, batch: int, device: str, threads: int, algorithms: str):
+    exe = graphrt.compile(graph, device=device, batch_size=batch, opt_level=3, threads=threads,
+                          algorithms=algorithms)
     engines = {"graphrt": lambda xs: [exe(x) for x in xs]}
     if hasattr(exe, "stream"):
         engines["graphrt stream"] = lambda xs: list(exe.stream(xs))
@@ -186,7 +210,8 @@ def agreement(engines: dict, x) -> dict:
 
 
 def measure(engines: dict, xs: list, warmup: int, repeats: int) -> dict:
-    """Median images/s of each engine over ``repeats`` runs of all of ``xs``.
+    """Images/s of each engine in each of ``repeats`` runs of all of ``xs`` ({engine: [rate per
+    round]}, rounds in the same order for every engine).
 
     Repeats alternate between engines, so a burst of load from elsewhere on the machine hits all of
     them alike; each timed run follows one untimed batch of the same engine, because thread pools
@@ -203,7 +228,7 @@ def measure(engines: dict, xs: list, warmup: int, repeats: int) -> dict:
             start = time.perf_counter()
             run(xs)
             times[name].append(time.perf_counter() - start)
-    return {name: images / statistics.median(t) for name, t in times.items()}
+    return {name: [images / v for v in t] for name, t in times.items()}
 
 
 def batches_for(spec, batch: int, iterations: int, min_time: float, probe) -> list:
@@ -255,126 +280,215 @@ def profile(exe, xs: list, top: int) -> None:
 # ---- the table ----------------------------------------------------------------------------------
 COLUMNS = ["model", "batch", "graphrt img/s", "graphrt stream img/s", "torch img/s",
            "graphrt/torch", "ort img/s", "graphrt/ort"]
-
-
-def fmt(v, ratio=False):
-    if v is None:
-        return "-"
-    return f"{v:.3g}x" if ratio else f"{v:,.1f}"
-
-
 GPU_COLUMNS = ["torch.compile img/s", "graphrt/compile"]  # --device cuda only
 
 
+def spread(values, ratio: bool = False) -> str:
+    """``median (min-max)`` of ``values``; '-' when there are none."""
+    if not values:
+        return "-"
+    med, lo, hi = statistics.median(values), min(values), max(values)
+    if ratio:
+        return f"{med:.2f}x ({lo:.2f}-{hi:.2f})"
+    digits = 0 if med >= 100 else 1
+    return f"{med:,.{digits}f} ({lo:,.{digits}f}-{hi:,.{digits}f})"
+
+
+def best_graphrt(r: dict) -> list:
+    """graphrt's better of exe(x) and exe.stream in each round."""
+    rounds = [r["graphrt"]] + ([r["graphrt stream"]] if "graphrt stream" in r else [])
+    return [max(v) for v in zip(*rounds)]
+
+
+def paired(r: dict, peer: str) -> list:
+    """graphrt / ``peer`` in each round (the two measured back to back)."""
+    if peer not in r:
+        return []
+    return [g / p for g, p in zip(best_graphrt(r), r[peer])]
+
+
 def row_for(name, batch, r):
-    g, s, t, o = (r.get(k) for k in ("graphrt", "graphrt stream", "torch", "ort"))
-    best = max(v for v in (g, s) if v is not None)
-    row = [name, str(batch), fmt(g), fmt(s), fmt(t), fmt(best / t if t else None, True), fmt(o),
-           fmt(best / o if o else None, True)]
+    row = [name, str(batch), spread(r.get("graphrt")), spread(r.get("graphrt stream")),
+           spread(r.get("torch")), spread(paired(r, "torch"), True), spread(r.get("ort")),
+           spread(paired(r, "ort"), True)]
     if "torch.compile" in r:
-        c = r["torch.compile"]
-        row += [fmt(c), fmt(best / c if c else None, True)]
+        row += [spread(r["torch.compile"]), spread(paired(r, "torch.compile"), True)]
     return row
 
 
-def print_table(rows, markdown: bool):
+def table_lines(rows, markdown: bool) -> list[str]:
     columns = COLUMNS + (GPU_COLUMNS if any(len(r) > len(COLUMNS) for r in rows) else [])
     rows = [r + ["-"] * (len(columns) - len(r)) for r in rows]
     if markdown:
-        print("| " + " | ".join(columns) + " |")
-        print("|" + "|".join("---" if i < 1 else "---:" for i in range(len(columns))) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
+        lines = ["| " + " | ".join(columns) + " |",
+                 "|" + "|".join("---" if i < 1 else "---:" for i in range(len(columns))) + "|"]
+        return lines + ["| " + " | ".join(row) + " |" for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for row in [columns] + rows:
-        cells = zip(row, widths)
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
+    return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in [columns] + rows]
+
+
+def results_section(argv, machine, tables, notes, loads, args) -> str:
+    """The first section of bench/RESULTS.md, from this run."""
+    lines = ["# Seed models: graphrt vs PyTorch eager vs onnxruntime (cpu)", "",
+             "Written by `bench/seed_models.py --write` (do not edit by hand):", "", "```",
+             "python bench/seed_models.py " + " ".join(argv), "```", "",
+             "Engines run interleaved in one process: every round times each engine in turn, after "
+             "one untimed batch of its own. Each cell is the **median over "
+             f"{args.repeats} rounds, with the min-max over the rounds** in brackets; a ratio is "
+             "graphrt's better of `exe(x)` and `exe.stream` over the peer's images/s **in the same "
+             "round** (median and min-max of those per-round ratios).", "",
+             "## Machine and load", ""]
+    lines += [f"- {m}" for m in machine]
+    lines += [f"- {load}" for load in loads] + [""]
+    for threads, rows in tables:
+        lines += [f"## {threads} thread{'s' if threads > 1 else ''} per engine", ""]
+        lines += table_lines(rows, True) + [""]
+    lines += [f"- note: {n}" for n in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results(section: str) -> None:
+    """Replace bench/RESULTS.md's first section (up to the next top-level heading) with ``section``."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    lines = text.splitlines(keepends=True)
+    rest = ""
+    fence = False
+    for i, line in enumerate(lines):
+        fence ^= line.startswith("```")
+        if i > 0 and not fence and line.startswith("# "):
+            rest = "".join(lines[i:])
+            break
+    RESULTS.write_text(section + ("\n" + rest if rest else ""), encoding="utf-8")
+
+
+def busy(limit_per_core: float = 0.5) -> bool:
+    return os.getloadavg()[0] > limit_per_core * cores()
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", metavar="NAME", help=f"default: {' '.join(BENCHMARK)}")
     ap.add_argument("--all", action="store_true", help="every model in examples/seed_models.py")
     ap.add_argument("--device", default="cpu", help="graphrt device: cpu (default), cuda, auto")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
-    ap.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts to run every engine at (default: 1 2)")
+    ap.add_argument("--algorithms", default="measure",
+                    help="graphrt's conv algorithm choice (compile(algorithms=...); default measure)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds; medians are reported")
     ap.add_argument("--iterations", type=int, default=10, help="batches per timed run")
     ap.add_argument("--min-time", type=float, default=0.25,
                     help="raise --iterations so one timed run of graphrt lasts at least this (s)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches per engine first")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short run (3 rounds of 1 batch, 1 warm-up): checks the script, not speed")
     ap.add_argument("--batch", type=int, help="override every model's benchmark batch")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ort", action="store_true")
-    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--write", action="store_true",
+                    help="replace the first section of bench/RESULTS.md with this run's tables")
+    ap.add_argument("--force", action="store_true",
+                    help="--write even when the load average is above 0.5 per core")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, profile graphrt where it is slower than torch")
     ap.add_argument("--profile-all", action="store_true", help="profile every model")
     ap.add_argument("--profile-top", type=int, default=15, help="functions in the cProfile listing")
     args = ap.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
+    if args.write and args.quick and not args.force:
+        raise SystemExit("--write with --quick: a quick run is not a result (add --force)")
 
+    loads = [f"{load_line()} at the start"]
+    busy_start = busy()
+    if busy_start:
+        print(f"warning: the machine is busy ({load_line()}): numbers are noisy"
+              + ("; bench/RESULTS.md will not be written (--force)" if args.write and not args.force
+                 else ""), flush=True)
     names = None if args.all else (args.models or BENCHMARK)
     models = seed_models(names)
-    limits, note = limit_threads(args.threads)
     try:
         import torch
-        torch.set_num_threads(args.threads)
     except ImportError:
         torch = None
-    rows, notes = [], [note] if note else []
-    with limits, tempfile.TemporaryDirectory() as tmpdir:
-        print("\n".join(machine_lines(args.threads)), flush=True)
-        print(f"median of {args.repeats} timed runs of >= {args.iterations} batches "
-              f"(>= {args.min_time} s), "
-              f"warm-up {args.warmup} batches per engine, "
-              f"graphrt device {args.device}, opt level 3\n", flush=True)
-        for model in models:
-            graph = model.build()
-            batch = args.batch or model.batch
-            spec = graph.specs[graph.inputs[0]]
-            try:
-                exe, engines = graphrt_engines(graph, batch, args.device)
-            except graphrt.GraphrtError as err:
-                raise SystemExit(f"{model.name}: graphrt.compile(device={args.device!r}) "
-                                 f"failed: {err}")
-            xs = batches_for(spec, batch, args.iterations, args.min_time, engines["graphrt"])
-            for label, make, skip in (
-                    ("torch", lambda: torch_engine(graph, args.device) if torch else
-                     (None, "torch not installed"), args.no_torch),
-                    ("torch.compile", lambda: torch_engine(graph, args.device, compiled=True)
-                     if torch else (None, "torch not installed"),
-                     args.no_torch or args.device != "cuda"),
-                    ("ort", lambda: ort_engine(graph, args.threads, tmpdir), args.no_ort)):
-                if skip:
-                    continue
-                run, why = make()
-                if run is None:
-                    if why not in notes:
-                        notes.append(why)
-                else:
-                    engines[label] = run
-            errors = agreement(engines, xs[0])
-            bad = {k: v for k, v in errors.items() if not v < 1e-3}
-            if bad:
-                notes.append(f"{model.name}: outputs differ from graphrt's: {bad}")
-            result = measure(engines, xs, args.warmup, args.repeats)
-            rows.append(row_for(model.name, batch, result))
-            print(f"{model.name} ({len(xs)} batches per timed run): "
-                  + ", ".join(f"{k} {v:,.1f} img/s" for k, v in result.items())
-                  + f"; load average {os.getloadavg()[0]:.2f}; relative error vs graphrt: "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()), flush=True)
-            slower = "torch" in result and max(result["graphrt"], result.get("graphrt stream", 0)) \
-                < result["torch"]
-            if args.profile_all or (args.profile and slower):
-                print(f"\n== profile of graphrt exe(x), {model.name}, batch {batch} ==", flush=True)
-                profile(exe, xs[:max(args.iterations, 3)], args.profile_top)
-                print(flush=True)
+    machine = machine_lines(args.threads)
+    print("\n".join(machine), flush=True)
+    print(f"median (min-max) of {args.repeats} rounds of >= {args.iterations} batches "
+          f"(>= {args.min_time} s), warm-up {args.warmup} batches per engine, graphrt device "
+          f"{args.device}, opt level 3, algorithms {args.algorithms}\n", flush=True)
+    tables, notes = [], []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for threads in args.threads:
+            limits, note = limit_threads(threads)
+            if note and note not in notes:
+                notes.append(note)
+            if torch is not None:
+                torch.set_num_threads(threads)
+            with limits:
+                rows = [run_model(model, threads, args, torch, tmpdir, notes) for model in models]
+            tables.append((threads, rows))
+            print(f"\n{threads} thread{'s' if threads > 1 else ''} per engine:")
+            print("\n".join(table_lines(rows, args.markdown)), flush=True)
+    loads.append(f"{load_line()} at the end")
     print()
-    print_table(rows, args.markdown)
     for n in notes:
         print(f"note: {n}")
-    print("ratios use graphrt's better of exe(x) and exe.stream")
+    print("cells: median (min-max) over the rounds; ratios: graphrt's better of exe(x) and "
+          "exe.stream over the peer, per round")
+    print("; ".join(loads))
+    if args.write:
+        if (busy_start or busy()) and not args.force:
+            print(f"not writing {RESULTS}: the load average was above 0.5 per core "
+                  f"({cores()} cores); rerun on a quiet machine or add --force", file=sys.stderr)
+            return 2
+        write_results(results_section(argv, machine, tables, notes, loads, args))
+        print(f"wrote the first section of {RESULTS}")
     return 0
+
+
+def run_model(model, threads: int, args, torch, tmpdir: str, notes: list) -> list:
+    """Time one model at ``threads`` threads; returns its table row."""
+    graph = model.build()
+    batch = args.batch or BATCHES.get(model.name, model.batch)
+    spec = graph.specs[graph.inputs[0]]
+    try:
+        exe, engines = graphrt_engines(graph, batch, args.device, threads, args.algorithms)
+    except graphrt.GraphrtError as err:
+        raise SystemExit(f"{model.name}: graphrt.compile(device={args.device!r}) failed: {err}")
+    xs = batches_for(spec, batch, args.iterations, args.min_time, engines["graphrt"])
+    for label, make, skip in (
+            ("torch", lambda: torch_engine(graph, args.device) if torch else
+             (None, "torch not installed"), args.no_torch),
+            ("torch.compile", lambda: torch_engine(graph, args.device, compiled=True)
+             if torch else (None, "torch not installed"), args.no_torch or args.device != "cuda"),
+            ("ort", lambda: ort_engine(graph, threads, tmpdir), args.no_ort)):
+        if skip:
+            continue
+        run, why = make()
+        if run is None:
+            if why not in notes:
+                notes.append(why)
+        else:
+            engines[label] = run
+    errors = agreement(engines, xs[0])
+    bad = {k: v for k, v in errors.items() if not v < 1e-3}
+    if bad:
+        notes.append(f"{model.name}: outputs differ from graphrt's: {bad}")
+    result = measure(engines, xs, args.warmup, args.repeats)
+    print(f"{model.name}, batch {batch}, {threads} thread(s), {len(xs)} batches per timed run: "
+          + ", ".join(f"{k} {statistics.median(v):,.1f} img/s" for k, v in result.items())
+          + f"; {load_line()}; relative error vs graphrt: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()), flush=True)
+    slower = "torch" in result and statistics.median(paired(result, "torch")) < 1
+    if args.profile_all or (args.profile and slower):
+        print(f"\n== profile of graphrt exe(x), {model.name}, batch {batch}, {threads} thread(s) ==",
+              flush=True)
+        profile(exe, xs[:max(args.iterations, 3)], args.profile_top)
+        print(flush=True)
+    return row_for(model.name, batch, result)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+# convolution algorithms by the fixed rule, not by timing: the suite is deterministic on any machine
+# (tests/test_conv_algorithms.py measures, with a cache in a temporary folder)
+os.environ["GRAPHRT_ALGORITHMS"] = "default"
+
 
 @pytest.fixture
 def shared() -> Path:

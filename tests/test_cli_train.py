@@ -23,8 +23,10 @@ class FakeTrainer:
 
     calls: list = []
 
-    def __init__(self, model, loss="auto", optimizer=None, device="cpu", batch_size=64, opt_level=2):
+    def __init__(self, model, loss="auto", optimizer=None, device="cpu", batch_size=64, opt_level=2,
+                 *, threads=None, algorithms=None):
         FakeTrainer.calls.append(("init", model.name, loss, optimizer, device, batch_size))
+        FakeTrainer.options = (threads, algorithms)
 
     def fit(self, batches, epochs=1):
         batches = list(batches)
@@ -43,10 +45,12 @@ def test_train_drives_the_trainer(capsys, monkeypatch, tmp_path):
              y=rng.integers(0, 10, 40))
     code, out, _ = graphrt_cmd(capsys, "train", ANN, "--data", tmp_path / "d.npz", "--batch", 16,
                                "--epochs", 2, "--lr", 0.05, "--momentum", 0.5, "--weight-decay", 1e-4,
-                               "--save", tmp_path / "m.npz", "--json")
+                               "--save", tmp_path / "m.npz", "--json", "--threads", 1,
+                               "--algorithms", "default")
     assert code == 0
     (_, name, loss, opt, device, batch), (_, sizes, epochs) = FakeTrainer.calls
     assert (name, loss, device, batch) == ("keras_simple_ann", "auto", "cpu", 16)  # named after the file
+    assert FakeTrainer.options == (1, "default")
     assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.5, 1e-4)
     assert sizes == [(16, 16), (16, 16), (8, 8)] and epochs == 2  # the last partial batch is kept
     report = json.loads(out)

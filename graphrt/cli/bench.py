@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import emit, load_model, progress, random_batch
+from .common import device_of, emit, load_model, progress, random_batch
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_REFERENCE = REPO / "bench" / "torch_reference.py"
@@ -31,7 +31,7 @@ def _rate(run_one, iterations: int, warmup: int, batch: int, desc: str) -> tuple
 def bench_graphrt(graph, feeds, args) -> tuple[dict, np.ndarray]:
     import graphrt
 
-    exe = graphrt.compile(graph, device=args.device, batch_size=args.batch, opt_level=args.opt_level)
+    exe = graphrt.compile(graph, device=device_of(args), batch_size=args.batch, opt_level=args.opt_level)
     first = exe(feeds)
     for _ in range(args.warmup):
         exe(feeds)
@@ -52,6 +52,8 @@ def bench_torch(graph, feeds, args):
         import torch
     except ImportError:
         return {"skipped": "torch is not installed"}, None
+    if str(TORCH_REFERENCE.parent) not in sys.path:  # it imports its sibling torch_reference_more
+        sys.path.append(str(TORCH_REFERENCE.parent))
     spec = importlib.util.spec_from_file_location("graphrt_bench_torch_reference", TORCH_REFERENCE)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -87,6 +87,22 @@ def _python_graph(model, shape, as_graph):
     return as_graph(model)
 
 
+def device_of(args):
+    """The device a command runs on: ``--device``, with ``--threads`` and ``--algorithms`` for the
+    cpu device (the cuda device ignores both)."""
+    from ..devices import get_device
+    from ..devices.registry import available
+
+    name = args.device
+    if name == "auto":
+        name = "cuda" if available("cuda") else "cpu"
+    if name == "cpu":
+        from ..devices.cpu import CpuDevice
+
+        return CpuDevice(threads=args.threads, algorithms=args.algorithms)
+    return get_device(name)
+
+
 def random_batch(graph, batch: int, seed: int = 0) -> dict:
     """A seeded random batch for every input of ``graph``."""
     from ..ops.reference import random_feeds

@@ -3,7 +3,7 @@ a picture)."""
 from __future__ import annotations
 
 from ..ir.errors import GraphrtError
-from .common import emit, load_model, out_path, progress
+from .common import device_of, emit, load_model, out_path, progress
 
 
 def cmd_viz(args) -> int:
@@ -15,7 +15,7 @@ def cmd_viz(args) -> int:
         raise GraphrtError(f"unknown stage {args.graph_stage!r}; stages: {', '.join(viz.FIXED)} or a pass "
                            f"name ({', '.join(p for p in PASSES if p != 'place')})")
     graph = load_model(args)
-    view = viz.graph_view(graph, args.graph_stage, device=args.device, batch=args.batch,
+    view = viz.graph_view(graph, args.graph_stage, device=device_of(args), batch=args.batch,
                           opt_level=args.opt_level, profile=args.profile,
                           progress=lambda r: progress(r, "per-node times"))
     viz.write(view, out, engine=args.layout)
@@ -33,7 +33,7 @@ def cmd_plan(args) -> int:
 
     out = out_path(args.output, (".png", ".svg", ".pdf"), "the plan picture")
     graph = load_model(args)
-    exe = graphrt.compile(graph, device=args.device, batch_size=args.batch, opt_level=args.opt_level)
+    exe = graphrt.compile(graph, device=device_of(args), batch_size=args.batch, opt_level=args.opt_level)
     plan = exe.plan
     sizes = {k: format_bytes(getattr(plan, k)) for k in ("arena_bytes", "lower_bound_bytes", "naive_bytes")}
     plot_plan(plan, out,

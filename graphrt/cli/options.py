@@ -48,6 +48,12 @@ def _model_args(p: argparse.ArgumentParser, batch: int = 1, graph_stage: bool = 
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where to run: cpu (default), cuda, or auto (cuda when CuPy sees a GPU)")
     p.add_argument("--batch", type=_positive, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="threads of a cpu step (default: the cores this process may use)")
+    p.add_argument("--algorithms", choices=["measure", "default", "im2col", "im2col_nhwc", "pointwise", "winograd"],
+                   help="how the cpu device picks each convolution's algorithm: measure (time them "
+                        "at compile time, cached; the default), default (a fixed rule), or one "
+                        "algorithm wherever it applies (default: $GRAPHRT_ALGORITHMS, else measure)")
     p.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
                    help="optimization level: 0 none ... 3 all passes (default 3; see the README)")
 

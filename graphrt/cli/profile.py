@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import load_model, out_path, progress, random_batch
+from .common import device_of, load_model, out_path, progress, random_batch
 
 
 def copy_counts(exe, graph, iterations: int, batch: int, device: str, naive: bool) -> dict:
@@ -75,9 +75,9 @@ def cmd_profile(args) -> int:
 
     html = out_path(args.html, (".html",), "the profile page") if args.html else None
     graph = load_model(args)
-    stages = viz.compile_stages(graph, device=args.device, batch=args.batch, opt_level=args.opt_level)
+    stages = viz.compile_stages(graph, device=device_of(args), batch=args.batch, opt_level=args.opt_level)
     exe = stages.exe
-    copies = copy_counts(exe, graph, args.iterations, args.batch, args.device, naive=args.naive)
+    copies = copy_counts(exe, graph, args.iterations, args.batch, exe.device, naive=args.naive)
     times = viz.time_nodes(exe, random_batch(graph, args.batch), args.iterations,
                            lambda r: progress(r, "per-node times"))
     report = {"model": graph.name, "batch": args.batch, "iterations": times.iterations,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.errors import GraphrtError
-from .common import emit, load_model, out_path, random_batch, read_inputs
+from .common import device_of, emit, load_model, out_path, random_batch, read_inputs
 
 SHOWN_ITEMS = 10  # batch items printed per output (--json and --output have them all)
 
@@ -15,7 +15,7 @@ def cmd_run(args) -> int:
 
     out = out_path(args.output, (".npz", ".npy"), "the outputs") if args.output else None
     graph = load_model(args)
-    exe = graphrt.compile(graph, device=args.device, batch_size=args.batch, opt_level=args.opt_level)
+    exe = graphrt.compile(graph, device=device_of(args), batch_size=args.batch, opt_level=args.opt_level)
     y = exe(read_inputs(args.input) if args.input else random_batch(graph, args.batch))
     outputs = y if isinstance(y, dict) else {graph.outputs[0]: y}
     if out is not None:

@@ -49,7 +49,8 @@ def cmd_train(args) -> int:
     batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
     optimizer = graphrt.optim.SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
-                              batch_size=args.batch, opt_level=args.opt_level)
+                              batch_size=args.batch, opt_level=args.opt_level,
+                              threads=args.threads, algorithms=args.algorithms)
     start = time.perf_counter()
     history = trainer.fit(batches, epochs=args.epochs)
     seconds = time.perf_counter() - start

@@ -34,6 +34,23 @@ class Device(abc.ABC):
     def kernel(self, op: str) -> Kernel:
         """The kernel that runs ``op`` on this device."""
 
+    def for_graph(self, graph: Graph, batch: int, *, threads: int | None = None,
+                  algorithms: str | None = None) -> "Device":
+        """The device an executable of ``graph`` at ``batch`` runs on, with its choices made for
+        that graph (the cpu device: its threads, each launch's split, each convolution's
+        algorithm); by default this device itself, which ignores both options."""
+        return self
+
+    def kernel_for(self, node: Node, graph: Graph) -> Kernel:
+        """The kernel that runs ``node`` (by default :meth:`kernel` of its op)."""
+        return self.kernel(node.op)
+
+    def tune(self, program: Any) -> bool:
+        """Choices left to measure on a bound program (:class:`graphrt.scheduler.program.Program`,
+        over the arena's own buffers), made now; True when the memory plan must be redone because a
+        workspace changed."""
+        return False
+
     def placement(self, node: Node, graph: Graph) -> str | None:
         """Why this device cannot run ``node`` (None: it can). The ``place`` pass puts the nodes a
         device refuses on the host, with explicit copies, and the executable warns about them."""

@@ -54,6 +54,7 @@ class Executable:
     """A graph compiled for one device and a maximum batch size; see the module docstring."""
 
     def __init__(self, graph: Graph, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
+                 threads: int | None = None, algorithms: str | None = None,
                  disabled: Sequence[str] = (), debug: bool = False, check_finite: bool = False):
         if int(batch_size) < 1:
             raise GraphrtError(f"batch_size must be at least 1, got {batch_size}")
@@ -70,20 +71,32 @@ class Executable:
         if debug:
             self.graph.verify()
         self.output_names = list(graph.outputs)
-        self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
-                                input_slots=SLOTS)
-        self._check_memory()
+        # the device made for this graph: threads, each launch's split, each layer's algorithm
+        self.device = self.device.for_graph(self.graph, self.batch_size, threads=threads,
+                                            algorithms=algorithms)
+        self._plan()
         self.ledger = Ledger()
-        self.arena = self.device.alloc_arena(self.plan.arena_bytes)
         self.params = self._upload_params()
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
+        if self.device.tune(self.program(self.batch_size)):  # measured: plan the chosen workspaces
+            self._programs.clear()
+            self.arena = None
+            self._plan()
         self._host_buffers: dict = {}
         self.check_finite = check_finite
         # one step at a time: a second thread waits; the thread that is streaming may not step
         self._busy = threading.RLock()
         self._streaming: int | None = None
         self._feed_checks = feed_checks(graph)
+
+    def _plan(self) -> None:
+        """The memory plan with the device's workspaces, checked against the memory available,
+        and its arena."""
+        self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
+                                input_slots=SLOTS)
+        self._check_memory()
+        self.arena = self.device.alloc_arena(self.plan.arena_bytes)
 
     def _check_memory(self) -> None:
         """OutOfMemoryError, before allocating, when the arena and the parameters' device copies
@@ -301,10 +314,19 @@ def feed_checks(graph: Graph) -> list[tuple]:
 
 @gc_paused
 def compile(model, device="cpu", batch_size: int = 1, opt_level: int = 2, *,
+            threads: int | None = None, algorithms: str | None = None,
             disabled: Sequence[str] = (), debug: bool = False, check_finite: bool = False) -> Executable:
     """Compile a Graph (or a model with ``to_graph()``) into an :class:`Executable`.
 
+    ``threads`` (cpu device): the threads a step runs on (default: the cores this process may use,
+    ``len(os.sched_getaffinity(0))``); numpy's BLAS keeps its own threads outside a step.
+    ``algorithms`` (cpu device): ``"measure"`` times each convolution's candidate algorithms at
+    compile time and keeps the fastest (cached on disk), ``"default"`` picks by a fixed rule so plans
+    are the same on every machine, or an algorithm's name (``"im2col"``, ``"pointwise"``,
+    ``"winograd"``) forces it where it applies; None: ``$GRAPHRT_ALGORITHMS``, else ``"measure"``
+    (see :mod:`graphrt.devices.cpu.algorithms`).
     ``check_finite`` checks every node's outputs while a step runs and raises
     :class:`~graphrt.scheduler.program.NumericsError` naming the first node that made NaN or Inf."""
-    return Executable(as_graph(model), device, batch_size, opt_level, disabled=disabled, debug=debug,
+    return Executable(as_graph(model), device, batch_size, opt_level, threads=threads,
+                      algorithms=algorithms, disabled=disabled, debug=debug,
                       check_finite=check_finite)

@@ -104,7 +104,7 @@ class Program:
                                             [host[t] for t in node.outputs], None, host=True))
             elif not is_free(node, plan):
                 self.launches.append(Launch(
-                    node.name, node.op, device.kernel(node.op), node.attrs,
+                    node.name, node.op, device.kernel_for(node, graph), node.attrs,
                     [where(t) for t in node.inputs],
                     [views[t] for t in node.outputs], self._workspace(plan, arena, node.name)))
         # a step that writes parameters or statistics in place (training) runs whole even if

@@ -56,7 +56,8 @@ class Trainer:
     """Compiles ``model``'s training step once and runs it; see the module docstring."""
 
     def __init__(self, model, loss: str = "auto", optimizer: SGD | None = None, device="cpu",
-                 batch_size: int = 64, opt_level: int = 2, seed: int = 0):
+                 batch_size: int = 64, opt_level: int = 2, seed: int = 0, *,
+                 threads: int | None = None, algorithms: str | None = None):
         from ..scheduler.executable import Executable, as_graph
 
         self.graph = as_graph(model)
@@ -64,7 +65,9 @@ class Trainer:
         self.optimizer = optimizer or SGD()
         self.train_graph, self.trained = training_graph(with_loss, self.loss_name, self.optimizer,
                                                         seed=seed)
-        self.exe = Executable(self.train_graph, device, batch_size, opt_level)
+        # threads, algorithms: as graphrt.compile's (the cpu device's threads and conv algorithms)
+        self.exe = Executable(self.train_graph, device, batch_size, opt_level, threads=threads,
+                              algorithms=algorithms)
         self.batch_size = batch_size
         self.steps = 0
         self._epoch = self._epoch_start = 0  # where fit(resume=True) picks up

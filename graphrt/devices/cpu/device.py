@@ -2,17 +2,25 @@
 reference every other device is compared against.
 
 Kernels (:mod:`.kernels`) write into their planned output views (``out=``); ops without a
-kernel of their own there run their ``OpDef`` reference forward.
+kernel of their own there run their ``OpDef`` reference forward. An executable's device is made for
+its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), splits each
+large launch across them (:mod:`.split`) and runs each convolution with the algorithm chosen for
+it (:mod:`.algorithms`); the workspace it reports to the memory plan is that of the chosen
+algorithm, one share per part.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...ir import Graph, Node
+from ...ir.errors import GraphrtError
 from ...ir.limits import memory_available
-from ...ops import get_op
+from ...ops import activation, get_op
 from ..base import Device
+from . import algorithms as algo
+from . import split
 from .kernels import KERNELS, WORKSPACES
+from .threads import blas_single_thread, default_threads, pool
 from ..streams import InlineStream, WorkerStream
 
 ARENA_ALIGN = 64
@@ -26,6 +34,8 @@ def aligned_empty(nbytes: int, align: int = ARENA_ALIGN) -> np.ndarray:
 
 
 # ---- the device ---------------------------------------------------------------------------------
+SPLIT_ACTIVATIONS = frozenset(activation.DEFS)  # unary activations: elementwise, split by batch
+
 
 
 def _reference_kernel(op: str):
@@ -38,9 +48,126 @@ def _reference_kernel(op: str):
 
 
 class CpuDevice(Device):
-    """numpy on the host; its "device memory" is one aligned numpy buffer."""
+    """numpy on the host; its "device memory" is one aligned numpy buffer.
+
+    ``threads``: the threads a step uses (default: the cores this process may run on);
+    ``algorithms``: how convolutions choose their algorithm (see :mod:`.algorithms`)."""
 
     kind = "cpu"
+
+    def __init__(self, threads: int | None = None, algorithms: str | None = None):
+        if threads is None:
+            threads = default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise GraphrtError(f"threads must be a whole number of at least 1, got {threads!r}")
+        self.threads = int(threads)
+        self.algorithms = algo.resolve_mode(algorithms)
+        self._graph: Graph | None = None
+        self._batch = 0
+        self.choices: dict[str, str] = {}  # conv2d node -> algorithm
+        self.timings: dict[str, dict] = {}  # conv2d node -> {algorithm: ms}, where measured
+        self._pending: dict[str, str] = {}  # conv2d node -> cache key, still to measure
+        self.parts: dict[str, int] = {}  # node -> parts its launches run in (absent: 1)
+
+    # ---- choices for one graph --------------------------------------------------------------
+    def for_graph(self, graph: Graph, batch: int, *, threads: int | None = None,
+                  algorithms: str | None = None) -> "CpuDevice":
+        dev = CpuDevice(self.threads if threads is None else threads,
+                        self.algorithms if algorithms is None else algorithms)
+        dev._graph, dev._batch = graph, batch
+        cached = algo.read_cache() if dev.algorithms == "measure" else {}
+        for node in graph.nodes:
+            if node.device == "host":
+                continue
+            k = split.parts(node, graph, batch, dev.threads, SPLIT_ACTIVATIONS)
+            if k > 1:
+                dev.parts[node.name] = k
+            if node.op == "conv2d":
+                key = algo.layer_key(node, graph, batch, dev.threads)
+                chosen = algo.initial_choice(node, graph, dev.algorithms, cached, key)
+                if chosen is None:
+                    dev._pending[node.name] = key
+                else:
+                    dev.choices[node.name] = chosen
+        return dev
+
+    def _ours(self, graph: Graph) -> bool:
+        return graph is self._graph
+
+    def _algorithms(self, node: Node) -> list[str]:
+        """The algorithm(s) whose workspace ``node`` needs: the chosen one, or while it is still to
+        be measured every candidate (the plan then holds the largest)."""
+        if node.name in self._pending:
+            return algo.candidates(node, self._graph)
+        return [self.choices.get(node.name) or algo.fixed(node, self._graph)]
+
+    def _part_workspace(self, node: Node, graph: Graph, batch: int, names=None) -> int:
+        """(per-part batch) workspace of ``node``'s kernel — of the algorithms ``names`` for a
+        convolution — as one part of its split runs it."""
+        k = self.parts.get(node.name, 1)
+        if k > 1 and not split.columns(node, graph, self._batch):
+            batch = split.part_batch(batch, k)
+        if node.op == "conv2d":
+            names = names or self._algorithms(node)
+            return max(algo.ALGORITHMS[a].workspace(node, graph, batch) for a in names)
+        fn = WORKSPACES.get(node.op)
+        return fn(node, graph, batch) if fn else 0
+
+    def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
+        if not self._ours(graph):
+            fn = WORKSPACES.get(node.op)
+            return fn(node, graph, batch) if fn else 0
+        per = self._part_workspace(node, graph, batch)
+        k = self.parts.get(node.name, 1)
+        return per if k == 1 or per == 0 else k * split.workspace_share(per)
+
+    def kernel_for(self, node: Node, graph: Graph):
+        if not self._ours(graph):
+            return self.kernel(node.op)
+        name = None
+        if node.op == "conv2d":
+            name = self._algorithms(node)[0]
+        return self._kernel(node, name)
+
+    def _kernel(self, node: Node, name: str | None):
+        """``node``'s kernel (conv2d: algorithm ``name``), split into its parts."""
+        fn = algo.ALGORITHMS[name].kernel if name else self.kernel(node.op)
+        k = self.parts.get(node.name, 1)
+        if k == 1:
+            return fn
+        graph = self._graph
+        share = split.workspace_share(self._part_workspace(node, graph, self._batch,
+                                                           [name] if name else None))
+        return split.split_kernel(fn, node.op, k, split.columns(node, graph, self._batch), share,
+                                  pool(self.threads).run)
+
+    def tune(self, program) -> bool:
+        """Time the candidates of every convolution still to be measured, on the program's own
+        views and workspace, keep the fastest, and cache the choices."""
+        if not self._pending:
+            return False
+        found = {}
+        with blas_single_thread():
+            for launch in program.launches:
+                key = self._pending.get(launch.node)
+                if key is None:
+                    continue
+                node = self._graph.node(launch.node)
+                kernels = {a: self._kernel(node, a) for a in algo.candidates(node, self._graph)}
+                best, ms = algo.measure(launch, kernels)
+                self.choices[node.name], self.timings[node.name] = best, ms
+                found[key] = {"algorithm": best, "ms": ms}
+        for name in self._pending:  # not bound to a launch (cannot happen for device nodes)
+            self.choices.setdefault(name, algo.fixed(self._graph.node(name), self._graph))
+        self._pending.clear()
+        algo.write_cache(found)
+        return True
+
+    def run_program(self, program) -> None:
+        """One step with numpy's BLAS held to one thread: the parallelism is the pool's."""
+        with blas_single_thread():
+            for launch in program.launches:
+                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
 
     def alloc_arena(self, nbytes: int) -> np.ndarray:
         return aligned_empty(nbytes)
@@ -52,10 +179,6 @@ class CpuDevice(Device):
 
     def kernel(self, op: str):
         return KERNELS.get(op) or _reference_kernel(op)
-
-    def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
-        fn = WORKSPACES.get(node.op)
-        return fn(node, graph, batch) if fn else 0
 
     def available_bytes(self) -> int:
         """The least of the address-space limit, the cgroup limit and the machine's available

@@ -16,10 +16,12 @@ what the reference forward computes, in the same dtype (float64 where the refere
 - ``conv2d``: im2col into the workspace in chunks of about :data:`COLS_BYTES` (output-row ranges of
   one image when an image's columns are larger, else whole images), one BLAS GEMM (stacked over
   the images) per chunk and group straight into the output, bias and activation on each chunk
-  while it is in cache. 1x1 convolutions are GEMMs with no copy at all.
-- ``conv2d_split`` (merged sibling convolutions): ``conv2d`` without its epilogue into the workspace,
-  a chunk of images at a time; the epilogue (bias, activation) then writes each output's channels
-  from there into that output, which may be a slice of a concat.
+  while it is in cache. 1x1 convolutions are GEMMs with no copy at all. That is the fixed rule
+  (``conv2d``); the device may pick another algorithm per layer (``conv2d_im2col``,
+  ``conv2d_nhwc``, ``conv2d_pointwise``, ``conv2d_winograd``: see :mod:`.algorithms`).
+- ``conv2d_split`` (merged sibling convolutions): ``conv2d`` (the fixed rule) without its epilogue
+  into the workspace, a chunk of images at a time; the epilogue (bias, activation) then writes each
+  output's channels from there into that output, which may be a slice of a concat.
 - ``dense``: one GEMM, then the epilogue.
 - ``max_pool`` / ``avg_pool``: one ufunc per kernel offset into the output, in the reference's
   order. With padding, small planes are padded into the workspace a few images at a time (only
@@ -46,6 +48,7 @@ import numpy as np
 from ...ir import Graph, Node
 from ...ops import activation
 from ...ops.pool import avg_divisor, pool_geometry
+from . import nhwc, winograd
 
 BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
 COLS_BYTES = 8 << 20  # im2col columns gathered per GEMM (L3-resident; few, big GEMMs thread best)
@@ -304,28 +307,81 @@ def _conv_dims(node: Node, graph: Graph, batch: int):
 
 
 def conv_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """The workspace of :func:`conv2d` (the fixed choice: pointwise GEMM for 1x1, else im2col)."""
+    kh, kw = graph.specs[node.inputs[1]].shape[2:]
+    if _is_pointwise(node.attrs, kh, kw):
+        return pointwise_workspace(node, graph, batch)
+    return im2col_workspace(node, graph, batch)
+
+
+def pointwise_workspace(node: Node, graph: Graph, batch: int) -> int:
+    _, dtype = _spec(graph, node.inputs[0], batch)
+    return _epilogue_temps(node.attrs) * BLOCK * dtype.itemsize
+
+
+def im2col_workspace(node: Node, graph: Graph, batch: int) -> int:
     n, c, h, w, o, cg, kh, kw, oh, ow, dtype = _conv_dims(node, graph, batch)
     temps = _epilogue_temps(node.attrs) * BLOCK
-    if _is_pointwise(node.attrs, kh, kw):
-        return temps * dtype.itemsize
     _, _, _, elems = _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, node.attrs, dtype.itemsize,
                                 temps)
     return elems * dtype.itemsize
 
 
+def winograd_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, cg, kh, kw, oh, ow, dtype = _conv_dims(node, graph, batch)
+    temps = _epilogue_temps(node.attrs) * BLOCK
+    return winograd.workspace_elems(n, c, o, node.attrs["groups"], oh, ow, dtype.itemsize,
+                                    temps) * dtype.itemsize
+
+
+def nhwc_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, cg, kh, kw, oh, ow, dtype = _conv_dims(node, graph, batch)
+    temps = _epilogue_temps(node.attrs) * BLOCK
+    return nhwc.workspace_elems(n, c, h, w, o, node.attrs["groups"], kh, kw, oh, ow,
+                                node.attrs["pads"], dtype.itemsize, temps) * dtype.itemsize
+
+
 def conv2d(attrs, inputs, outputs, ws):
+    """The fixed choice: a 1x1 stride-1 unpadded convolution is a GEMM, anything else im2col."""
+    kh, kw = inputs[1].shape[2:]
+    if _is_pointwise(attrs, kh, kw):
+        conv2d_pointwise(attrs, inputs, outputs, ws)
+    else:
+        conv2d_im2col(attrs, inputs, outputs, ws)
+
+
+def conv2d_pointwise(attrs, inputs, outputs, ws):
+    """A 1x1 stride-1 unpadded convolution: one GEMM per group on the input itself, no im2col."""
+    bias = inputs[2] if len(inputs) == 3 else None
+    out = outputs[0]
+    _conv_pointwise(attrs, inputs[0], inputs[1], out)
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    _activate(out, attrs, ws)
+
+
+def conv2d_winograd(attrs, inputs, outputs, ws):
+    """Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1): see :mod:`.winograd`."""
+    x = inputs[0]
+    rest = winograd.conv(attrs, x, inputs[1], outputs[0], ws.view(x.dtype), _pad_into)
+    _epilogue(outputs[0], inputs[2] if len(inputs) == 3 else None, attrs, rest)
+
+
+def conv2d_nhwc(attrs, inputs, outputs, ws):
+    """im2col in channels-last order and a tall GEMM: see :mod:`.nhwc`."""
+    x = inputs[0]
+    rest = nhwc.conv(attrs, x, inputs[1], outputs[0], ws.view(x.dtype))
+    _epilogue(outputs[0], inputs[2] if len(inputs) == 3 else None, attrs, rest)
+
+
+def conv2d_im2col(attrs, inputs, outputs, ws):
+    """im2col into the workspace, chunk by chunk, and one BLAS GEMM per chunk and group."""
     x, w = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) == 3 else None
     out = outputs[0]
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh, ow = out.shape[2:]
-    if _is_pointwise(attrs, kh, kw):
-        _conv_pointwise(attrs, x, w, out)
-        if bias is not None:
-            out += bias.reshape(1, o, 1, 1)
-        _activate(out, attrs, ws)
-        return
     mode, count, padded, _ = _conv_plan(n, c, h, wd, o, cg, kh, kw, oh, ow, attrs, x.dtype.itemsize)
     wsd = ws.view(x.dtype)
     if mode == "rows":
