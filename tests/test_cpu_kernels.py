@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import graphrt
 from graphrt import Graph
 from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import split
 from graphrt.ops import get_op
-from graphrt.testing import relative_error
+from graphrt.testing import inception_graphs, relative_error
 
 DTYPES = st.sampled_from(["float32", "float64"])
 TOL = {"float32": 1e-5, "float64": 1e-9}
@@ -208,6 +209,26 @@ def test_conv2d_split(case, tuning, data):
     attrs["sizes"] = channel_sizes(data.draw, params[0].shape[0])
     with tuned(**tuning):
         check_kernel("conv2d_split", [x], params, attrs, tol=TOL[dtype])
+
+
+@settings(max_examples=15)
+@given(inception_graphs(max_blocks=2), st.integers(2, 4), st.integers(2, 3))
+def test_merged_convolutions_split_across_threads(graph, batch, threads):
+    """A conv2d_split launch cut into batch slices, one per thread, every output sliced alike — its
+    outputs strided slices of the concats — still equals the reference executor."""
+    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES
+    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = 1  # split however small
+    try:
+        exe = graphrt.compile(graph, batch_size=batch, opt_level=3, threads=threads,
+                              algorithms="default")
+    finally:
+        split.MIN_PART_FLOPS, split.MIN_PART_BYTES = saved
+    for node in exe.graph.nodes:
+        if node.op == "conv2d_split":
+            assert exe.device.parts[node.name] == min(threads, batch), node.name
+    x = np.random.default_rng(batch).standard_normal(graph.specs["x"].concrete(batch))
+    x = x.astype(np.float32)
+    assert relative_error(exe(x), graphrt.run_reference(graph, x)) < 1e-5
 
 
 @pytest.mark.parametrize("shape, weight, attrs", [
