@@ -4,9 +4,11 @@
     python bench/plan_table.py                  # print the table (Markdown)
     python bench/plan_table.py --update README.md   # rewrite the table in the README in place
 
-Columns: kernels per step (``exe.kernels_per_step``) at opt level 0 and 3; the concats of the
-level-3 graph that are free (their branches write into their slices: no kernel) out of all concats;
-and the level-3 executable's ``exe.plan``: arena bytes, its lower bound (the most bytes live at one
+Columns: kernels per step (``exe.kernels_per_step``) at opt level 0 and 3; the sibling convolutions
+the level-3 graph merged (``conv2d_split`` nodes, each one GEMM whose outputs are written where their
+readers want them); the concats of the level-3 graph that are free (their branches, merged ones
+too, write into their slices: no kernel) out of all concats; and the level-3 executable's
+``exe.plan``: arena bytes, its lower bound (the most bytes live at one
 step), arena / lower bound, and the naive total (every tensor, workspace and prefetch slot its own
 buffer). Every figure depends only on graphrt's code, the model files and numpy's dtype sizes, not
 on the machine: the cpu device's kernel and workspace choice is fixed (no timing decides it), so
@@ -27,8 +29,8 @@ from graphrt.memory import format_bytes  # noqa: E402
 from graphrt.scheduler.program import is_free  # noqa: E402
 from seed_models import SHARED, seed_models  # noqa: E402
 
-HEAD = ["model", "batch", "kernels O0", "kernels O3", "free concats", "arena", "lower bound",
-        "arena / bound", "naive"]
+HEAD = ["model", "batch", "kernels O0", "kernels O3", "merged convs", "free concats", "arena",
+        "lower bound", "arena / bound", "naive"]
 BEGIN, END = "<!-- plan-table: python bench/plan_table.py --update README.md -->", "<!-- /plan-table -->"
 PROTOTXT_OPTIONS = {
     "lenet_train_test.prototxt": {"input_shape": (1, 28, 28)},
@@ -63,7 +65,9 @@ def row(name: str, graph, batch: int) -> list[str]:
     plan.check()
     concats = [n for n in exe.graph.nodes if n.op == "concat"]
     free = sum(is_free(n, plan) for n in concats)
+    merged = [n for n in exe.graph.nodes if n.op == "conv2d_split"]
     return [name, str(batch), str(o0.kernels_per_step), str(exe.kernels_per_step),
+            f"{sum(len(n.outputs) for n in merged)} into {len(merged)}" if merged else "-",
             f"{free} of {len(concats)}" if concats else "-", format_bytes(plan.arena_bytes),
             format_bytes(plan.lower_bound_bytes), f"{plan.arena_bytes / plan.lower_bound_bytes:.3f}",
             format_bytes(plan.naive_bytes)]

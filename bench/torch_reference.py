@@ -287,6 +287,11 @@ def _split(attrs, ins):
     return list(torch.split(ins[0], list(attrs["sizes"]), dim=attrs["axis"]))
 
 
+def _conv2d_split(attrs, ins):
+    """Merged sibling convolutions: the one convolution, its channels split into the outputs."""
+    return list(torch.split(_conv2d(attrs, ins)[0], list(attrs["sizes"]), dim=1))
+
+
 def _labels(labels):
     return labels.long()
 
@@ -334,6 +339,7 @@ def _chain(attrs, ins):
 STATELESS: dict[str, Callable] = {
     **UNARY,
     "conv2d": _conv2d,
+    "conv2d_split": _conv2d_split,
     "dense": _dense,
     "lrn": _lrn,
     "batch_norm": _batch_norm,

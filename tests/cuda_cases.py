@@ -104,6 +104,11 @@ def case_list():
         "conv_pointwise": ("conv2d", [(6, 5, 5)], [r(4, 3, 1, 1), r(4)],
                            {"groups": 2, "activation": "sigmoid"}),
         "conv_tanh": ("conv2d", [(2, 6, 6)], [r(3, 2, 5, 5)], {"pads": 2, "activation": "tanh"}),
+        # merged sibling convolutions; the second output straddles the two groups
+        "conv_split": ("conv2d_split", [(4, 7, 6)], [r(6, 2, 3, 3), r(6)],
+                       {"pads": 1, "groups": 2, "activation": "relu", "sizes": (2, 3, 1)}),
+        "conv_split_pointwise": ("conv2d_split", [(6, 5, 5)], [r(5, 6, 1, 1)],
+                                 {"activation": "tanh", "sizes": (1, 4)}),
         "dense": ("dense", [(7,)], [r(5, 7), r(5)], {"activation": "relu", "negative_slope": 0.1}),
         "dense_nobias": ("dense", [(70,)], [r(65, 70)], {}),
         "matmul": ("matmul", [(4, 6)], [r(6, 3)], {}),

@@ -230,6 +230,22 @@ def test_conv2d_backward(case, data):
 
 
 @FEW
+@given(conv_cases(), st.data())
+def test_conv2d_split_backward(case, data):
+    """Merged sibling convolutions: cotangents on a random subset of the outputs (no gradient flows
+    from the others)."""
+    args, attrs = case
+    attrs.update(epilogue(data))
+    assume_no_kink("conv2d", args, attrs)
+    o = args[1].shape[0]
+    cuts = sorted(data.draw(st.sets(st.integers(1, o - 1), max_size=2))) if o > 1 else []
+    sizes = tuple(int(d) for d in np.diff([0, *cuts, o]))
+    cot = data.draw(st.sets(st.integers(0, len(sizes) - 1), min_size=1))
+    check("conv2d_split", args, {**attrs, "sizes": sizes}, wrt=wants_subset(data, len(args)),
+          cot=sorted(cot))
+
+
+@FEW
 @given(st.data())
 def test_dense_backward(data):
     rng = rng_of(data)

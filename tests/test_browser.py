@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import graphrt
@@ -94,9 +95,10 @@ def test_clicking_a_node_shows_its_shape_and_arena_offset(page):
     name = "inception_4a/3x3"
     graph, plan = stages.get("optimized"), stages.exe.plan
     out = graph.node(name).outputs[0]
-    view = plan.views[out]
-    assert view.axis is None
-    expected_offset = plan.blocks[view.buffer].offset + view.offset
+    view = plan.views[out]  # a branch of the (free) concat: its channel slice of the concat's buffer
+    assert (view.buffer, view.axis) == ("inception_4a/output", 1)
+    plane = np.prod(graph.specs[out].shape[2:]) * np.dtype(graph.specs[out].dtype).itemsize
+    expected_offset = plan.blocks[view.buffer].offset + view.start * plane
     x, y = visible_center(browser, f'g.node[data-name="{name}"]')
     browser.click(x, y)
     assert browser.js("window.graphrt.selected") == name
@@ -104,6 +106,7 @@ def test_clicking_a_node_shows_its_shape_and_arena_offset(page):
     assert text.splitlines()[0] == name
     assert str(graph.specs[out]) in text  # "(N, 208, 14, 14)"
     assert f"arena offset {expected_offset} " in text
+    assert f"slice [{view.start}:{view.stop}] of axis 1 of inception_4a/output" in text
     assert "inception_4a/relu_3x3" in text  # the relu it absorbed
     selected = f"document.querySelector('g.node[data-name=\"{name}\"]').classList.contains('selected')"
     assert browser.js(selected)

@@ -20,20 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import graphrt
 from graphrt import Graph
 from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import split
 from graphrt.ops import get_op
-from graphrt.testing import relative_error
+from graphrt.testing import inception_graphs, relative_error
 
 DTYPES = st.sampled_from(["float32", "float64"])
 TOL = {"float32": 1e-5, "float64": 1e-9}
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # the ops whose cpu kernels the tests below run (test_every_kernel_is_tested keeps it complete)
-COVERED = {"conv2d", "dense", "max_pool", "avg_pool", "lrn", "batch_norm", "channel_affine", "relu",
+COVERED = {"conv2d", "conv2d_split", "dense", "max_pool", "avg_pool", "lrn", "batch_norm", "channel_affine", "relu",
            "tanh", "sigmoid", "scale", "dropout", "identity", "elementwise_chain", "add", "softmax",
            "log_softmax", "concat", "split", "zero_pad", "flatten", "reshape", "transpose",
            *graphrt.ops.activation.DEFS}  # the activations: tests/test_activation_ops.py
@@ -193,6 +194,43 @@ def test_conv2d(case, tuning):
         check_kernel("conv2d", [x], params, attrs, tol=TOL[dtype])
 
 
+def channel_sizes(draw, total: int) -> tuple:
+    """``total`` channels cut into consecutive runs (the outputs of merged sibling convolutions)."""
+    cuts = sorted(draw(st.sets(st.integers(1, total - 1), max_size=3))) if total > 1 else []
+    return tuple(int(d) for d in np.diff([0, *cuts, total]))
+
+
+@given(conv_cases(), TUNINGS, st.data())
+def test_conv2d_split(case, tuning, data):
+    """Merged sibling convolutions: each output a channel slice of a NaN-filled buffer of its own
+    (a concat's, strided when N > 1); small COLS_BYTES also cut the whole output into chunks of
+    images."""
+    dtype, x, params, attrs = case
+    attrs["sizes"] = channel_sizes(data.draw, params[0].shape[0])
+    with tuned(**tuning):
+        check_kernel("conv2d_split", [x], params, attrs, tol=TOL[dtype])
+
+
+@settings(max_examples=15)
+@given(inception_graphs(max_blocks=2), st.integers(2, 4), st.integers(2, 3))
+def test_merged_convolutions_split_across_threads(graph, batch, threads):
+    """A conv2d_split launch cut into batch slices, one per thread, every output sliced alike — its
+    outputs strided slices of the concats — still equals the reference executor."""
+    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES
+    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = 1  # split however small
+    try:
+        exe = graphrt.compile(graph, batch_size=batch, opt_level=3, threads=threads,
+                              algorithms="default")
+    finally:
+        split.MIN_PART_FLOPS, split.MIN_PART_BYTES = saved
+    for node in exe.graph.nodes:
+        if node.op == "conv2d_split":
+            assert exe.device.parts[node.name] == min(threads, batch), node.name
+    x = np.random.default_rng(batch).standard_normal(graph.specs["x"].concrete(batch))
+    x = x.astype(np.float32)
+    assert relative_error(exe(x), graphrt.run_reference(graph, x)) < 1e-5
+
+
 @pytest.mark.parametrize("shape, weight, attrs", [
     ((2, 3, 20, 20), (8, 3, 3, 3), {}),                               # first layer, C = 3
     ((2, 16, 9, 9), (24, 16, 1, 1), {"activation": "relu"}),         # pointwise
@@ -224,6 +262,8 @@ def test_conv2d_row_and_column_slices(axis, cols_bytes):
             check_kernel("conv2d", [x], params, attrs, tol=1e-5, axis=axis)
     pointwise = [rng.standard_normal((5, 4, 1, 1)).astype(np.float32)]
     check_kernel("conv2d", [x], pointwise, {"activation": "tanh"}, tol=1e-5, axis=axis)
+    check_kernel("conv2d_split", [x], pointwise, {"activation": "tanh", "sizes": (2, 3)}, tol=1e-5,
+                 axis=axis)
 
 
 @given(st.data())
@@ -499,7 +539,8 @@ def _param(g, rng, name, shape, scale=0.3):
 
 def small_sequential() -> Graph:
     """conv, batch norm, relu, max/avg pooling with padding, LRN, leaky relu, sigmoid, scale,
-    zero_pad, an inception-style block (concat of three branches), dense and softmax."""
+    zero_pad, an inception-style block (concat of four branches, two of them sibling 1x1
+    convolutions that merge), dense and softmax."""
     rng = np.random.default_rng(0)
     g = Graph("small")
     x = g.add_input("x", (None, 3, 20, 20))
@@ -510,13 +551,16 @@ def small_sequential() -> Graph:
     y = g.add_node("relu", [y])
     y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "pads": 1, "ceil_mode": True})
     y = g.add_node("lrn", [y], attrs={"size": 5, "alpha": 1e-3, "beta": 0.75, "k": 2.0})
-    a = g.add_node("conv2d", [y, _param(g, rng, "wa", (4, 8, 1, 1))])
+    a = g.add_node("relu", [g.add_node("conv2d", [y, _param(g, rng, "wa", (4, 8, 1, 1)),
+                                                  _param(g, rng, "ba", (4,))])])
     b = g.add_node("conv2d", [y, _param(g, rng, "wb", (6, 4, 3, 3)), _param(g, rng, "bb", (6,))],
                    attrs={"pads": 1, "groups": 2})
     b = g.add_node("relu", [b], attrs={"negative_slope": 0.1})
     c = g.add_node("zero_pad", [y], attrs={"pads": 1})
     c = g.add_node("avg_pool", [c], attrs={"kernel": 3, "stride": 1})
-    y = g.add_node("concat", [a, b, c])
+    d = g.add_node("relu", [g.add_node("conv2d", [y, _param(g, rng, "wd", (3, 8, 1, 1)),
+                                                  _param(g, rng, "bd", (3,))])])
+    y = g.add_node("concat", [a, b, c, d])
     y = g.add_node("sigmoid", [y])
     y = g.add_node("scale", [y], attrs={"scale": 2.0, "shift": -1.0})
     y = g.add_node("avg_pool", [y], attrs={"kernel": 2, "stride": 2, "pads": 1,

@@ -323,6 +323,36 @@ def test_every_caffe_model_plan_is_consistent(shared):
                 plan(optimized, batch)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_googlenet_merged_convolutions_write_into_their_concats(shared, batch):
+    """Each GoogLeNet inception module's three sibling 1x1 convolutions stay one ``conv2d_split``,
+    and the output of it that the module's concat reads (the 1x1 branch) is that concat's channel
+    slice — strided when N > 1 — so all 9 concats are free; the optimized program equals the
+    reference executor launch by launch."""
+    from graphrt.frontends.caffe import load_caffe
+    from graphrt.ops.reference import random_feeds
+    from graphrt.testing import first_divergence
+
+    g = load_caffe(shared / "models/caffe/bvlc_googlenet_deploy.prototxt")
+    exe = graphrt.compile(g, "cpu", batch_size=batch, opt_level=3)
+    graph, p = exe.graph, exe.plan
+    merged = [n for n in graph.nodes if n.op == "conv2d_split"]
+    concats = [n for n in graph.nodes if n.op == "concat"]
+    assert len(merged) == 9 and len(concats) == 9
+    assert all(is_free(cat, p) for cat in concats)
+    assert not {cat.name for cat in concats} & {launch.node for launch in exe.program(batch).launches}
+    for node in merged:
+        readers = [graph.single_consumer(t) for t in node.outputs]
+        assert [r.op for r in readers] == ["concat", "conv2d", "conv2d"], node.name  # 1x1, reduces
+        t, cat = node.outputs[0], readers[0]
+        start = sum(graph.specs[u].shape[1] for u in cat.inputs[:cat.inputs.index(t)])
+        assert p.views[t] == View(p.views[cat.outputs[0]].buffer, 1, start,
+                                  start + graph.specs[t].shape[1]), node.name
+    feeds = random_feeds(g, batch)
+    assert first_divergence(exe, g, feeds, 1e-4) is None
+    assert rel_err(exe(feeds), graphrt.run_reference(g, feeds)) < 1e-5
+
+
 # ---- the offset assignment, as a property --------------------------------------------------------
 lifetimes = st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 30), st.integers(0, 10)),
                      min_size=0, max_size=40)

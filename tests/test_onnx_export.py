@@ -71,7 +71,7 @@ def test_optimized_graph_has_fused_nodes_and_still_exports():
     graph = _seed("torch_inception_bn")
     optimized = graphrt.compile(graph, batch_size=2, opt_level=3).graph
     ops = {n.op for n in optimized.nodes}
-    assert {"split", "copy_to_device", "copy_to_host"} <= ops
+    assert {"conv2d_split", "copy_to_device", "copy_to_host"} <= ops
     assert any(n.op == "conv2d" and n.attrs["activation"] != "none" for n in optimized.nodes)
     model = graphrt.export_onnx(optimized)
     assert {n.op_type for n in model.graph.node} >= {"Split", "Conv", "Relu", "Concat"}

@@ -151,6 +151,33 @@ def test_conv2d(case, layout):
     check("conv2d", expected, [x], params, attrs, dtype, layout=layout)
 
 
+def channel_sizes(draw, total: int) -> tuple:
+    """``total`` channels cut into consecutive runs (a composition of ``total``)."""
+    cuts = sorted(draw(st.sets(st.integers(1, total - 1), max_size=3))) if total > 1 else []
+    return tuple(int(d) for d in np.diff([0, *cuts, total]))
+
+
+@given(conv_cases(), LAYOUTS, st.data())
+def test_conv2d_split(case, layout, data):
+    """Output i of conv2d_split is its run of the naive convolution's channels."""
+    dtype, x, params, attrs, geo = case
+    sizes = channel_sizes(data.draw, params[0].shape[0])
+    expected = apply_epilogue(naive.conv2d(x, *params, **geo), attrs)
+    g = Graph("conv2d_split")
+    names = [g.add_input("x", (None,) + x.shape[1:], dtype)]
+    names += [g.add_param(f"p{i}", a) for i, a in enumerate(params)]
+    outs = g.add_node("conv2d_split", names, name="node", attrs={**attrs, "sizes": sizes})
+    outs = (outs,) if isinstance(outs, str) else outs
+    g.set_outputs(list(outs))
+    g.verify()
+    got = graphrt.run_reference(g, relayout(x, layout))
+    got = got if isinstance(got, dict) else {outs[0]: got}
+    start = 0
+    for t, size in zip(outs, sizes):
+        assert_close(got[t], expected[:, start:start + size], TOL[dtype], what=f"{t} of {sizes}")
+        start += size
+
+
 # ---- pooling ----------------------------------------------------------------------------------
 @st.composite
 def pool_cases(draw, kind):
@@ -661,7 +688,7 @@ def test_sgd_update_and_step_counter(data):
 
 # ---- the registry -----------------------------------------------------------------------------
 NAIVE_TESTS = {
-    "conv2d": test_conv2d, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
+    "conv2d": test_conv2d, "conv2d_split": test_conv2d_split, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
     "batch_norm": test_batch_norm, "channel_affine": test_channel_affine, "dense": test_dense,
     "relu": test_relu, "tanh": test_tanh, "sigmoid": test_sigmoid, "scale": test_scale,
     "add": test_add, "mul": test_mul, "dropout": test_dropout, "identity": test_identity,

@@ -2,7 +2,8 @@
 
     python tools/docs_images.py [--out docs]
 
-- ``docs/memory_plan.png``: ``graphrt plan examples/torch_inception_bn.py`` at batch 1;
+- ``docs/memory_plan.png``: ``graphrt plan examples/torch_inception_bn.py --threads 1 --algorithms
+  default`` at batch 1 (the plan of the README table: no cores or timings in it);
 - ``docs/inception_bn.png``: the HTML page of the same model (``graphrt viz``, the built-in layout,
   so the picture does not depend on the installed Graphviz), opened in headless chromium at
   1400x900 with a fused convolution selected, as a screenshot. Without chromium this one is
@@ -23,6 +24,9 @@ from graphrt.cli import main as graphrt_main  # noqa: E402
 from tools.browser import CHROMIUM, Chromium  # noqa: E402
 
 MODEL = Path("examples") / "torch_inception_bn.py"  # relative: the page shows this path, not the checkout's
+# one thread and the fixed conv rule, as bench/plan_table.py: the pictures do not depend on the
+# machine's cores or on timings
+FIXED = ["--threads", "1", "--algorithms", "default"]
 SELECTED = "13.2.4_SpatialConvolution"
 
 
@@ -33,7 +37,7 @@ def page_screenshot(out: Path) -> bool:
         return False
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "inception_bn.html"
-        if graphrt_main(["viz", str(MODEL), "-o", str(page), "--layout", "builtin"]) != 0:
+        if graphrt_main(["viz", str(MODEL), "-o", str(page), "--layout", "builtin", *FIXED]) != 0:
             raise SystemExit("graphrt viz failed")
         browser = Chromium(1400, 900)
         try:
@@ -52,7 +56,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     os.chdir(ROOT)
-    if graphrt_main(["plan", str(MODEL), "-o", str(args.out / "memory_plan.png")]) != 0:
+    if graphrt_main(["plan", str(MODEL), "-o", str(args.out / "memory_plan.png"), *FIXED]) != 0:
         return 1
     if page_screenshot(args.out / "inception_bn.png"):
         print(f"wrote {args.out / 'inception_bn.png'}")

@@ -4,6 +4,12 @@ Inputs: ``x`` (N, C, H, W), ``weight`` (O, C/groups, KH, KW), optional ``bias`` 
 Attributes: ``stride`` (sh, sw), ``pads`` (top, bottom, left, right), ``dilation`` (dh, dw),
 ``groups``, and the fused epilogue ``activation`` (none, relu, tanh, sigmoid; ``negative_slope`` for
 relu) that the optimizer sets when it absorbs the next layer. Output (N, O, OH, OW) with OH = (H + top + bottom - dh*(KH-1) - 1) // sh + 1.
+
+``conv2d_split``: the same convolution with its output channels handed out as several tensors,
+``sizes`` channels each (the ``merge_sibling_convs`` pass makes it from sibling convolutions that
+read the same input). Output ``i`` is ``conv2d(x)[:, sum(sizes[:i]):sum(sizes[:i + 1])]``; each is a
+tensor of its own, so the memory plan can place each one where its reader wants it (a slice of a
+concat) and the kernel writes each output's channels straight there.
 """
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ import numpy as np
 
 from ..ir import TensorSpec, spec_error
 from .elementwise import EPILOGUE_ATTRS, activate, epilogue_backward
-from .registry import (Attr, OpDef, OpPattern, float_dtype, nonnegative, pads4, pair, positive,
-                       register, to_int)
+from .registry import (Attr, OpDef, OpPattern, float_dtype, ints, nonnegative, pads4, pair,
+                       positive, register, to_int)
 
 
 def conv_out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int = 1) -> int:
@@ -82,7 +88,7 @@ def _forward(attrs, inputs, outputs):
 
 def _cost(attrs, ins, outs, batch):
     o, ci, kh, kw = ins[1].shape
-    n_out = int(np.prod(outs[0].concrete(batch)))
+    n_out = sum(int(np.prod(s.concrete(batch))) for s in outs)
     return 2 * n_out * ci * kh * kw, sum(s.nbytes(batch) for s in list(ins) + list(outs))
 
 
@@ -110,3 +116,42 @@ CONV2D = register(OpDef(
            "dilation": Attr(positive(pair), (1, 1)), "groups": Attr(positive(to_int), 1), **EPILOGUE_ATTRS},
     infer=_infer, forward=_forward, cost=_cost, pattern=OpPattern.OUT_ELEMWISE_FUSABLE,
     backward=_backward, doc=__doc__))
+
+
+# ---- conv2d_split: merged sibling convolutions ----------------------------------------------------
+def _split_infer(attrs, ins, node):
+    (wide,) = _infer(attrs, ins, node)
+    sizes = attrs["sizes"]
+    if not sizes or sum(sizes) != wide.shape[1]:
+        raise spec_error(node, f"conv2d_split sizes {sizes} do not add up to the {wide.shape[1]} "
+                               f"output channels of weight {ins[1]}")
+    n, _, oh, ow = wide.shape
+    return [TensorSpec((n, s, oh, ow), wide.dtype) for s in sizes]
+
+
+def _split_forward(attrs, inputs, outputs):
+    n, _, oh, ow = outputs[0].shape
+    wide = np.empty((n, sum(attrs["sizes"]), oh, ow), outputs[0].dtype)
+    _forward(attrs, inputs, [wide])
+    start = 0
+    for out in outputs:
+        out[...] = wide[:, start:start + out.shape[1]]
+        start += out.shape[1]
+
+
+def _split_backward(ctx, node, dys):
+    """conv2d's rule for the whole output: its gradient is the outputs' gradients concatenated
+    (zeros where none flows); the activation's gradient reads the outputs concatenated."""
+    def whole(parts):
+        return parts[0] if len(parts) == 1 else ctx.add("concat", parts, {"axis": 1})
+    dy = whole([d if d is not None else ctx.add("zeros_like", [t]) for d, t in zip(dys, node.outputs)])
+    attrs = {k: v for k, v in node.attrs.items() if k != "sizes"}
+    y = whole(list(node.outputs)) if attrs["activation"] != "none" else node.outputs[0]
+    return _backward(ctx, node.replace(op="conv2d", outputs=(y,), attrs=attrs), [dy])
+
+
+CONV2D_SPLIT = register(OpDef(
+    name="conv2d_split", family="conv", arity=(2, 3),
+    attrs={**CONV2D.attrs, "sizes": Attr(positive(ints))},
+    infer=_split_infer, forward=_split_forward, cost=_cost, pattern=OpPattern.OPAQUE,
+    outputs=lambda attrs: len(attrs["sizes"]), backward=_split_backward, doc=__doc__))

@@ -9,8 +9,10 @@
 - ``transpose``: ``perm`` as numpy's; the batch dimension stays first.
 - ``alias`` (concat, split): the memory plan makes the concat's inputs (the split's outputs) views
   of slices of its output (input), so the op costs nothing when compiled.
-- ``split``: the inverse of concat: ``sizes`` along ``axis``, one output per size (made by the
-  ``merge_sibling_convs`` pass; the memory plan makes its outputs views of the input).
+- ``split``: the inverse of concat: ``sizes`` along ``axis``, one output per size (ONNX ``Split``,
+  concat's gradient; with ``alias`` the memory plan makes its outputs views of the input). Merged
+  sibling convolutions are not a conv and a split but one ``conv2d_split`` (:mod:`.conv`), whose
+  outputs are tensors of their own.
 - ``zero_pad``: ``pads`` (top, bottom, left, right) on the last two axes; negative pads crop
   (Torch SpatialZeroPadding).
 """

@@ -1,18 +1,19 @@
 """merge_sibling_convs: convolutions that read the same tensor with the same geometry (kernel size,
 stride, pads, dilation, no groups, same epilogue) — an inception module's 1x1 branches — become one
-wider convolution whose output a ``split`` node hands back as the original tensors.
+wider convolution, a ``conv2d_split`` whose outputs are the original tensors.
 
-    x -> conv_a (64)  \\                x -> conv_a+conv_b (160) -> split(64, 96) -> a, b
+    x -> conv_a (64)  \\                x -> conv_a+conv_b: conv2d_split(sizes 64, 96) -> a, b
     x -> conv_b (96)  /      ==>
 
-One GEMM with a larger N instead of several small ones; the memory plan makes the split's outputs
-views of the wide output, so the split copies nothing.
+One GEMM with a larger N instead of several small ones. Each output stays a tensor of its own, so
+the memory plan can still make ``a`` a slice of the concat that reads it (``alias_concat``); the
+kernel's epilogue writes each output's channels straight to wherever the plan put them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph, Node
+from ..ir import Graph
 from .pipeline import add_derived_param, constant_param, register_pass
 
 
@@ -47,11 +48,12 @@ def merge_sibling_convs(graph: Graph) -> Graph:
             params.append(add_derived_param(g, f"{name}_bias",
                                             np.concatenate([g.params[m.inputs[2]] for m in members]),
                                             like=first.inputs[2]))
-        wide = first.replace(name=name, inputs=(first.inputs[0], *params), outputs=(name,),
-                             absorbed=tuple(a for m in members for a in (m.source.layer or m.name,) + m.absorbed))
         sizes = tuple(g.params[m.inputs[1]].shape[0] for m in members)
-        split = Node(f"{name}/split", "split", (name,), tuple(m.outputs[0] for m in members),
-                     {"axis": 1, "sizes": sizes, "alias": True}, source=first.source)
-        g.splice([m.name for m in members], [wide, split])
+        wide = first.replace(name=name, op="conv2d_split", inputs=(first.inputs[0], *params),
+                             outputs=tuple(m.outputs[0] for m in members),
+                             attrs={**first.attrs, "sizes": sizes},
+                             absorbed=tuple(a for m in members
+                                            for a in (m.source.layer or m.name,) + m.absorbed))
+        g.splice([m.name for m in members], [wide])
     g.prune_unused_params()
     return g

@@ -177,6 +177,8 @@ def _branch(g, rng, draw, x, kind):
         y = _conv(g, rng, x, width, 1)
     elif kind == "3x3":
         y = _conv(g, rng, _conv(g, rng, x, width, 1), width, 3, pad=1)
+    elif kind == "3x3_direct":
+        y = _conv(g, rng, x, width, 3, pad=1)
     else:
         pool = draw(st.sampled_from(["max_pool", "avg_pool"]))
         y = _conv(g, rng, g.add_node(pool, [x], attrs={"kernel": 3, "stride": 1, "pads": 1}), width, 1)
@@ -187,8 +189,9 @@ def _branch(g, rng, draw, x, kind):
 
 def inception_graphs(max_blocks: int = 2, channels: tuple = (2, 6), spatial: tuple = (5, 10),
                      classes: int = 5):
-    """Random inception-style graphs: a stem convolution, then blocks whose 1x1, 1x1->3x3 and
-    pool->1x1 branches read one tensor and are concatenated on the channels."""
+    """Random inception-style graphs: a stem convolution, then blocks whose 1x1, 1x1->3x3, 3x3 and
+    pool->1x1 branches read one tensor and are concatenated on the channels (sibling 1x1 or 3x3
+    convolutions merge at opt level 3)."""
     st = _st()
 
     @st.composite
@@ -199,7 +202,8 @@ def inception_graphs(max_blocks: int = 2, channels: tuple = (2, 6), spatial: tup
         x = g.add_input("x", (None, draw(st.integers(*channels)), s, s))
         x = g.add_node("relu", [_conv(g, rng, x, draw(st.integers(2, 6)), 3, pad=1)])
         for _ in range(draw(st.integers(1, max_blocks))):
-            kinds = draw(st.lists(st.sampled_from(["1x1", "3x3", "pool"]), min_size=1, max_size=4))
+            kinds = draw(st.lists(st.sampled_from(["1x1", "3x3", "pool", "3x3_direct"]), min_size=1,
+                                  max_size=4))
             branches = [_branch(g, rng, draw, x, k) for k in kinds]
             x = g.add_node("concat", branches, attrs={"axis": 1}) if len(branches) > 1 else branches[0]
         g.set_outputs([_head(g, rng, draw, x, classes) if draw(st.booleans()) else x])

@@ -19,6 +19,9 @@ what the reference forward computes, in the same dtype (float64 where the refere
   while it is in cache. 1x1 convolutions are GEMMs with no copy at all. That is the fixed rule
   (``conv2d``); the device may pick another algorithm per layer (``conv2d_im2col``,
   ``conv2d_nhwc``, ``conv2d_pointwise``, ``conv2d_winograd``: see :mod:`.algorithms`).
+- ``conv2d_split`` (merged sibling convolutions): ``conv2d`` (the fixed rule) without its epilogue
+  into the workspace, a chunk of images at a time; the epilogue (bias, activation) then writes each
+  output's channels from there into that output, which may be a slice of a concat.
 - ``dense``: one GEMM, then the epilogue.
 - ``max_pool`` / ``avg_pool``: one ufunc per kernel offset into the output, in the reference's
   order. With padding, small planes are padded into the workspace a few images at a time (only
@@ -518,6 +521,53 @@ def _conv_images(attrs, xs, w, out, buf):
                 _gemm_into(wg, cols3[i], dst[i])
 
 
+# ---- merged sibling convolutions ---------------------------------------------------------------------
+def _split_layout(n, o, oh, ow, itemsize) -> tuple[int, int]:
+    """(images, elements): a ``conv2d_split`` computes its whole (N, O, OH, OW) output a chunk of
+    about :data:`COLS_BYTES` of images at a time into the workspace's first ``elements`` (rounded
+    up so that the convolution's own workspace after them stays 64-byte aligned)."""
+    m = max(1, min(n, COLS_BYTES // (o * oh * ow * itemsize)))
+    return m, -(-m * o * oh * ow // 16) * 16
+
+
+def conv2d_split_workspace(node: Node, graph: Graph, batch: int) -> int:
+    (n, _, _, _), dtype = _spec(graph, node.inputs[0], batch)
+    o = graph.specs[node.inputs[1]].shape[0]
+    oh, ow = graph.specs[node.outputs[0]].shape[2:]
+    m, wide = _split_layout(n, o, oh, ow, dtype.itemsize)
+    plain = node.replace(op="conv2d", attrs={**node.attrs, "activation": "none"})
+    return wide * dtype.itemsize + max(conv_workspace(plain, graph, m),
+                                       _epilogue_temps(node.attrs) * BLOCK * dtype.itemsize)
+
+
+def conv2d_split(attrs, inputs, outputs, ws):
+    """Sibling convolutions merged (``merge_sibling_convs``): one convolution, without its bias and
+    activation, a chunk of images at a time into the workspace; then each output's epilogue reads its
+    channels there and writes them straight into that output — which may be a strided slice of a
+    concat's buffer (the plan's alias), so nothing is copied twice."""
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) == 3 else None
+    n, o = x.shape[0], w.shape[0]
+    oh, ow = outputs[0].shape[2:]
+    m, size = _split_layout(n, o, oh, ow, x.dtype.itemsize)
+    wsd = ws.view(x.dtype)
+    wide, rest = _flat(wsd[:m * o * oh * ow], (m, o, oh, ow)), wsd[size:]
+    plain = {**attrs, "activation": "none"}
+    for start in range(0, n, m):
+        stop = min(n, start + m)
+        conv2d(plain, [x[start:stop], w], [wide[:stop - start]], rest)
+        c0 = 0
+        for out in outputs:
+            c1 = c0 + out.shape[1]
+            src, dst = wide[:stop - start, c0:c1], out[start:stop]
+            if bias is None:
+                np.copyto(dst, src)
+            else:
+                np.add(src, bias[c0:c1].reshape(-1, 1, 1), out=dst)
+            _activate(dst, attrs, rest)
+            c0 = c1
+
+
 # ---- dense ------------------------------------------------------------------------------------------
 def dense(attrs, inputs, outputs, ws):
     out = outputs[0]
@@ -944,7 +994,8 @@ def _small_buffers(fn, bufsize: int | None = None):
 
 
 KERNELS = {
-    "conv2d": conv2d, "dense": dense, "max_pool": max_pool, "avg_pool": avg_pool, "lrn": lrn,
+    "conv2d": conv2d, "conv2d_split": conv2d_split, "dense": dense, "max_pool": max_pool,
+    "avg_pool": avg_pool, "lrn": lrn,
     "batch_norm": batch_norm, "channel_affine": channel_affine, "softmax": softmax,
     "log_softmax": log_softmax, "elementwise_chain": elementwise_chain, "add": add,
     "concat": concat, "split": split, "flatten": reshape, "reshape": reshape,
@@ -957,7 +1008,8 @@ BUFSIZES = {"lrn": 512}  # float32 <-> float64 loops really buffer, three operan
 KERNELS = {op: fn if op in COPIES else _small_buffers(fn, BUFSIZES.get(op))
            for op, fn in KERNELS.items()}
 WORKSPACES = {
-    "conv2d": conv_workspace, "dense": dense_workspace, "lrn": lrn_workspace,
+    "conv2d": conv_workspace, "conv2d_split": conv2d_split_workspace, "dense": dense_workspace,
+    "lrn": lrn_workspace,
     "softmax": softmax_workspace, "log_softmax": softmax_workspace,
     "elementwise_chain": _unary_workspace, "add": add_workspace,
     "max_pool": pool_workspace, "avg_pool": pool_workspace,

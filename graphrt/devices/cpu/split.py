@@ -4,9 +4,9 @@ A launch is split only when its work is large enough to pay for waking a worker 
 :func:`parts` decides from the op's own cost (flops, bytes moved) at the compiled batch — never from
 a timing — and how many parts each op can be cut into:
 
-- batch slices for the per-image ops (convolution, pooling, LRN, normalization, softmax over a
-  non-batch axis, elementwise ops and their chains, ``add``): part ``i`` runs the same kernel on
-  rows ``[n*i/k, n*(i+1)/k)`` of every batched input and output;
+- batch slices for the per-image ops (convolution, merged sibling convolutions, pooling, LRN,
+  normalization, softmax over a non-batch axis, elementwise ops and their chains, ``add``): part
+  ``i`` runs the same kernel on rows ``[n*i/k, n*(i+1)/k)`` of every batched input and output;
 - column tiles for a dense layer whose weights outweigh its batch (a small batch through a large
   fully connected layer: each thread reads only its share of the weights).
 
@@ -25,11 +25,11 @@ ALIGN = 64  # bytes: each part's workspace starts on a cache line
 MIN_PART_FLOPS = 4_000_000  # a part must do at least this much arithmetic (about 40-100 us) ...
 MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound ops)
 
-# ops whose kernel runs image by image (input 0 and the output sliced along the batch)
-BATCH_OPS = {"conv2d", "max_pool", "avg_pool", "lrn", "batch_norm", "channel_affine", "dense",
-             "softmax", "log_softmax", "elementwise_chain", "add", "relu", "tanh", "sigmoid",
-             "scale"}
-COMPUTE_OPS = {"conv2d", "dense"}  # judged by flops; the others by bytes
+# ops whose kernel runs image by image (input 0 and the outputs sliced along the batch)
+BATCH_OPS = {"conv2d", "conv2d_split", "max_pool", "avg_pool", "lrn", "batch_norm",
+             "channel_affine", "dense", "softmax", "log_softmax", "elementwise_chain", "add", "relu",
+             "tanh", "sigmoid", "scale"}
+COMPUTE_OPS = {"conv2d", "conv2d_split", "dense"}  # judged by flops; the others by bytes
 
 
 def splittable(node: Node, graph: Graph, activations=()) -> bool:
@@ -37,7 +37,7 @@ def splittable(node: Node, graph: Graph, activations=()) -> bool:
     op = node.op
     if op not in BATCH_OPS and op not in activations:
         return False
-    if len(node.outputs) != 1:
+    if len(node.outputs) != 1 and op != "conv2d_split":  # its outputs all sliced alike
         return False
     out = graph.specs[node.outputs[0]]
     if not out.batched or not out.shape or not graph.specs[node.inputs[0]].batched:
@@ -104,7 +104,7 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
             else:
                 ins = [x[s] if _batched(x, out) else x for x in inputs] if op == "add" \
                     else [inputs[0][s]] + list(inputs[1:])
-                outs = [out[s]]
+                outs = [o[s] for o in outputs]
             calls.append((fn, (attrs, ins, outs, part_ws)))
         run_parts(calls)
     run.__name__ = getattr(fn, "__name__", op)

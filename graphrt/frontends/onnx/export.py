@@ -3,7 +3,8 @@
 Every graphrt op maps to standard ONNX ops, so a graph as loaded and a graph as optimized export
 alike: the fused forms are expanded back — a ``conv2d``/``dense`` ``activation`` epilogue becomes a
 ``Relu``/``LeakyRelu``/``Tanh``/``Sigmoid`` after the ``Conv``/``Gemm``, an ``elementwise_chain`` its
-steps, a merged ``split`` an ONNX ``Split``, an aliased ``concat`` a plain ``Concat``; the ``place``
+steps, a ``split`` an ONNX ``Split``, merged sibling convolutions (``conv2d_split``) a ``Conv`` and a
+``Split``, an aliased ``concat`` a plain ``Concat``; the ``place``
 pass's transfers are ``Identity``. Parameters become initializers under their graphrt names; the
 symbolic batch is the dimension ``N``. The model passes ``onnx.checker`` (with shape inference) and
 runs in onnxruntime with the outputs graphrt computes.
@@ -210,10 +211,15 @@ def _pad(w, n, a, out):
                 mode="constant")
 
 
-def _split(w, n, a):
+def _split(w, n, a, x=None):
     sizes = w.const(np.array(a["sizes"], np.int64), "split")
-    w.nodes.append(w.helper.make_node("Split", [n.inputs[0], sizes], list(n.outputs), name=n.name,
-                                      axis=a["axis"]))
+    w.nodes.append(w.helper.make_node("Split", [x or n.inputs[0], sizes], list(n.outputs), name=n.name,
+                                      axis=a.get("axis", 1)))
+
+
+def _conv2d_split(w, n, a):
+    """The one convolution (with its epilogue), then its channels split into the outputs."""
+    _split(w, n, a, _conv2d(w, n, a, None))
 
 
 WRITERS = {
@@ -259,8 +265,8 @@ def to_onnx(graph: Graph):
     w = _Writer(graph)
     for node in graph.nodes:
         w.node = node
-        if node.op == "split":
-            _split(w, node, node.attrs)
+        if node.op in ("split", "conv2d_split"):
+            (_split if node.op == "split" else _conv2d_split)(w, node, node.attrs)
             continue
         writer = WRITERS.get(node.op)
         if writer is None:

@@ -1,5 +1,6 @@
 """Binders of the GEMM-based ops: ``conv2d`` (``im2col`` from ``kernels/conv.cu``, then a GEMM per
-group straight into the output; pointwise convolutions skip the im2col), ``dense`` and ``matmul``.
+group straight into the output; pointwise convolutions skip the im2col), ``conv2d_split`` (the same,
+one GEMM per output), ``dense`` and ``matmul``.
 Each GEMM is a :class:`~graphrt.devices.cuda.runtime.gemm.Gemm` with the bias and activation attached; the
 device runs it through cuBLAS or our ``gemm`` kernel (see :mod:`graphrt.devices.cuda.runtime.gemm`).
 """
@@ -55,22 +56,48 @@ def conv_workspace_bytes(n, c, o, cg, kh, kw, oh, ow, attrs, itemsize) -> int:
 def bind_conv2d(attrs, inputs, outputs, ws):
     """im2col into the workspace, a chunk of images at a time, and one GEMM per group straight into
     the output; a pointwise convolution (1x1, stride 1, no padding) multiplies ``x`` itself."""
+    out = outputs[0]
+    og = inputs[1].shape[0] // attrs["groups"]
+    return _conv_calls(attrs, inputs, ws, [[(slice(gi * og, (gi + 1) * og),
+                                             out[:, gi * og:(gi + 1) * og])]
+                                           for gi in range(attrs["groups"])])
+
+
+def bind_conv2d_split(attrs, inputs, outputs, ws):
+    """Merged sibling convolutions: conv2d's calls, with one GEMM per output (and group) from the
+    shared im2col columns, its bias and activation fused, writing its channels straight into that
+    output — a concat's channel slice where the plan aliased it."""
+    og = inputs[1].shape[0] // attrs["groups"]
+    units: list = [[] for _ in range(attrs["groups"])]
+    c0 = 0
+    for out in outputs:
+        c1 = c0 + out.shape[1]
+        for gi, dests in enumerate(units):  # the output's channels that group gi computes
+            lo, hi = max(c0, gi * og), min(c1, (gi + 1) * og)
+            if lo < hi:
+                dests.append((slice(lo, hi), out[:, lo - c0:hi - c0]))
+        c0 = c1
+    return _conv_calls(attrs, inputs, ws, units)
+
+
+def _conv_calls(attrs, inputs, ws, units):
+    """``units[gi]``: (weight rows, destination view) pairs, the GEMMs of group ``gi``'s columns."""
     x, w = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) == 3 else None
-    out = outputs[0]
-    dtype = check_dtype(x, w, out, *([bias] if bias is not None else []))
+    dests = [d for group in units for _, d in group]
+    dtype = check_dtype(x, w, *dests, *([bias] if bias is not None else []))
     n, _, h, wd = x.shape
     _, cg, kh, kw = w.shape
-    oh, ow = out.shape[2:]
+    oh, ow = dests[0].shape[2:]
     k = cg * kh * kw
     p = oh * ow
     if estrides(w) != (cg * kh * kw, kh * kw, kw, 1):
         raise Unsupported("a weight that is not contiguous")
-    group_gemm = _group_gemm(attrs, dtype, w, bias, out)
-    groups = range(attrs["groups"])
+    gemm = _gemm(attrs, dtype, w, bias)
     if _is_pointwise(attrs, kh, kw):
         xs = _plane_strides(x)
-        return [group_gemm(gi, n, x[:, gi * cg:(gi + 1) * cg], xs, slice(None)) for gi in groups]
+        return [gemm(rows, dst, n, x[:, gi * cg:(gi + 1) * cg], xs, slice(None))
+                for gi, group in enumerate(units) for rows, dst in group]
     calls: list = []
     chunk = conv_chunk(n, cg, kh, kw, oh, ow, dtype.itemsize)
     cols_all = ws.view(dtype)[:chunk * k * p]
@@ -80,30 +107,28 @@ def bind_conv2d(attrs, inputs, outputs, ws):
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         cols = cols_all[:m * k * p]
-        for gi in groups:
+        for gi, group in enumerate(units):
             xg = x[start:start + m, gi * cg:(gi + 1) * cg]
             calls.append(Call("im2col", dtype, _im2col_grid(m * k, p), (THREADS, 1, 1), (
                 xg, *xs, cols, m, cg, h, wd, kh, kw, oh, ow, sh, sw, t, l, dh, dw)))
-            calls.append(group_gemm(gi, m, cols, (k * p, p, 1), slice(start, start + m)))
+            calls += [gemm(rows, dst, m, cols, (k * p, p, 1), slice(start, start + m))
+                      for rows, dst in group]
     return calls
 
 
-def _group_gemm(attrs, dtype, w, bias, out):
-    """``gemm(gi, batch, b, sb, images)``: the GEMM of group ``gi``'s output channels of ``images``
-    (a slice of the batch) from ``b``, (K, OH*OW) per image with strides ``sb``; bias and
-    activation fused."""
-    o, cg, kh, kw = w.shape
-    og = o // attrs["groups"]
+def _gemm(attrs, dtype, w, bias):
+    """``gemm(rows, dst, batch, b, sb, images)``: the GEMM of the output channels ``rows`` of
+    ``images`` (a slice of the batch) into ``dst`` from ``b``, (K, OH*OW) per image with strides
+    ``sb``; bias and activation fused."""
+    _, cg, kh, kw = w.shape
     k = cg * kh * kw
-    p = out.shape[2] * out.shape[3]
-    osn, osc, osp = _plane_strides(out)
     act = act_code(attrs)
     slope = attrs["negative_slope"]
 
-    def gemm(gi, batch, b, sb, images):
-        chans = slice(gi * og, (gi + 1) * og)
-        return Gemm(dtype, batch, og, p, k, w[chans], (0, k, 1), b, sb, out[images, chans],
-                    (osn, osc, osp), bias=None if bias is None else bias[chans],
+    def gemm(rows, dst, batch, b, sb, images):
+        p = dst.shape[2] * dst.shape[3]
+        return Gemm(dtype, batch, rows.stop - rows.start, p, k, w[rows], (0, k, 1), b, sb,
+                    dst[images], _plane_strides(dst), bias=None if bias is None else bias[rows],
                     bias_mode=0 if bias is None else 1, act=act, slope=slope)
     return gemm
 

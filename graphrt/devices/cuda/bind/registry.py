@@ -13,7 +13,8 @@ tests. Each op family's binders are in a module of their own:
   them, ``flatten``/``reshape`` of strided views, ``transpose``) and ``pad_nd`` (``zero_pad``,
   ``pad``).
 - :mod:`~graphrt.devices.cuda.bind.gemm`: ``conv2d`` (``im2col`` + GEMM; groups, stride, padding,
-  dilation; 1x1 convolutions with stride 1 and no padding skip the im2col), ``dense``, ``matmul``.
+  dilation; 1x1 convolutions with stride 1 and no padding skip the im2col), ``conv2d_split`` (merged
+  sibling convolutions: one GEMM per output, into it), ``dense``, ``matmul``.
   A GEMM runs through cuBLAS + the ``bias_act`` epilogue, or our tiled ``gemm`` kernel with the
   epilogue fused (see :mod:`~graphrt.devices.cuda.runtime.gemm`).
 - :mod:`~graphrt.devices.cuda.bind.norm`: ``pool2d`` (``max_pool``/``avg_pool``), ``lrn`` (in double
@@ -40,7 +41,7 @@ import numpy as np
 from ..calls import MAX_RANK, Unsupported
 from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_zero_pad)
-from .gemm import bind_conv2d, bind_dense, bind_matmul, conv_workspace_bytes
+from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
@@ -51,7 +52,8 @@ BINDERS: dict[str, Callable] = {
     "concat": bind_concat, "split": bind_split, "flatten": bind_copy, "reshape": bind_copy,
     "transpose": bind_transpose, "copy_to_device": bind_copy, "copy_to_host": bind_copy,
     "zero_pad": bind_zero_pad, "pad": bind_pad,
-    "conv2d": bind_conv2d, "dense": bind_dense, "matmul": bind_matmul,
+    "conv2d": bind_conv2d, "conv2d_split": bind_conv2d_split, "dense": bind_dense,
+    "matmul": bind_matmul,
     "max_pool": bind_pool("max_pool"), "avg_pool": bind_pool("avg_pool"), "lrn": bind_lrn,
     "batch_norm": bind_batch_norm, "channel_affine": bind_channel_affine,
     "softmax": bind_softmax("softmax"), "log_softmax": bind_softmax("log_softmax"),
@@ -123,16 +125,16 @@ def _sgd(node, ins, outs):
 
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
-    "conv2d": _ranked(4, 4), "dense": _ranked(2, 2), "batch_norm": _ranked(2, 4),
-    "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss, "nll_loss": _loss,
-    "accuracy": _loss, "sgd_update": _sgd, "step_counter": lambda node, ins, outs: _counter(ins[0]),
+    "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
+    "batch_norm": _ranked(2, 4), "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss,
+    "nll_loss": _loss, "accuracy": _loss, "sgd_update": _sgd, "step_counter": lambda node, ins, outs: _counter(ins[0]),
 }
 
 
 def workspace_bytes(node, graph, batch: int) -> int:
     """Scratch bytes the node's calls use (planned in the arena)."""
     specs = graph.specs
-    if node.op == "conv2d":
+    if node.op in ("conv2d", "conv2d_split"):
         x = specs[node.inputs[0]]
         n, c, h, w = x.concrete(batch)
         o, cg, kh, kw = specs[node.inputs[1]].shape
