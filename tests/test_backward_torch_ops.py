@@ -20,7 +20,9 @@ from test_backward import NO_RULE_FAMILIES, OpCase, _channel_shape, away_from_ze
 TOL = 1e-10
 ELSEWHERE = {"conv2d", "max_pool", "avg_pool", "lrn", "batch_norm_train", "softmax_cross_entropy",
              "nll_loss"}  # compared in test_backward_torch.py
-NO_TORCH = {"accuracy": "piecewise constant: its rule gives no gradient (PyTorch's argmax has none)"}
+NO_TORCH = {"accuracy": "piecewise constant: its rule gives no gradient (PyTorch's argmax has none)",
+            "all_reduce": "a collective: tests/test_ops.py checks its rule (the same reduction of the "
+                          "output gradients), tests/test_distributed.py the training it serves"}
 # forward and gradient against torch.autograd in tests/test_activation_ops.py and prelu in
 # tests/test_binary_reduce_ops.py
 ELSEWHERE |= {"clip", "elu", "erf", "gelu", "hard_sigmoid", "hard_swish", "selu", "softplus", "softsign",

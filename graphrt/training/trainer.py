@@ -62,12 +62,15 @@ class Trainer:
         self.graph = as_graph(model)
         with_loss, self.loss_name = attach_loss(self.graph, loss)
         self.optimizer = optimizer or SGD()
-        self.train_graph, self.trained = training_graph(with_loss, self.loss_name, self.optimizer,
-                                                        seed=seed)
+        self.train_graph, self.trained = self._training_graph(with_loss, seed)
         self.exe = Executable(self.train_graph, device, batch_size, opt_level)
         self.batch_size = batch_size
         self.steps = 0
         self._epoch = self._epoch_start = 0  # where fit(resume=True) picks up
+
+    def _training_graph(self, with_loss: Graph, seed: int) -> tuple[Graph, list[str]]:
+        """The step graph and the trained parameters (a data-parallel trainer adds its all-reduce)."""
+        return training_graph(with_loss, self.loss_name, self.optimizer, seed=seed)
 
     # ---- stepping ---------------------------------------------------------------------------
     def _feeds(self, x, y) -> dict:

@@ -1,0 +1,84 @@
+"""``DistributedTrainer``: data-parallel ``graphrt.Trainer`` under a torch.distributed process group.
+
+    import graphrt
+    from graphrt.distributed import DistributedSampler, DistributedTrainer, init_process_group
+
+    rank, world = init_process_group()                    # under torchrun: gloo on the cpu device
+    tr = DistributedTrainer(graph, optimizer=graphrt.optim.SGD(lr=0.01), batch_size=64 // world)
+    sampler = DistributedSampler(len(x), global_batch=64)
+    tr.fit(sampler.batches(x, y), epochs=2)
+    tr.save("model.npz")                                  # rank 0 writes, atomically; all ranks wait
+
+Every rank compiles the same step graph: the model's training step (``graphrt.training``) with an
+``all_reduce`` per gradient bucket between the gradients and the SGD updates (``buckets``), so the
+updates apply the gradient averaged over the ranks and the parameters stay identical everywhere.
+The parameters and optimizer state are broadcast from rank 0 once, at construction. Batch-norm
+statistics are each rank's own. Each rank runs its kernels on ``cores / ranks-on-this-machine``
+threads. ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..ops.collective import set_communicator
+from ..training.autodiff import SGD, training_graph
+from ..training.trainer import Trainer
+from .buckets import DEFAULT_BUCKET_BYTES, bucket_gradients
+from .process_group import (DistributedError, TorchCommunicator, compute_threads, limit_threads,
+                            rank_and_world)
+
+GROUP = "world"
+
+
+class DistributedTrainer(Trainer):
+    """A :class:`graphrt.Trainer` whose steps average the gradients over the process group's ranks
+    (see the module docstring). ``buckets`` lists the gradient buckets (``Bucket``: node, params,
+    bytes); ``communicator`` counts the all-reduce calls and their seconds."""
+
+    def __init__(self, model, loss: str = "auto", optimizer: SGD | None = None, device="cpu",
+                 batch_size: int = 64, opt_level: int = 2, seed: int = 0, *,
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, sync_batchnorm: bool = False):
+        if sync_batchnorm:
+            raise DistributedError("sync_batchnorm=True is not implemented yet: batch-norm statistics "
+                                   "are each rank's own")
+        self.rank, self.world_size = rank_and_world()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
+        self.threads = compute_threads(local)
+        self._limiter = limit_threads(self.threads)
+        self.communicator = TorchCommunicator()
+        set_communicator(GROUP, self.communicator)
+        self.bucket_bytes = bucket_bytes
+        self.buckets = []
+        super().__init__(model, loss, optimizer, device, batch_size, opt_level, seed)
+        self.broadcast_parameters()
+        self.communicator.reset()
+
+    def _training_graph(self, with_loss, seed):
+        def reduce(graph, grads):
+            return bucket_gradients(graph, grads, self.bucket_bytes, GROUP, record=self.buckets)
+        return training_graph(with_loss, self.loss_name, self.optimizer, seed=seed,
+                              reduce_gradients=reduce)
+
+    def broadcast_parameters(self) -> None:
+        """Every parameter and optimizer state of rank 0, on every rank."""
+        device = self.exe.device
+        for name in sorted(self.exe.params):
+            array = self.exe.params[name]
+            if isinstance(array, np.ndarray):
+                self.communicator.broadcast(array)
+            else:  # a device array: through a host copy
+                host = np.empty(array.shape, array.dtype)
+                device.to_host(array, host)
+                self.communicator.broadcast(host)
+                device.to_device(host, array)
+
+    def save(self, path):
+        """Rank 0 writes the checkpoint (atomically, as :meth:`Trainer.save`); every rank waits for
+        it and gets the path."""
+        written = super().save(path) if self.rank == 0 else None
+        self.communicator.dist.barrier()
+        path = Path(path)
+        return written or (path if path.suffix else path.with_suffix(".npz"))

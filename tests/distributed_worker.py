@@ -1,0 +1,66 @@
+"""One rank of tests/test_distributed.py's data-parallel runs (launched by torchrun, 2 ranks, gloo).
+
+Trains Caffe's LeNet on the digits for STEPS steps of a global batch of 64 in float32 and float64,
+with 1 MiB buckets, and writes to OUT (argv[1]): per dtype, rank 0's parameters after every step,
+each rank's final parameters, the all-reduce calls of each step and the buckets; then a checkpoint
+written through ``DistributedTrainer.save``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from graphrt.distributed import DistributedSampler, DistributedTrainer, init_process_group
+from graphrt.training.datasets import digits_28x28
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distributed_cases import GLOBAL_BATCH, SOLVER, STEPS, lenet  # noqa: E402
+
+
+def train(dtype: str, x, y, rank: int, out: Path) -> dict:
+    trainer = DistributedTrainer(lenet(dtype), optimizer=SOLVER, batch_size=GLOBAL_BATCH // 2,
+                                 bucket_bytes=2**20)
+    sampler = DistributedSampler(len(x), GLOBAL_BATCH, seed=0)
+    steps, calls = {}, []
+    for k, idx in zip(range(STEPS), sampler):
+        before = trainer.communicator.calls
+        trainer.step(x[idx].astype(dtype), y[idx])
+        calls.append(trainer.communicator.calls - before)
+        if rank == 0:
+            steps.update({f"{k}/{p}": v for p, v in trainer.parameters().items()})
+    if rank == 0:
+        np.savez(out / f"steps_{dtype}.npz", **steps)
+    np.savez(out / f"final_{dtype}_rank{rank}.npz", **trainer.parameters())
+    return {"calls": calls, "buckets": [[b.node, list(b.params), b.nbytes] for b in trainer.buckets],
+            "aliased": aliased(trainer), "threads": trainer.threads,
+            "saved": str(trainer.save(out / f"lenet_{dtype}")) if dtype == "float32" else None}
+
+
+def aliased(trainer) -> dict:
+    """Per bucket: whether every gradient and reduced gradient is a view of the bucket's buffer."""
+    exe = trainer.exe
+    plan, graph = exe.plan, exe.graph
+    result = {}
+    for b in trainer.buckets:
+        node = graph.node(b.node)
+        bucket = plan.views[node.outputs[0]].buffer
+        result[b.node] = all(plan.views[t].buffer == bucket for t in node.inputs + node.outputs)
+    return result
+
+
+def main():
+    out = Path(sys.argv[1])
+    rank, world = init_process_group()
+    assert world == 2, world
+    images, labels = digits_28x28()
+    x = images * 255.0
+    report = {dtype: train(dtype, x, labels, rank, out) for dtype in ("float32", "float64")}
+    if rank == 0:
+        (out / "report.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
