@@ -3,7 +3,8 @@
 Trains Caffe's LeNet on the digits for STEPS steps of a global batch of 64 in float32 and float64,
 with 1 MiB buckets, and writes to OUT (argv[1]): per dtype, rank 0's parameters after every step,
 each rank's final parameters, the all-reduce calls of each step and the buckets; then a checkpoint
-written through ``DistributedTrainer.save``.
+written through ``DistributedTrainer.save``; then BN_STEPS steps of a batch-norm net with and
+without ``sync_batchnorm``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from graphrt.distributed import DistributedSampler, DistributedTrainer, init_pro
 from graphrt.training.datasets import digits_28x28
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distributed_cases import GLOBAL_BATCH, SOLVER, STEPS, lenet  # noqa: E402
+from distributed_cases import (BN_SOLVER, BN_STEPS, GLOBAL_BATCH, SOLVER, STEPS, bn_net,  # noqa: E402
+                              lenet)
 
 
 def train(dtype: str, x, y, rank: int, out: Path) -> dict:
@@ -39,6 +41,17 @@ def train(dtype: str, x, y, rank: int, out: Path) -> dict:
             "saved": str(trainer.save(out / f"lenet_{dtype}")) if dtype == "float32" else None}
 
 
+def train_bn(sync: bool, x, y, rank: int, out: Path) -> None:
+    """BN_STEPS steps of the batch-norm net; rank 0's parameters and statistics after each."""
+    trainer = DistributedTrainer(bn_net(), optimizer=BN_SOLVER, batch_size=GLOBAL_BATCH // 2,
+                                 sync_batchnorm=sync)
+    steps = {}
+    for k, idx in zip(range(BN_STEPS), DistributedSampler(len(x), GLOBAL_BATCH, seed=1)):
+        trainer.step(x[idx], y[idx])
+        steps.update({f"{k}/{p}": v for p, v in trainer.parameters().items()})
+    np.savez(out / f"bn_sync{int(sync)}_rank{rank}.npz", **steps)
+
+
 def aliased(trainer) -> dict:
     """Per bucket: whether every gradient and reduced gradient is a view of the bucket's buffer."""
     exe = trainer.exe
@@ -58,6 +71,8 @@ def main():
     images, labels = digits_28x28()
     x = images * 255.0
     report = {dtype: train(dtype, x, labels, rank, out) for dtype in ("float32", "float64")}
+    for sync in (True, False):
+        train_bn(sync, images, labels, rank, out)
     if rank == 0:
         (out / "report.json").write_text(json.dumps(report))
 

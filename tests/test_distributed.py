@@ -5,7 +5,9 @@ LeNet on the digits for 20 steps of a global batch of 64, in float32 and float64
 parameters must equal single-process training with the global batch (relative error < 1e-5 in
 float32 — see below for the steps after float32 rounding flips a near-tie — and < 1e-12 in
 float64); each step makes one all-reduce per gradient bucket, every gradient
-is written straight into its bucket's arena range, and rank 0's checkpoint holds the result.
+is written straight into its bucket's arena range, and rank 0's checkpoint holds the result. A
+batch-norm net with ``sync_batchnorm=True`` equals one process for 5 steps; ``graphrt train
+--distributed`` runs under torchrun.
 """
 from __future__ import annotations
 
@@ -23,16 +25,16 @@ from graphrt.distributed import DistributedSampler
 from graphrt.testing import relative_error
 from graphrt.training.datasets import digits_28x28
 
-from distributed_cases import GLOBAL_BATCH, SHARED, SOLVER, STEPS, lenet
+from distributed_cases import BN_SOLVER, BN_STEPS, GLOBAL_BATCH, SHARED, SOLVER, STEPS, bn_net, lenet
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
-def torchrun(script: Path, *args, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc-per-node={nproc}", str(script), *map(str, args)],
+                           f"--nproc-per-node={nproc}", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
@@ -119,6 +121,38 @@ def test_rank_zero_writes_the_checkpoint(ranks):
     with np.load(out / "final_float32_rank0.npz") as final:
         for p in final.files:
             np.testing.assert_array_equal(loaded.params[p], final[p], err_msg=p)
+
+
+def test_synchronized_batch_norm_equals_one_process_with_the_global_batch(ranks, digits):
+    """With sync_batchnorm=True two ranks normalize with the global batch's statistics and keep the
+    same running statistics as one process; without it (the default) each rank uses its own."""
+    out, _ = ranks
+    images, labels = digits_28x28()
+    one = graphrt.Trainer(bn_net(), optimizer=BN_SOLVER, batch_size=GLOBAL_BATCH)
+    sampler = DistributedSampler(len(images), GLOBAL_BATCH, rank=0, world_size=1, seed=1)
+    with np.load(out / "bn_sync1_rank0.npz") as sync, np.load(out / "bn_sync1_rank1.npz") as other, \
+            np.load(out / "bn_sync0_rank0.npz") as own:
+        apart = 0.0
+        for k, idx in zip(range(BN_STEPS), sampler):
+            one.step(images[idx], labels[idx])
+            for p, value in one.parameters().items():
+                err = relative_error(sync[f"{k}/{p}"], value)
+                assert err < 1e-5, f"step {k}, {p}: relative error {err:.3g}"
+                np.testing.assert_array_equal(sync[f"{k}/{p}"], other[f"{k}/{p}"])
+                apart = max(apart, relative_error(own[f"{k}/{p}"], value))
+    assert apart > 1e-3, "per-rank statistics should not equal the global batch's"
+    assert {"bn1_mean", "bn1_var"} <= set(one.parameters())
+
+
+def test_graphrt_train_distributed_under_torchrun(ranks, tmp_path):
+    saved = tmp_path / "lenet.npz"
+    run = torchrun("-m", "graphrt.cli", "train", SHARED / "models/caffe/lenet_train_test.prototxt",
+                   "--phase", "TRAIN", "--input-shape", "1", "28", "28", "--data", "digits", "--batch", "64",
+                   "--distributed", "--json", "--save", saved)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])  # rank 0 alone reports
+    assert report["steps"] == -(-1797 // 64) and report["saved"] == str(saved)
+    assert set(graphrt.load(saved).params) == set(lenet().params)
 
 
 # ---- the sampler (no process group needed) -------------------------------------------------------

@@ -48,7 +48,7 @@ def bucket_gradients(graph: Graph, grads: dict[str, str], bucket_bytes: int = DE
     gradient. ``record`` (a list) receives a :class:`Bucket` per node."""
     reduced = dict(grads)
     for k, params in enumerate(plan_buckets(graph, grads, bucket_bytes)):
-        name = graph.unique_name("grad_bucket") if f"grad_bucket{k}" in graph.specs else f"grad_bucket{k}"
+        name = f"grad_bucket{k}" if f"grad_bucket{k}" not in graph.nx else graph.unique_name("grad_bucket")
         outs = graph.add_node("all_reduce", [grads[p] for p in params], name=name,
                               attrs={"count": len(params), "group": group, "op": "mean"})
         for p, out in zip(params, outs[1:]):

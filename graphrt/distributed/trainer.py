@@ -13,7 +13,9 @@ Every rank compiles the same step graph: the model's training step (``graphrt.tr
 ``all_reduce`` per gradient bucket between the gradients and the SGD updates (``buckets``), so the
 updates apply the gradient averaged over the ranks and the parameters stay identical everywhere.
 The parameters and optimizer state are broadcast from rank 0 once, at construction. Batch-norm
-statistics are each rank's own. Each rank runs its kernels on ``cores / ranks-on-this-machine``
+statistics are each rank's own, or, with ``sync_batchnorm=True``, the whole global batch's (the
+batch-norm kernels reduce their per-channel sums over the ranks: two all-reduces forward, one
+backward, besides the buckets). Each rank runs its kernels on ``cores / ranks-on-this-machine``
 threads. ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
 """
 from __future__ import annotations
@@ -27,8 +29,7 @@ from ..ops.collective import set_communicator
 from ..training.autodiff import SGD, training_graph
 from ..training.trainer import Trainer
 from .buckets import DEFAULT_BUCKET_BYTES, bucket_gradients
-from .process_group import (DistributedError, TorchCommunicator, compute_threads, limit_threads,
-                            rank_and_world)
+from .process_group import TorchCommunicator, compute_threads, limit_threads, rank_and_world
 
 GROUP = "world"
 
@@ -41,16 +42,13 @@ class DistributedTrainer(Trainer):
     def __init__(self, model, loss: str = "auto", optimizer: SGD | None = None, device="cpu",
                  batch_size: int = 64, opt_level: int = 2, seed: int = 0, *,
                  bucket_bytes: int = DEFAULT_BUCKET_BYTES, sync_batchnorm: bool = False):
-        if sync_batchnorm:
-            raise DistributedError("sync_batchnorm=True is not implemented yet: batch-norm statistics "
-                                   "are each rank's own")
         self.rank, self.world_size = rank_and_world()
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
         self.threads = compute_threads(local)
         self._limiter = limit_threads(self.threads)
         self.communicator = TorchCommunicator()
         set_communicator(GROUP, self.communicator)
-        self.bucket_bytes = bucket_bytes
+        self.bucket_bytes, self.sync_batchnorm = bucket_bytes, sync_batchnorm
         self.buckets = []
         super().__init__(model, loss, optimizer, device, batch_size, opt_level, seed)
         self.broadcast_parameters()
@@ -60,6 +58,7 @@ class DistributedTrainer(Trainer):
         def reduce(graph, grads):
             return bucket_gradients(graph, grads, self.bucket_bytes, GROUP, record=self.buckets)
         return training_graph(with_loss, self.loss_name, self.optimizer, seed=seed,
+                              training_forms=synchronize_batch_norm if self.sync_batchnorm else None,
                               reduce_gradients=reduce)
 
     def broadcast_parameters(self) -> None:
@@ -82,3 +81,12 @@ class DistributedTrainer(Trainer):
         self.communicator.dist.barrier()
         path = Path(path)
         return written or (path if path.suffix else path.with_suffix(".npz"))
+
+
+def synchronize_batch_norm(graph):
+    """Batch norm in training over the whole group: every ``batch_norm_train`` (and so its
+    gradient) reduces its statistics over the ranks (``sync_batchnorm=True``)."""
+    for node in list(graph.nodes):
+        if node.op == "batch_norm_train":
+            graph.replace_node(node.name, node.replace(attrs=dict(node.attrs, group=GROUP)))
+    return graph

@@ -30,6 +30,8 @@ class CollectiveError(GraphrtError):
 
 
 class Communicator(Protocol):
+    world: int  # the number of ranks
+
     def all_reduce(self, bucket: np.ndarray, op: str) -> None:
         """Reduce the contiguous 1-D ``bucket`` across the ranks, in place."""
 
@@ -43,6 +45,21 @@ def set_communicator(group: str, communicator: Communicator | None) -> None:
         COMMUNICATORS.pop(group, None)
     else:
         COMMUNICATORS[group] = communicator
+
+
+def group_size(group: str) -> int:
+    """The number of ranks in ``group`` ("" or a group without communicator: 1)."""
+    comm = COMMUNICATORS.get(group) if group else None
+    return getattr(comm, "world", 1) if comm is not None else 1
+
+
+def group_reduce(group: str, values: np.ndarray, op: str) -> np.ndarray:
+    """``values`` (a fresh contiguous array) reduced over ``group`` in place ("": not reduced);
+    for ops whose kernels reduce a few statistics themselves (synchronized batch norm)."""
+    comm = COMMUNICATORS.get(group) if group else None
+    if comm is not None:
+        comm.all_reduce(values, op)
+    return values
 
 
 def _infer(attrs, ins, node):
