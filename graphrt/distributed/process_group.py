@@ -7,6 +7,7 @@ buffer is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -106,10 +107,10 @@ def compute_threads(local_world: int) -> int:
 
 def limit_threads(threads: int):
     """Limit the BLAS/OpenMP pools numpy's kernels use to ``threads`` (threadpoolctl, when installed);
-    returns the limiter (keep it alive) or None."""
+    returns the limiter (keep it alive, or use it as a context manager) or a null context."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         log.info("threadpoolctl is not installed: the BLAS keeps its own thread count")
-        return None
-    return threadpool_limits(limits=threads)
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)  # also a context manager

@@ -15,19 +15,24 @@ pipeline's staging ring and never written. Ray itself is imported by the caller,
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..ir.errors import InputError
+from .process_group import limit_threads
 
 
 class Predictor:
     """Load and compile ``model`` (a path ``graphrt.load`` reads, with ``weights`` and the other
     ``load_options``; or a ``Graph``); each call maps a batch ``{input_column: array}`` to
-    ``{output_column: outputs}`` in the batch's row order."""
+    ``{output_column: outputs}`` in the batch's row order. ``threads`` limits the BLAS threads of each
+    call (threadpoolctl; Ray already gives an actor of ``num_cpus=1`` one thread): the summation
+    order, and so the last bits of the outputs, depends on it."""
 
     def __init__(self, model, *, weights=None, load_options: dict | None = None, device: str = "cpu",
                  batch_size: int = 256, opt_level: int = 2, input_column: str = "data",
-                 output_column: str = "output"):
+                 output_column: str = "output", threads: int | None = None):
         from ..frontends import load
         from ..ir import Graph
         from ..scheduler.executable import compile
@@ -36,6 +41,7 @@ class Predictor:
         self.exe = compile(graph, device=device, batch_size=batch_size, opt_level=opt_level)
         self.batch_size = batch_size
         self.input_column, self.output_column = input_column, output_column
+        self.threads = threads
 
     def __call__(self, batch: dict) -> dict:
         if self.input_column not in batch:
@@ -43,7 +49,8 @@ class Predictor:
                              f"{self.input_column!r} (Predictor(input_column=...))")
         x = batch[self.input_column]
         chunks = (x[i:i + self.batch_size] for i in range(0, len(x), self.batch_size))
-        outs = list(self.exe.stream(chunks))  # the prefetcher copies each chunk into its staging ring
+        with limit_threads(self.threads) if self.threads else contextlib.nullcontext():
+            outs = list(self.exe.stream(chunks))  # the prefetcher copies each chunk into its staging ring
         if not outs:
             return {self.output_column: np.zeros((0,), np.float32)}
         if isinstance(outs[0], dict):
