@@ -42,3 +42,24 @@ def bn_net() -> graphrt.Graph:
     from graphrt.frontends.caffe import load_caffe
 
     return load_caffe(text=CAFFE_BN, phase="TRAIN")
+
+
+# digits -> ip 64 -> relu -> dropout 0.5 -> ip 10: the masks must be the global batch's
+CAFFE_DROPOUT = """
+name: "dropout"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 64 dim: 1 dim: 28 dim: 28 } } }
+layer { name: "label" type: "Input" top: "label" input_param { shape { dim: 64 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+  inner_product_param { num_output: 64 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "drop1" type: "Dropout" bottom: "ip1" top: "ip1" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+  inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+
+
+def dropout_net() -> graphrt.Graph:
+    from graphrt.frontends.caffe import load_caffe
+
+    return load_caffe(text=CAFFE_DROPOUT, phase="TRAIN")

@@ -4,7 +4,7 @@ Trains Caffe's LeNet on the digits for STEPS steps of a global batch of 64 in fl
 with 1 MiB buckets, and writes to OUT (argv[1]): per dtype, rank 0's parameters after every step,
 each rank's final parameters, the all-reduce calls of each step and the buckets; then a checkpoint
 written through ``DistributedTrainer.save``; then BN_STEPS steps of a batch-norm net with and
-without ``sync_batchnorm``.
+without ``sync_batchnorm``, and of a dropout net.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from graphrt.training.datasets import digits_28x28
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distributed_cases import (BN_SOLVER, BN_STEPS, GLOBAL_BATCH, SOLVER, STEPS, bn_net,  # noqa: E402
-                              lenet)
+                              dropout_net, lenet)
 
 
 def train(dtype: str, x, y, rank: int, out: Path) -> dict:
@@ -41,15 +41,15 @@ def train(dtype: str, x, y, rank: int, out: Path) -> dict:
             "saved": str(trainer.save(out / f"lenet_{dtype}")) if dtype == "float32" else None}
 
 
-def train_bn(sync: bool, x, y, rank: int, out: Path) -> None:
-    """BN_STEPS steps of the batch-norm net; rank 0's parameters and statistics after each."""
-    trainer = DistributedTrainer(bn_net(), optimizer=BN_SOLVER, batch_size=GLOBAL_BATCH // 2,
+def train_few(name: str, graph, x, y, rank: int, out: Path, sync: bool = False) -> None:
+    """BN_STEPS steps of a small net; its parameters and statistics after each, per rank."""
+    trainer = DistributedTrainer(graph, optimizer=BN_SOLVER, batch_size=GLOBAL_BATCH // 2,
                                  sync_batchnorm=sync)
     steps = {}
     for k, idx in zip(range(BN_STEPS), DistributedSampler(len(x), GLOBAL_BATCH, seed=1)):
         trainer.step(x[idx], y[idx])
         steps.update({f"{k}/{p}": v for p, v in trainer.parameters().items()})
-    np.savez(out / f"bn_sync{int(sync)}_rank{rank}.npz", **steps)
+    np.savez(out / f"{name}_rank{rank}.npz", **steps)
 
 
 def aliased(trainer) -> dict:
@@ -72,7 +72,8 @@ def main():
     x = images * 255.0
     report = {dtype: train(dtype, x, labels, rank, out) for dtype in ("float32", "float64")}
     for sync in (True, False):
-        train_bn(sync, images, labels, rank, out)
+        train_few(f"bn_sync{int(sync)}", bn_net(), images, labels, rank, out, sync)
+    train_few("dropout", dropout_net(), images, labels, rank, out)
     if rank == 0:
         (out / "report.json").write_text(json.dumps(report))
 

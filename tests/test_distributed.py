@@ -6,7 +6,7 @@ parameters must equal single-process training with the global batch (relative er
 float32 — see below for the steps after float32 rounding flips a near-tie — and < 1e-12 in
 float64); each step makes one all-reduce per gradient bucket, every gradient
 is written straight into its bucket's arena range, and rank 0's checkpoint holds the result. A
-batch-norm net with ``sync_batchnorm=True`` equals one process for 5 steps; ``graphrt train
+batch-norm net with ``sync_batchnorm=True`` and a dropout net equal one process for 5 steps; ``graphrt train
 --distributed`` runs under torchrun.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ from graphrt.distributed import DistributedSampler
 from graphrt.testing import relative_error
 from graphrt.training.datasets import digits_28x28
 
-from distributed_cases import BN_SOLVER, BN_STEPS, GLOBAL_BATCH, SHARED, SOLVER, STEPS, bn_net, lenet
+from distributed_cases import (BN_SOLVER, BN_STEPS, GLOBAL_BATCH, SHARED, SOLVER, STEPS, bn_net,
+                               dropout_net, lenet)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -142,6 +143,19 @@ def test_synchronized_batch_norm_equals_one_process_with_the_global_batch(ranks,
                 apart = max(apart, relative_error(own[f"{k}/{p}"], value))
     assert apart > 1e-3, "per-rank statistics should not equal the global batch's"
     assert {"bn1_mean", "bn1_var"} <= set(one.parameters())
+
+
+def test_dropout_on_two_ranks_draws_the_global_batchs_masks(ranks, digits):
+    out, _ = ranks
+    images, labels = digits_28x28()
+    one = graphrt.Trainer(dropout_net(), optimizer=BN_SOLVER, batch_size=GLOBAL_BATCH)
+    sampler = DistributedSampler(len(images), GLOBAL_BATCH, rank=0, world_size=1, seed=1)
+    with np.load(out / "dropout_rank0.npz") as two:
+        for k, idx in zip(range(BN_STEPS), sampler):
+            one.step(images[idx], labels[idx])
+            for p, value in one.parameters().items():
+                err = relative_error(two[f"{k}/{p}"], value)
+                assert err < 1e-5, f"step {k}, {p}: relative error {err:.3g}"
 
 
 def test_graphrt_train_distributed_under_torchrun(ranks, tmp_path):

@@ -15,7 +15,9 @@ updates apply the gradient averaged over the ranks and the parameters stay ident
 The parameters and optimizer state are broadcast from rank 0 once, at construction. Batch-norm
 statistics are each rank's own, or, with ``sync_batchnorm=True``, the whole global batch's (the
 batch-norm kernels reduce their per-channel sums over the ranks: two all-reduces forward, one
-backward, besides the buckets). Each rank runs its kernels on ``cores / ranks-on-this-machine``
+backward, besides the buckets). Dropout masks are keyed by the sample's place in the global batch,
+so R ranks draw the masks one process draws for the global batch (exactly so for full global
+batches, whose shards all have ``batch_size`` samples). Each rank runs its kernels on ``cores / ranks-on-this-machine``
 threads. ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ class DistributedTrainer(Trainer):
         self.communicator = TorchCommunicator()
         set_communicator(GROUP, self.communicator)
         self.bucket_bytes, self.sync_batchnorm = bucket_bytes, sync_batchnorm
+        self.batch_size = batch_size  # the dropout offset needs it before Trainer sets it
         self.buckets = []
         super().__init__(model, loss, optimizer, device, batch_size, opt_level, seed)
         self.broadcast_parameters()
@@ -58,8 +61,16 @@ class DistributedTrainer(Trainer):
         def reduce(graph, grads):
             return bucket_gradients(graph, grads, self.bucket_bytes, GROUP, record=self.buckets)
         return training_graph(with_loss, self.loss_name, self.optimizer, seed=seed,
-                              training_forms=synchronize_batch_norm if self.sync_batchnorm else None,
-                              reduce_gradients=reduce)
+                              training_forms=self._training_forms, reduce_gradients=reduce)
+
+    def _training_forms(self, graph):
+        """Dropout draws this rank's rows of the global batch's masks (the shard of a full global
+        batch starts at rank x batch_size); batch norm is synchronized when asked."""
+        for node in list(graph.nodes):
+            if node.op == "dropout_train":
+                attrs = dict(node.attrs, offset=self.rank * self.batch_size)
+                graph.replace_node(node.name, node.replace(attrs=attrs))
+        return synchronize_batch_norm(graph) if self.sync_batchnorm else graph
 
     def broadcast_parameters(self) -> None:
         """Every parameter and optimizer state of rank 0, on every rank."""
