@@ -7,6 +7,7 @@ buffer is refused.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -38,7 +39,8 @@ def torch_distributed():
 def init_process_group(backend: str | None = None) -> tuple[int, int]:
     """Join the process group ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``...), with gloo unless ``backend`` says otherwise; returns (rank, world size).
-    Does nothing when the group is already initialized (Ray Train initializes it)."""
+    Does nothing when the group is already initialized (Ray Train initializes it); a group it
+    initializes it also destroys at exit."""
     dist = torch_distributed()
     if not dist.is_initialized():
         if "RANK" not in os.environ:
@@ -46,7 +48,15 @@ def init_process_group(backend: str | None = None) -> tuple[int, int]:
                                    "MASTER_ADDR and MASTER_PORT), or call "
                                    "torch.distributed.init_process_group yourself")
         dist.init_process_group(backend or "gloo")
+        # the group this made is torn down before the interpreter's (a gloo group left to it can
+        # abort the process at exit: "terminate called without an active exception")
+        atexit.register(_destroy, dist)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _destroy(dist) -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_and_world(group=None) -> tuple[int, int]:
@@ -85,10 +95,11 @@ class TorchCommunicator:
 
         contiguous(bucket, "all_reduce")
         start = time.perf_counter()
-        tensor = torch.from_numpy(bucket)  # shares the arena's bytes
-        self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM, group=self.group)
-        if op == "mean":
-            tensor.div_(self.world)
+        if self.world > 1:  # a group of one: both reductions are the identity
+            tensor = torch.from_numpy(bucket)  # shares the arena's bytes
+            self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM, group=self.group)
+            if op == "mean":
+                tensor.div_(self.world)
         self.seconds += time.perf_counter() - start
         self.calls += 1
         self.sizes.append(bucket.nbytes)

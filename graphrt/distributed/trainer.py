@@ -18,7 +18,7 @@ batch-norm kernels reduce their per-channel sums over the ranks: two all-reduces
 backward, besides the buckets). Dropout masks are keyed by the sample's place in the global batch,
 so R ranks draw the masks one process draws for the global batch (exactly so for full global
 batches, whose shards all have ``batch_size`` samples). Each rank runs its kernels on ``cores / ranks-on-this-machine``
-threads. ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
+threads (``threads=`` to choose). ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from ..ops.collective import set_communicator
 from ..training.autodiff import SGD, training_graph
 from ..training.trainer import Trainer
 from .buckets import DEFAULT_BUCKET_BYTES, bucket_gradients
-from .process_group import TorchCommunicator, compute_threads, limit_threads, rank_and_world
+from .process_group import (DistributedError, TorchCommunicator, compute_threads, limit_threads,
+                            rank_and_world)
 
 GROUP = "world"
 
@@ -43,10 +44,11 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, model, loss: str = "auto", optimizer: SGD | None = None, device="cpu",
                  batch_size: int = 64, opt_level: int = 2, seed: int = 0, *,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, sync_batchnorm: bool = False):
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, sync_batchnorm: bool = False,
+                 threads: int | None = None):
         self.rank, self.world_size = rank_and_world()
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size))
-        self.threads = compute_threads(local)
+        self.threads = threads or compute_threads(local)
         self._limiter = limit_threads(self.threads)
         self.communicator = TorchCommunicator()
         set_communicator(GROUP, self.communicator)
@@ -54,6 +56,9 @@ class DistributedTrainer(Trainer):
         self.batch_size = batch_size  # the dropout offset needs it before Trainer sets it
         self.buckets = []
         super().__init__(model, loss, optimizer, device, batch_size, opt_level, seed)
+        if self.exe.device.kind != "cpu":
+            raise DistributedError(f"data-parallel training on the {self.exe.device.kind} device is not "
+                                   "implemented yet (NCCL on DLPack-shared buckets): use device='cpu'")
         self.broadcast_parameters()
         self.communicator.reset()
 
