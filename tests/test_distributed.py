@@ -169,6 +169,51 @@ def test_graphrt_train_distributed_under_torchrun(ranks, tmp_path):
     assert set(graphrt.load(saved).params) == set(lenet().params)
 
 
+# ---- in this process: a group of one ---------------------------------------------------------------
+@pytest.fixture
+def group_of_one(tmp_path):
+    dist = pytest.importorskip("torch.distributed", reason="data-parallel training needs PyTorch")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    yield dist
+    dist.destroy_process_group()
+
+
+def test_a_group_of_one_trains_as_the_plain_trainer(group_of_one, digits):
+    from graphrt.distributed import DistributedTrainer
+
+    x, y = digits
+    plain = graphrt.Trainer(lenet(), optimizer=SOLVER, batch_size=32)
+    ours = DistributedTrainer(lenet(), optimizer=SOLVER, batch_size=32, bucket_bytes=2**20)
+    for k in range(3):
+        batch = slice(32 * k, 32 * (k + 1))
+        assert plain.step(x[batch], y[batch]) == ours.step(x[batch], y[batch])
+    for p, value in plain.parameters().items():
+        np.testing.assert_array_equal(ours.parameters()[p], value, err_msg=p)
+    assert ours.communicator.calls == 3 * len(ours.buckets) == 9
+
+
+def test_collectives_refuse_strided_and_read_only_buffers(group_of_one):
+    from graphrt.distributed.process_group import TorchCommunicator
+    from graphrt.ops.collective import CollectiveError
+
+    comm = TorchCommunicator()
+    with pytest.raises(CollectiveError, match="contiguous"):
+        comm.all_reduce(np.zeros(10, np.float32)[::2], "mean")  # gloo would corrupt it silently
+    frozen = np.zeros(4, np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(CollectiveError, match="writable"):
+        comm.broadcast(frozen)
+    assert comm.calls == 0
+
+
+def test_trainer_needs_a_process_group():
+    pytest.importorskip("torch.distributed", reason="data-parallel training needs PyTorch")
+    from graphrt.distributed import DistributedError, DistributedTrainer
+
+    with pytest.raises(DistributedError, match="init_process_group"):
+        DistributedTrainer(lenet(), batch_size=4)
+
+
 # ---- the sampler (no process group needed) -------------------------------------------------------
 def test_the_shards_are_disjoint_and_together_the_global_batch_in_order():
     n, batch, world = 1000, 64, 3

@@ -51,5 +51,7 @@ def test_predictor_names_a_missing_column():
     predict = Predictor(str(model), batch_size=4)
     with pytest.raises(graphrt.GraphrtError, match="'data'"):
         predict({"image": np.zeros((2, 1, 28, 28), np.float32)})
-    y = predict({"data": np.zeros((5, 1, 28, 28), np.float32)})["output"]
-    assert y.shape == (5, 10)
+    batch = np.full((5, 1, 28, 28), 7, np.float32)
+    batch.flags.writeable = False  # as Ray's zero-copy batches are: copied in, never written
+    y = predict({"data": batch})["output"]
+    assert y.shape == (5, 10) and (batch == 7).all()
