@@ -30,7 +30,8 @@ def torch_distributed():
     try:
         import torch.distributed as dist
     except ImportError:
-        raise DistributedError("data-parallel training needs PyTorch: pip install 'graphrt[distributed]'") from None
+        raise DistributedError("data-parallel training needs PyTorch: "
+                               "pip install 'graphrt[distributed]'") from None
     if not dist.is_available():
         raise DistributedError("this PyTorch build has no torch.distributed")
     return dist
@@ -71,7 +72,8 @@ def rank_and_world(group=None) -> tuple[int, int]:
 def contiguous(array: np.ndarray, what: str) -> np.ndarray:
     if not (isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable):
         raise CollectiveError(f"{what}: collectives need a writable C-contiguous buffer (gloo "
-                              f"corrupts strided ones silently), got strides {getattr(array, 'strides', '?')}")
+                              f"corrupts strided ones silently), got strides "
+                              f"{getattr(array, 'strides', '?')}")
     return array
 
 

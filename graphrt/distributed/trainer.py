@@ -17,8 +17,9 @@ statistics are each rank's own, or, with ``sync_batchnorm=True``, the whole glob
 batch-norm kernels reduce their per-channel sums over the ranks: two all-reduces forward, one
 backward, besides the buckets). Dropout masks are keyed by the sample's place in the global batch,
 so R ranks draw the masks one process draws for the global batch (exactly so for full global
-batches, whose shards all have ``batch_size`` samples). Each rank runs its kernels on ``cores / ranks-on-this-machine``
-threads (``threads=`` to choose). ``batch_size`` is each rank's (a global batch of B over R ranks: ``batch_size=B // R``).
+batches, whose shards all have ``batch_size`` samples). Each rank runs its kernels on
+``cores / ranks-on-this-machine`` threads (``threads=`` to choose). ``batch_size`` is each rank's
+(a global batch of B over R ranks: ``batch_size=B // R``).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Collectives: ``all_reduce`` over the ranks of a process group (data-parallel training).
 
-``all_reduce(x_1, ..., x_k) -> (bucket, y_1, ..., y_k)`` (``count`` = k): the inputs (tensors of one float dtype
-and fixed shapes: gradients, per-channel statistics — no batch axis) are laid end to end in
-``bucket`` (1-D, their total size), the bucket is reduced across the group's ranks in one call —
+``all_reduce(x_1, ..., x_k) -> (bucket, y_1, ..., y_k)`` (``count`` = k): the inputs (tensors of
+one float dtype and fixed shapes: gradients, per-channel statistics — no batch axis) are laid end
+to end in ``bucket`` (1-D, their total size), the bucket is reduced across the group's ranks in one call —
 ``op`` ``"mean"`` (the average, as data-parallel SGD wants) or ``"sum"`` — and ``y_i`` is ``x_i``'s
 part of the reduced bucket. The memory plan makes every ``x_i`` and ``y_i`` a view of its range of
 ``bucket`` (one arena range, written straight by the producers: no packing copy) and the reduction

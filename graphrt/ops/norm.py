@@ -172,7 +172,8 @@ def _bn_train(attrs, inputs, outputs):
     group = attrs.get("group", "")  # nodes made by autodiff carry only the attributes they set
     mean = group_reduce(group, x.mean(axis=axes, dtype=np.float64), "mean")
     np.subtract(x, mean.astype(x.dtype).reshape(shape), out=y)
-    var = group_reduce(group, np.square(y).mean(axis=axes, dtype=np.float64), "mean")  # biased: what normalization uses
+    # biased: what normalization uses
+    var = group_reduce(group, np.square(y).mean(axis=axes, dtype=np.float64), "mean")
     invstd = 1.0 / np.sqrt(var + attrs["eps"])
     y *= (invstd * gamma).astype(x.dtype).reshape(shape)
     y += beta.astype(x.dtype).reshape(shape)
