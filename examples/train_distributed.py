@@ -36,7 +36,7 @@ def main(argv=None):
     sampler = DistributedSampler(len(x), args.batch, seed=0)
     trainer = DistributedTrainer(graph, optimizer=SOLVER, batch_size=sampler.local_batch)
     start = time.perf_counter()
-    history = trainer.fit(sampler.batches(x, y), epochs=args.epochs, progress=rank == 0)
+    history = trainer.fit(sampler.batches(x, y, trainer), epochs=args.epochs, progress=rank == 0)
     seconds = time.perf_counter() - start
     metrics = trainer.evaluate([(images[1500:] * 255.0, labels[1500:])])
     if rank == 0:

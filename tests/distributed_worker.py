@@ -4,7 +4,7 @@ Trains Caffe's LeNet on the digits for STEPS steps of a global batch of 64 in fl
 with 1 MiB buckets, and writes to OUT (argv[1]): per dtype, rank 0's parameters after every step,
 each rank's final parameters, the all-reduce calls of each step and the buckets; then a checkpoint
 written through ``DistributedTrainer.save``; then BN_STEPS steps of a batch-norm net with and
-without ``sync_batchnorm``, and of a dropout net.
+without ``sync_batchnorm``, and of a dropout net; a fit stopped part-way and resumed.
 """
 from __future__ import annotations
 
@@ -52,6 +52,30 @@ def train_few(name: str, graph, x, y, rank: int, out: Path, sync: bool = False) 
     np.savez(out / f"{name}_rank{rank}.npz", **steps)
 
 
+def train_resumed(x, y, rank: int, out: Path) -> None:
+    """2 epochs of 4 steps, stopped after step 6 on every rank and resumed, and the same uninterrupted."""
+    def trainer():
+        return DistributedTrainer(lenet(), optimizer=SOLVER, batch_size=GLOBAL_BATCH // 2)
+
+    def halt(tr):
+        if tr.steps == 6:
+            raise RuntimeError("stopped")
+
+    straight, stopped = trainer(), trainer()
+    straight.fit(DistributedSampler(256, GLOBAL_BATCH, seed=2).batches(x, y, straight), epochs=2,
+                 progress=False)
+    batches = DistributedSampler(256, GLOBAL_BATCH, seed=2).batches(x, y, stopped)
+    try:
+        stopped.fit(batches, epochs=2, progress=False, on_step=halt)
+    except RuntimeError:
+        pass
+    stopped.fit(batches, epochs=2, progress=False, resume=True)
+    assert stopped.steps == straight.steps == 8
+    if rank == 0:
+        runs = {"straight": straight.parameters(), "stopped": stopped.parameters()}
+        np.savez(out / "resume.npz", **{f"{k}/{p}": v for k, params in runs.items() for p, v in params.items()})
+
+
 def aliased(trainer) -> dict:
     """Per bucket: whether every gradient and reduced gradient is a view of the bucket's buffer."""
     exe = trainer.exe
@@ -74,6 +98,7 @@ def main():
     for sync in (True, False):
         train_few(f"bn_sync{int(sync)}", bn_net(), images, labels, rank, out, sync)
     train_few("dropout", dropout_net(), images, labels, rank, out)
+    train_resumed(x[:256], labels[:256], rank, out)
     if rank == 0:
         (out / "report.json").write_text(json.dumps(report))
 

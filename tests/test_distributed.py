@@ -158,6 +158,14 @@ def test_dropout_on_two_ranks_draws_the_global_batchs_masks(ranks, digits):
                 assert err < 1e-5, f"step {k}, {p}: relative error {err:.3g}"
 
 
+def test_a_fit_stopped_on_every_rank_resumes_where_it_stopped(ranks):
+    out, _ = ranks
+    with np.load(out / "resume.npz") as runs:
+        for name in [n for n in runs.files if n.startswith("straight/")]:
+            p = name.split("/", 1)[1]
+            np.testing.assert_array_equal(runs[f"stopped/{p}"], runs[name], err_msg=p)
+
+
 def test_graphrt_train_distributed_under_torchrun(ranks, tmp_path):
     saved = tmp_path / "lenet.npz"
     run = torchrun("-m", "graphrt.cli", "train", SHARED / "models/caffe/lenet_train_test.prototxt",

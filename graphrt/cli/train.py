@@ -78,4 +78,4 @@ def _distributed(args, graph, optimizer, x, y):
     sampler = DistributedSampler(len(x), args.batch, seed=0, shuffle=False)
     trainer = DistributedTrainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
                                  batch_size=sampler.local_batch, opt_level=args.opt_level)
-    return trainer, sampler.batches(x, y), len(sampler)
+    return trainer, sampler.batches(x, y, trainer), len(sampler)

@@ -1,7 +1,7 @@
 """Each rank's shard of every global batch, reshuffled per epoch with a seed all ranks share.
 
     sampler = DistributedSampler(len(x), global_batch=64, rank=rank, world_size=world, seed=0)
-    trainer.fit(sampler.batches(x, y), epochs=3)   # epoch e shuffles with (seed, e) on every rank
+    trainer.fit(sampler.batches(x, y, trainer), epochs=3)   # epoch e: shuffled by (seed, e)
 
 Epoch ``e`` orders the samples by one permutation drawn from ``(seed, e)`` — the same on every
 rank — and cuts it into global batches; rank ``r`` takes the ``r``-th of ``world_size`` consecutive
@@ -59,10 +59,15 @@ class DistributedSampler:
         for start in range(0, self.num_samples, self.global_batch):
             yield np.array_split(order[start:start + self.global_batch], self.world_size)[self.rank]
 
-    def batches(self, x, y):
-        """A callable for ``Trainer.fit``: each call yields the next epoch's ``(x, y)`` shards."""
+    def batches(self, x, y, trainer=None):
+        """A callable for ``Trainer.fit`` giving an epoch's ``(x, y)`` shards: with ``trainer``, the
+        epoch the trainer is in (so ``fit(resume=True)`` replays the interrupted epoch's order on
+        every rank), else the next epoch at each call."""
         def epoch():
-            for idx in self:
-                yield x[idx], y[idx]
-            self.epoch += 1
+            if trainer is not None:
+                self.set_epoch(trainer._epoch)
+            shards = list(self)  # now: a prefetcher reading ahead cannot move the epoch
+            if trainer is None:
+                self.epoch += 1
+            return ((x[idx], y[idx]) for idx in shards)
         return epoch

@@ -6,7 +6,7 @@
     rank, world = init_process_group()                    # under torchrun: gloo on the cpu device
     tr = DistributedTrainer(graph, optimizer=graphrt.optim.SGD(lr=0.01), batch_size=64 // world)
     sampler = DistributedSampler(len(x), global_batch=64)
-    tr.fit(sampler.batches(x, y), epochs=2)
+    tr.fit(sampler.batches(x, y, tr), epochs=2)          # resume=True replays the epoch's order
     tr.save("model.npz")                                  # rank 0 writes, atomically; all ranks wait
 
 Every rank compiles the same step graph: the model's training step (``graphrt.training``) with an
