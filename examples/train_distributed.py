@@ -2,7 +2,7 @@
 
 Launched as PyTorch programs are launched; each process is one rank (gloo on the cpu device):
 
-    torchrun --standalone --nproc-per-node=2 examples/train_distributed.py [--epochs 4] [--batch 64]
+    torchrun --standalone --nproc-per-node=2 examples/train_distributed.py [--epochs 8] [--batch 64]
 
 ``--batch`` is the global batch: each of the N ranks trains on its shard of it (``DistributedSampler``)
 and the gradients are averaged over the ranks in the step graph's all-reduce buckets, so N ranks
@@ -24,7 +24,7 @@ SOLVER = graphrt.optim.SGD(lr=0.01, momentum=0.9, weight_decay=5e-4, policy="inv
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=64, help="the global batch (default 64)")
     parser.add_argument("--save", help="save the trained model (.npz; rank 0 writes it)")
     parser.add_argument("--models", type=Path, default=MODELS)
