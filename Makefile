@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,examples]'
 	# PyTorch (CPU) for the tests that compare with it; they skip where it cannot be installed
 	$(PY) -m pip install --quiet torch==2.13.0 || echo "torch 2.13.0 not installed: PyTorch comparisons will skip"
+	# Ray Data for graphrt.distributed.Predictor's test; it skips where Ray cannot be installed
+	$(PY) -m pip install --quiet 'ray[data]>=2.9' || echo "ray[data] not installed: the Ray Data test will skip"
 	touch $@
 
 install: $(VENV)/.installed

@@ -37,11 +37,12 @@ sys.modules[__name__ + ".limits"] = limits  # ``import graphrt.limits``: the sam
 
 __version__ = "0.1.0"
 
-_LAZY = {"testing": "graphrt.testing"}
+_LAZY = {"testing": "graphrt.testing", "distributed": "graphrt.distributed"}
 
 
 def __getattr__(name: str):
-    """``graphrt.testing`` without importing it (and hypothesis) with ``import graphrt``."""
+    """``graphrt.testing`` and ``graphrt.distributed`` without importing them (and hypothesis, torch)
+    with ``import graphrt``."""
     if name in _LAZY:
         return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module 'graphrt' has no attribute {name!r}")

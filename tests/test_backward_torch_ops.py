@@ -23,7 +23,9 @@ ELSEWHERE = {"conv2d", "max_pool", "avg_pool", "lrn", "batch_norm_train", "softm
 NO_TORCH = {"accuracy": "piecewise constant: its rule gives no gradient (PyTorch's argmax has none)",
             "conv2d_split": "merged sibling convolutions, an op only graphrt's optimizer makes: its rule "
                             "is conv2d's (compared with PyTorch) on the outputs concatenated, checked "
-                            "against finite differences in test_backward.py"}
+                            "against finite differences in test_backward.py",
+            "all_reduce": "a collective: tests/test_ops.py checks its rule (the same reduction of the "
+                          "output gradients), tests/test_distributed.py the training it serves"}
 # forward and gradient against torch.autograd in tests/test_activation_ops.py and prelu in
 # tests/test_binary_reduce_ops.py
 ELSEWHERE |= {"clip", "elu", "erf", "gelu", "hard_sigmoid", "hard_swish", "selu", "softplus", "softsign",

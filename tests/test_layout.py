@@ -38,6 +38,10 @@ ALLOWED = {
                           "graphrt.scheduler"},
     "graphrt.training": {"graphrt.ir", "graphrt.ops", "graphrt.passes", "graphrt.memory",
                          "graphrt.scheduler", "graphrt.frontends", "graphrt.training"},
+    # data-parallel training and Ray Data inference: above training (torch and ray imported lazily)
+    "graphrt.distributed": {"graphrt.ir", "graphrt.ops", "graphrt.passes", "graphrt.memory", PROTOCOL,
+                            "graphrt.scheduler", "graphrt.frontends", "graphrt.training",
+                            "graphrt.distributed"},
     # the ONNX backend runs graphs (onnx.backend.base.Backend): it sits above the scheduler
     "graphrt.frontends.onnx.backend": {"graphrt.ir", "graphrt.ops", "graphrt.frontends", PROTOCOL,
                                        "graphrt.scheduler"},
@@ -152,10 +156,12 @@ def test_every_subpackage_says_what_it_owns():
 def test_import_graphrt_is_light_and_testing_is_lazy():
     code = ("import sys, graphrt\n"
             "heavy = [m for m in ('hypothesis', 'pytest', 'cupy', 'torch', 'onnx', 'tools', 'graphrt.testing',"
-            " 'graphrt.devices.cuda', 'graphrt.viz') if m in sys.modules]\n"
+            " 'graphrt.devices.cuda', 'graphrt.viz', 'graphrt.distributed', 'ray') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "fn = graphrt.testing.assert_equivalent\n"
             "assert 'hypothesis' not in sys.modules\n"
+            "trainer = graphrt.distributed.DistributedTrainer\n"
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "tests")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

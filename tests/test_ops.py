@@ -686,6 +686,51 @@ def test_sgd_update_and_step_counter(data):
         assert float(g.params["it"]) == step + 1
 
 
+@given(st.data())
+def test_all_reduce(data):
+    """The bucket is the inputs laid end to end, reduced by the group's communicator (here a stand-in
+    for a second rank holding ``other``), and each output its input's reduced part; a process with no
+    communicator is a group of one. The VJP is the same reduction of the output gradients."""
+    from graphrt.ops.collective import set_communicator
+    from graphrt.training.autodiff import GradContext
+
+    rng = rng_of(data.draw)
+    op = data.draw(st.sampled_from(["mean", "sum"]))
+    xs = [rng.standard_normal(shapes(data.draw, 1, 3)) for _ in range(data.draw(st.integers(1, 3)))]
+    other = rng.standard_normal(sum(x.size for x in xs))
+
+    class SecondRank:
+        def all_reduce(self, bucket, how):
+            bucket += other
+            if how == "mean":
+                bucket /= 2
+
+    g = Graph("all_reduce")
+    names = [g.add_input(f"x{i}", x.shape, "float64") for i, x in enumerate(xs)]
+    outs = g.add_node("all_reduce", names, name="ar", attrs={"count": len(xs), "group": "t", "op": op})
+    g.set_outputs(list(outs))
+    feeds = dict(zip(names, xs))
+    flat = np.concatenate([x.ravel() for x in xs])
+    alone = graphrt.run_reference(g, feeds)
+    assert_close(alone[outs[0]], flat, 0)
+    set_communicator("t", SecondRank())
+    try:
+        got = graphrt.run_reference(g, feeds)
+    finally:
+        set_communicator("t", None)
+    reduced = (flat + other) / (2 if op == "mean" else 1)
+    assert_close(got[outs[0]], reduced, 1e-15)
+    start = 0
+    for x, y in zip(xs, outs[1:]):
+        assert_close(got[y], reduced[start:start + x.size].reshape(x.shape), 1e-15)
+        start += x.size
+    dys = [None] + [g.add_input(f"dy{i}", x.shape, "float64") for i, x in enumerate(xs)]
+    grads = all_ops()["all_reduce"].backward(GradContext(g, g.node("ar"), [True] * len(xs)), g.node("ar"), dys)
+    back = g.producer(grads[0])
+    assert back.op == "all_reduce" and back.inputs == tuple(dys[1:]) and back.attrs["op"] == op
+    assert list(grads) == list(back.outputs[1:])
+
+
 # ---- the registry -----------------------------------------------------------------------------
 NAIVE_TESTS = {
     "conv2d": test_conv2d, "conv2d_split": test_conv2d_split, "max_pool": test_max_pool, "avg_pool": test_avg_pool, "lrn": test_lrn,
@@ -732,6 +777,7 @@ NAIVE_TESTS = {
     "embedding": si_ops.test_embedding_and_its_gradient_against_naive,
     "embedding_grad": si_ops.test_embedding_and_its_gradient_against_naive,
     "pad_grad": si_ops.test_pad_grad_is_the_adjoint_of_the_naive_pad,
+    "all_reduce": test_all_reduce,
 }
 
 

@@ -25,7 +25,7 @@ from tools.cuda_emulator import installed
 from cuda_cases import param, requires_cxx
 
 # the ops the cuda device has no kernel for: they run on the host (the next GPU issue empties this)
-ON_THE_HOST = ["abs", "arg_reduce", "avg_pool_grad", "batch_norm_train", "batch_norm_train_grad",
+ON_THE_HOST = ["abs", "all_reduce", "arg_reduce", "avg_pool_grad", "batch_norm_train", "batch_norm_train_grad",
                "binary_grad", "cast", "clip", "conv2d_grad_input", "conv2d_grad_weight",
                "conv2d_transpose", "dense_grad_input", "dense_grad_weight", "div", "dropout_train",
                "elu", "embedding", "embedding_grad", "equal", "erf", "exp", "expand", "gelu",

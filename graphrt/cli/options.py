@@ -154,5 +154,9 @@ def _train_parser(sub) -> None:
     train.add_argument("--loss", default="auto", choices=["auto", "softmax_cross_entropy", "nll_loss"],
                        help="the loss (auto: the model's own, else cross-entropy on its output)")
     train.add_argument("--save", metavar="OUT.npz", help="save the trained model")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the torch.distributed group torchrun starts (gloo): "
+                            "--batch is the global batch, each rank trains on its shard; rank 0 "
+                            "reports and saves")
     _json_flag(train)
     train.set_defaults(fn=cmd_train)

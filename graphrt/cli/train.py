@@ -46,19 +46,37 @@ def cmd_train(args) -> int:
     if x.ndim != len(spec.shape) or any(d is not None and d != v for d, v in zip(spec.shape, x.shape)):
         raise InputError(f"the training inputs have shape {x.shape} but input {graph.inputs[0]!r} "
                          f"expects {spec}", file=args.data)
-    batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
     optimizer = graphrt.optim.SGD(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
-                              batch_size=args.batch, opt_level=args.opt_level,
-                              threads=args.threads, algorithms=args.algorithms)
+    if args.distributed:
+        trainer, batches, steps = _distributed(args, graph, optimizer, x, y)
+    else:
+        batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
+        trainer = graphrt.Trainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
+                                  batch_size=args.batch, opt_level=args.opt_level,
+                                  threads=args.threads, algorithms=args.algorithms)
+        steps = len(batches)
     start = time.perf_counter()
     history = trainer.fit(batches, epochs=args.epochs)
     seconds = time.perf_counter() - start
     saved = str(trainer.save(args.save)) if args.save else None
-    report = {"steps": len(batches) * args.epochs, "seconds": seconds,
+    if getattr(trainer, "rank", 0) != 0:
+        return 0  # rank 0 reports for the group
+    report = {"steps": steps * args.epochs, "seconds": seconds,
               "images_per_s": len(x) * args.epochs / seconds,
               "loss": [[int(s), float(v)] for s, v in history], "saved": saved}
     last = f", final loss {history[-1][1]:.4f}" if history else ""
     emit(args, report, f"{report['steps']} steps in {seconds:.1f} s ({report['images_per_s']:.0f} images/s)"
          f"{last}" + (f"; saved {saved}" if saved else ""))
     return 0
+
+
+def _distributed(args, graph, optimizer, x, y):
+    """A DistributedTrainer, its shards of the global batches and the steps per epoch
+    (``--distributed``)."""
+    from ..distributed import DistributedSampler, DistributedTrainer, init_process_group
+
+    init_process_group()
+    sampler = DistributedSampler(len(x), args.batch, seed=0, shuffle=False)
+    trainer = DistributedTrainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
+                                 batch_size=sampler.local_batch, opt_level=args.opt_level)
+    return trainer, sampler.batches(x, y, trainer), len(sampler)

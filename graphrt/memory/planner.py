@@ -5,6 +5,7 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
 1. **Schedule.** Steps are the placed graph's topological order; step ``i`` runs node ``i``.
 2. **Views.** Some tensors are not buffers of their own but views of another tensor's buffer (its
    *root*): the inputs of an ``alias`` concat are slices of the concat output along its axis; the
+   inputs and outputs of an ``all_reduce`` are consecutive ranges of its bucket (its first output); the
    outputs of an ``alias`` split are slices of its input; ``flatten``/``reshape`` outputs are the
    input's bytes reshaped; and an op whose ``OpDef.inplace`` names an input writes over that input
    when the input's root is last used by that very op and has the same size. Views of views resolve
@@ -198,6 +199,9 @@ def _assign_views(graph: Graph, nodes, device, last_use, nbytes, views) -> dict[
                 size = graph.specs[t].shape[n.attrs["axis"]]
                 views[t] = View(n.outputs[0], n.attrs["axis"], start, start + size)
                 start += size
+    for n in nodes:
+        if n.op == "all_reduce" and n.outputs[0] in device:
+            _bucket_views(graph, n, device, views)
     root_last = dict(last_use)
     for i, n in enumerate(nodes):
         for t in n.outputs:
@@ -211,6 +215,22 @@ def _assign_views(graph: Graph, nodes, device, last_use, nbytes, views) -> dict[
         if v.axis is not None and outer is not None and outer.buffer != v.buffer:
             views[t] = View(outer.buffer, v.axis, v.start, v.stop)
     return views
+
+
+def _bucket_views(graph: Graph, n: Node, device, views) -> None:
+    """An ``all_reduce``'s inputs and outputs are consecutive ranges of its bucket (its first
+    output): the producers write straight into the bucket, the reduction runs in place on it and
+    the readers read the reduced ranges. An input that is not a plain output read by this node
+    alone keeps its own buffer (the op copies it in)."""
+    bucket, start = n.outputs[0], 0
+    for x, y in zip(n.inputs, n.outputs[1:]):
+        prod, user = graph.producer(x), graph.single_consumer(x)
+        if (x in device and x not in views and n.inputs.count(x) == 1 and user is not None
+                and user.name == n.name and prod.op not in ("copy_to_device", "split", "concat",
+                                                              "flatten", "reshape")):
+            views[x] = View(bucket, offset=start)
+        views[y] = View(bucket, offset=start)
+        start += graph.specs[x].nbytes(1)
 
 
 def _view_of_output(graph, n, t, i, views, root_last, nbytes) -> View | None:

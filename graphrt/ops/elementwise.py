@@ -13,7 +13,8 @@
 - ``dropout``: the identity in inference; ``rate`` is kept for training.
 - ``dropout_train(x, counter) -> (y, mask)``: the training form; ``mask`` is 0 or 1/(1 - rate),
   kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox keyed by ``seed``
-  at the step ``counter`` (a state input it increments in place), so a step is reproducible.
+  at the step ``counter`` (a state input it increments in place), so a step is reproducible;
+  ``offset`` (samples) draws rows ``offset...`` of a larger batch's mask (data-parallel ranks).
 - ``identity``: y = x.
 - ``elementwise_chain``: a fused run of the unary ops above and the activations of
   :mod:`.activation`, ``steps`` = ((op, attrs), ...), applied in order in one pass over the data
@@ -272,19 +273,24 @@ def _dropout_train_infer(attrs, ins, node):
     return [TensorSpec(x.shape, dtype), TensorSpec(x.shape, dtype)]
 
 
-def dropout_mask(shape, rate: float, seed: int, step: int, dtype) -> np.ndarray:
+def dropout_mask(shape, rate: float, seed: int, step: int, dtype, offset: int = 0) -> np.ndarray:
     """The mask of ``dropout_train`` at ``step``: 1/(1 - rate) where u >= rate, else 0, for
-    u = Generator(Philox(key=seed, counter=[0, 0, 0, step])).random(shape) (float64)."""
-    gen = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0, step % 2**64]))
+    u = Generator(Philox(key=seed, counter=[0, 0, 0, step])).random(...) (float64) — rows
+    ``offset`` to ``offset + shape[0]`` of the mask of a batch that starts ``offset`` samples
+    earlier (a data-parallel rank's shard of the global batch draws the global batch's masks)."""
+    bits = np.random.Philox(key=seed, counter=[0, 0, 0, step % 2**64])
+    start = offset * int(np.prod(shape[1:], dtype=np.int64))
+    bits.advance(start // 4)  # Philox4x64: one counter step is 4 doubles
+    u = np.random.Generator(bits).random(start % 4 + int(np.prod(shape, dtype=np.int64)))[start % 4:]
     dtype = np.dtype(dtype)
-    return np.multiply(gen.random(shape) >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
+    return np.multiply(u.reshape(shape) >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
 
 
 def _dropout_train(attrs, inputs, outputs):
     x, counter = inputs
     y, mask = outputs
     step = int(counter.reshape(-1)[0])
-    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype)
+    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype, attrs.get("offset", 0))
     np.multiply(x, mask, out=y)
     counter += 1
 
@@ -297,7 +303,8 @@ def _dropout_train_backward(ctx, node, dys):
 
 DROPOUT_TRAIN = register(OpDef(
     name="dropout_train", family="elementwise", arity=(2, 2),
-    attrs={"rate": Attr(_rate, 0.5), "seed": Attr(nonnegative(to_int), 0)},
+    attrs={"rate": Attr(_rate, 0.5), "seed": Attr(nonnegative(to_int), 0),
+           "offset": Attr(nonnegative(to_int), 0)},
     infer=_dropout_train_infer, forward=_dropout_train, cost=elementwise_cost(12),
     pattern=OpPattern.OPAQUE, outputs=lambda attrs: 2, writes=(1,),
     backward=_dropout_train_backward, doc=__doc__))

@@ -22,8 +22,9 @@ import numpy as np
 from ..ir import TensorSpec, spec_error
 from .norm import LRN, channel_shape, channel_window_sums, lrn_denominator
 from .pool import AVG_POOL, MAX_POOL, avg_divisor, pool_geometry
+from .collective import group_reduce, group_size
 from .registry import (Attr, OpDef, OpPattern, elementwise_cost, float_dtype, pair, positive,
-                       register)
+                       register, to_str)
 
 
 def _windows(a: np.ndarray, i: int, j: int, out_hw, stride) -> np.ndarray:
@@ -179,15 +180,20 @@ def _bn_train_grad(attrs, inputs, outputs):
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape).astype(x.dtype)
     sum_dy = dy.sum(axis=axes, dtype=np.float64)
     sum_dy_xhat = (dy * xhat).sum(axis=axes, dtype=np.float64)
+    dgamma[...] = sum_dy_xhat  # this rank's own: the gradient buckets average the parameters'
+    dbeta[...] = sum_dy
+    if attrs.get("group", ""):  # synchronized batch norm: dx sees the sums over the whole global batch
+        both = group_reduce(attrs.get("group", ""), np.concatenate([sum_dy, sum_dy_xhat]), "sum")
+        sum_dy, sum_dy_xhat = both[:len(sum_dy)], both[len(sum_dy):]
+        m *= group_size(attrs.get("group", ""))
     xhat *= (sum_dy_xhat / max(m, 1)).astype(x.dtype).reshape(shape)
     np.subtract(dy, (sum_dy / max(m, 1)).astype(x.dtype).reshape(shape), out=dx)
     dx -= xhat
     dx *= (gamma * invstd.astype(np.float64)).astype(x.dtype).reshape(shape)
-    dgamma[...] = sum_dy_xhat
-    dbeta[...] = sum_dy
 
 
 BATCH_NORM_TRAIN_GRAD = register(OpDef(
-    name="batch_norm_train_grad", family="grad", arity=(5, 5), attrs={}, infer=_bn_grad_infer,
+    name="batch_norm_train_grad", family="grad", arity=(5, 5), attrs={"group": Attr(to_str, "")},
+    infer=_bn_grad_infer,
     forward=_bn_train_grad, cost=elementwise_cost(8), pattern=OpPattern.OPAQUE,
     outputs=lambda attrs: 3, doc=__doc__))

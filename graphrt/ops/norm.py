@@ -17,7 +17,11 @@ variance when ``unbiased`` (PyTorch, Caffe; Keras and MXNet use the biased one).
 ``caffe_fraction`` f > 0 it follows Caffe's BatchNorm, whose blobs hold sums scaled by a factor S
 (state input ``count``, float): graphrt stores those blobs divided by S, so w = 1 / (f * S + 1) and
 S <- f * S + 1. Without f, a ``count`` input just counts the steps (PyTorch's
-``num_batches_tracked``). Gradients of saved_mean and saved_invstd are not propagated.
+``num_batches_tracked``). Gradients of saved_mean and saved_invstd are not propagated. With a
+``group`` (synchronized batch norm in data-parallel training, :mod:`.collective`) the batch mean and
+variance are averaged over the group's ranks (each rank's shard of the global batch the same size)
+and ``batch_norm_train_grad`` sums its per-channel reductions over them, so the ranks normalize and
+differentiate as one process with the global batch.
 
 ``channel_affine``: inputs x, scale (C,), optional bias (C,); y = x * scale + bias per channel
 (Caffe's ``Scale`` layer with ``bias_term``).
@@ -28,7 +32,8 @@ import numpy as np
 
 from ..ir import TensorSpec, spec_error
 from .registry import (Attr, OpDef, OpPattern, elementwise_cost, float_dtype, nonnegative,
-                       positive, register, to_bool, to_float, to_int)
+                       positive, register, to_bool, to_float, to_int, to_str)
+from .collective import group_reduce, group_size
 
 
 def _same_as_input(attrs, ins, node):
@@ -164,15 +169,17 @@ def _bn_train(attrs, inputs, outputs):
     x, gamma, beta = inputs[:3]
     y, saved_mean, saved_invstd = outputs
     shape, axes = channel_shape(x), (0,) + tuple(range(2, x.ndim))
-    mean = x.mean(axis=axes, dtype=np.float64)
+    group = attrs.get("group", "")  # nodes made by autodiff carry only the attributes they set
+    mean = group_reduce(group, x.mean(axis=axes, dtype=np.float64), "mean")
     np.subtract(x, mean.astype(x.dtype).reshape(shape), out=y)
-    var = np.square(y).mean(axis=axes, dtype=np.float64)  # biased: what normalization uses
+    # biased: what normalization uses
+    var = group_reduce(group, np.square(y).mean(axis=axes, dtype=np.float64), "mean")
     invstd = 1.0 / np.sqrt(var + attrs["eps"])
     y *= (invstd * gamma).astype(x.dtype).reshape(shape)
     y += beta.astype(x.dtype).reshape(shape)
     saved_mean[...] = mean
     saved_invstd[...] = invstd
-    _update_running_stats(attrs, inputs, mean, var, x.size // max(x.shape[1], 1))
+    _update_running_stats(attrs, inputs, mean, var, x.size // max(x.shape[1], 1) * group_size(group))
 
 
 def _update_running_stats(attrs, inputs, mean, var, m: int):
@@ -198,13 +205,14 @@ def _bn_train_backward(ctx, node, dys):
         return grads
     x, gamma = node.inputs[:2]
     dx, dgamma, dbeta = ctx.add("batch_norm_train_grad", [x, gamma, node.outputs[1],
-                                                         node.outputs[2], dys[0]])
+                                                         node.outputs[2], dys[0]],
+                                {"group": node.attrs.get("group", "")})
     return [g if ctx.wants(i) else None for i, g in enumerate((dx, dgamma, dbeta))] + grads[3:]
 
 
 BATCH_NORM_TRAIN = register(OpDef(
     name="batch_norm_train", family="norm", arity=(5, 6),
-    attrs={"eps": Attr(positive(to_float), 1e-5), **RUNNING_STATS_ATTRS},
+    attrs={"eps": Attr(positive(to_float), 1e-5), **RUNNING_STATS_ATTRS, "group": Attr(to_str, "")},
     infer=_bn_train_infer, forward=_bn_train, cost=elementwise_cost(8),
     pattern=OpPattern.OPAQUE, outputs=lambda attrs: 3, writes=(3, 4, 5),
     backward=_bn_train_backward, doc=__doc__))

@@ -195,13 +195,21 @@ def _set_after(graph: Graph, name: str, after: tuple) -> None:
     graph.replace_node(name, node.replace(after=tuple(a for a in after if a != name)))
 
 
-def training_graph(graph: Graph, loss: str, optimizer: SGD, *, seed: int = 0) -> tuple[Graph, list[str]]:
+def training_graph(graph: Graph, loss: str, optimizer: SGD, *, seed: int = 0, training_forms=None,
+                   reduce_gradients=None) -> tuple[Graph, list[str]]:
     """The one-step training graph of ``graph`` minimizing the scalar output ``loss``; returns the
     graph and the trained parameters' names. Its outputs are the graph's scalar outputs (loss,
-    accuracy)."""
+    accuracy). Data-parallel training (``graphrt.distributed``) hooks in twice:
+    ``training_forms(graph) -> graph`` may change the training forms before the backward
+    (synchronized batch norm) and ``reduce_gradients(graph, {param: gradient}) -> {param:
+    gradient}`` may append nodes between the gradients and the updates (the all-reduce)."""
     g = to_training_forms(graph, seed)
+    if training_forms is not None:
+        g = training_forms(g)
     params = trainable_params(g)
     grads = gradients(g, loss, params)
+    if reduce_gradients is not None:
+        grads = reduce_gradients(g, grads)
     add_updates(g, grads, optimizer)
     g.set_outputs([t for t in g.outputs if g.specs[t].shape == ()])
     g.name = f"{graph.name}/train"

@@ -63,14 +63,17 @@ class Trainer:
         self.graph = as_graph(model)
         with_loss, self.loss_name = attach_loss(self.graph, loss)
         self.optimizer = optimizer or SGD()
-        self.train_graph, self.trained = training_graph(with_loss, self.loss_name, self.optimizer,
-                                                        seed=seed)
+        self.train_graph, self.trained = self._training_graph(with_loss, seed)
         # threads, algorithms: as graphrt.compile's (the cpu device's threads and conv algorithms)
         self.exe = Executable(self.train_graph, device, batch_size, opt_level, threads=threads,
                               algorithms=algorithms)
         self.batch_size = batch_size
         self.steps = 0
         self._epoch = self._epoch_start = 0  # where fit(resume=True) picks up
+
+    def _training_graph(self, with_loss: Graph, seed: int) -> tuple[Graph, list[str]]:
+        """The step graph and the trained parameters (a data-parallel trainer adds its all-reduce)."""
+        return training_graph(with_loss, self.loss_name, self.optimizer, seed=seed)
 
     # ---- stepping ---------------------------------------------------------------------------
     def _feeds(self, x, y) -> dict:
