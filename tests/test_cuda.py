@@ -152,8 +152,12 @@ def test_signatures_parse_and_match_the_host_wrappers():
     params = kernel_params()
     assert set(params) == set(SIGNATURES) == {
         "ew_unary", "ew_nary", "copy_nd", "pad_nd", "bias_act", "im2col", "gemm", "pool2d", "lrn",
-        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc"}
-    assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss"}
+        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc",
+        "ew_grad", "softmax_grad", "class_loss_grad", "channel_sum", "dropout_mask",
+        "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
+        "bn_train_grad"}
+    assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
+                               "bn_train", "bn_train_grad"}
     for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
 

@@ -12,8 +12,9 @@
   (or with all of them 1).
 - ``dropout``: the identity in inference; ``rate`` is kept for training.
 - ``dropout_train(x, counter) -> (y, mask)``: the training form; ``mask`` is 0 or 1/(1 - rate),
-  kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox keyed by ``seed``
-  at the step ``counter`` (a state input it increments in place), so a step is reproducible.
+  kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox4x32-10 keyed by
+  ``seed``, the step ``counter`` (a state input it increments in place) and the element index
+  (:mod:`.philox`), so a step is reproducible and the cuda device draws the same mask on the GPU.
 - ``identity``: y = x.
 - ``elementwise_chain``: a fused run of the unary ops above and the activations of
   :mod:`.activation`, ``steps`` = ((op, attrs), ...), applied in order in one pass over the data
@@ -27,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Node, TensorSpec, spec_error
-from . import activation
+from . import activation, philox
 from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
                        nonnegative, register, to_float, to_int)
 
@@ -274,10 +275,10 @@ def _dropout_train_infer(attrs, ins, node):
 
 def dropout_mask(shape, rate: float, seed: int, step: int, dtype) -> np.ndarray:
     """The mask of ``dropout_train`` at ``step``: 1/(1 - rate) where u >= rate, else 0, for
-    u = Generator(Philox(key=seed, counter=[0, 0, 0, step])).random(shape) (float64)."""
-    gen = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0, step % 2**64]))
+    u = :func:`.philox.uniform` of the element indices (C order) at ``step`` with key ``seed``."""
+    u = philox.uniform(int(np.prod(shape, dtype=np.int64)), seed, step).reshape(shape)
     dtype = np.dtype(dtype)
-    return np.multiply(gen.random(shape) >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
+    return np.multiply(u >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
 
 
 def _dropout_train(attrs, inputs, outputs):

@@ -83,7 +83,7 @@ def bind_conv2d(attrs, inputs, outputs, ws):
         for gi in groups:
             xg = x[start:start + m, gi * cg:(gi + 1) * cg]
             calls.append(Call("im2col", dtype, _im2col_grid(m * k, p), (THREADS, 1, 1), (
-                xg, *xs, cols, m, cg, h, wd, kh, kw, oh, ow, sh, sw, t, l, dh, dw)))
+                xg, *xs, cols, k * p, p, m, cg, h, wd, kh, kw, oh, ow, sh, sw, t, l, dh, dw)))
             calls.append(group_gemm(gi, m, cols, (k * p, p, 1), slice(start, start + m)))
     return calls
 
