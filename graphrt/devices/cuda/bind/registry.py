@@ -23,6 +23,11 @@ tests. Each op family's binders are in a module of their own:
   ``accuracy``; an invalid label gives NaN — a GPU kernel cannot raise), ``sgd_update`` and
   ``counter_inc`` (the optimizer step with Caffe's lr policies read from the device-resident
   iteration counter, and the counter itself).
+- :mod:`~graphrt.devices.cuda.bind.grad`: the training step's gradient ops (convolution's data
+  gradient as GEMMs + ``col2im``, its weight gradient as ``im2col`` + GEMMs, dense gradients,
+  pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients, channel
+  sums), ``batch_norm_train`` with its running averages, and ``dropout_train`` (Philox4x32-10 on
+  the device, no host mask).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
