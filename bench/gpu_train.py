@@ -7,8 +7,11 @@ eager and ``torch.compile`` on the same GPU (images/s). Part of ``bench/gpu_chec
 
 The check, per model: ``Trainer.fit`` of ``--steps`` batches with ``loss_every=--steps`` on the
 cuda device and on the cpu device, both ``SGD(lr=0.001, momentum=0.9, weight_decay=5e-4)`` from
-the same (He-scale, seeded) weights: the loss read and every parameter (relative error < 1e-5, 1e-3
-with TF32), the ledger (one HtoD per batch, one DtoH for the one loss read, no DtoD), nothing
+the same (He-scale, seeded) weights, in float64 by default (``--check-dtype``: in float32 the GPU's
+GEMMs round in another order than the host's BLAS, and in a deep net a pre-activation within
+rounding of 0 or a max-pool near-tie then takes the other branch on the two devices, moving whole
+gradient entries; tests/test_cuda_training.py shows it): the loss read and every parameter
+(relative error < 1e-5, 1e-3 with TF32), the ledger (one HtoD per batch, one DtoH for the one loss read, no DtoD), nothing
 placed on the host, and both prefetch slots' programs captured into CUDA graphs.
 
 Images/s: ``Trainer.fit`` (the prefetch pipeline, the loss read every 10 steps) against PyTorch
@@ -36,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))  # graphrt and tools/ from the source tree
 sys.path.insert(0, str(HERE))
 
 import graphrt  # noqa: E402
-from graphrt.testing import relative_error  # noqa: E402
+from graphrt.testing import as_float64, relative_error  # noqa: E402
 
 import train_models  # noqa: E402
 
@@ -141,6 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, help="batch of the timed runs (default: the model's)")
     ap.add_argument("--check-batch", type=int, default=8,
                     help="batch of the check, at most the model's (the cpu device trains it too)")
+    ap.add_argument("--check-dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--iterations", type=int, default=30, help="steps per timed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=3)
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
             batch = args.batch or batch
             row = {"model": name, "batch": batch}
             try:
-                row.update(check(g, min(batch, args.check_batch), args.steps, rtol))
+                checked = as_float64(g) if args.check_dtype == "float64" else g
+                row.update(check(checked, min(batch, args.check_batch), args.steps, rtol))
                 if not args.no_bench:
                     row.update({f"{k} img/s": v for k, v in images_per_second(g, batch, args).items()})
             except Exception as err:

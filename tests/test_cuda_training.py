@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import graphrt
 from graphrt import Graph
 from graphrt.ops.philox import philox4x32, uniform
-from graphrt.testing import relative_error
+from graphrt.testing import as_float64, relative_error
 
 import naive_grad
 from cuda_cases import DEVICES, RTOL, SEED_MODELS, make_device, on_device_kind, param, seed_graph
@@ -84,28 +84,6 @@ def _seed_graph(name: str) -> Graph:
         if value.ndim == 1 and value.dtype.kind == "f" and value.size > 1 and not value.any():
             g.params[key] = (rng.standard_normal(value.shape) * 0.1).astype(value.dtype)
     return g
-
-
-def as_float64(g: Graph) -> Graph:
-    """``g`` rebuilt with float64 inputs, parameters and tensors (integer inputs kept)."""
-    out = Graph(f"{g.name}_f64")
-    names = {}
-    for t in g.inputs:
-        spec = g.specs[t]
-        names[t] = out.add_input(t, spec.shape, "float64" if spec.dtype.startswith("float")
-                                 else spec.dtype)
-    for t, value in g.params.items():
-        info = g.param_info[t]
-        v = value.astype(np.float64) if value.dtype.kind == "f" else value
-        names[t] = out.add_param(t, v, lr_mult=info.lr_mult, decay_mult=info.decay_mult,
-                                 trainable=info.trainable)
-    for node in g.nodes:
-        made = out.add_node(node.op, [names[t] for t in node.inputs], name=node.name,
-                            attrs=dict(node.attrs))
-        made = made if isinstance(made, tuple) else (made,)
-        names.update(zip(node.outputs, made))
-    out.set_outputs([names[t] for t in g.outputs])
-    return out.verify()
 
 
 def _trainers(g: Graph, kind: str, batch: int, opt=OPT):
@@ -315,3 +293,15 @@ def test_dropout_masks_are_drawn_on_the_device_as_on_the_host(kind):
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"step {step} {name}")
     masks = {tuple(cpu(feeds)[mask].ravel() > 0) for _ in range(3)}
     assert len(masks) == 3  # a new mask each step
+
+
+def test_as_float64_rebuilds_the_graph_in_double():
+    g = _net("cpu")
+    g64 = as_float64(g)
+    assert [n.op for n in g64.nodes] == [n.op for n in g.nodes]
+    assert g64.inputs == g.inputs and g64.outputs == g.outputs
+    assert {g64.specs[t].dtype for t in g64.specs} == {"float64"}
+    assert g64.param_info == g.param_info
+    x = np.random.default_rng(0).standard_normal((2, 4, 11, 10)).astype(np.float32)
+    y32, y64 = graphrt.run_reference(g, x), graphrt.run_reference(g64, x.astype(np.float64))
+    assert y64.dtype == np.float64 and relative_error(y32, y64) < 1e-5
