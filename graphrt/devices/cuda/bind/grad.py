@@ -148,10 +148,6 @@ def _conv_geometry(attrs):
     return sh, sw, t, l, dh, dw
 
 
-def conv_grad_input_chunk(n, c, kh, kw, oh, ow, itemsize) -> int:
-    return conv_chunk(n, c, kh, kw, oh, ow, itemsize)
-
-
 def bind_conv2d_grad_input(attrs, inputs, outputs, ws):
     """cols[img] (C*KH*KW, P) = W_g^T @ dy_g[img] per group (a batched GEMM over the chunk's
     images), then col2im gathers them into dx."""
