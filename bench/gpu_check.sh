@@ -17,7 +17,11 @@
 # 3. the ledger: 10 iterations of exe(x) and of exe.stream -> 10 HtoD and 10 DtoH copies, and the
 #    run mode (CUDA graph or plain) each quick model settles on;
 # 4. bench/seed_models.py --device cuda: graphrt against PyTorch eager and torch.compile on the
-#    same GPU, for a quick subset of the seed models.
+#    same GPU, for a quick subset of the seed models;
+# 5. training (bench/gpu_train.py): 10 SGD steps of every seed model on the cuda device against the
+#    cpu device (loss and every parameter, the ledger: 10 HtoD / 1 DtoH / 0 DtoD, both prefetch
+#    slots captured, nothing on the host), then training images/s against PyTorch eager and
+#    torch.compile on the same GPU for a quick subset.
 # Logs go to $OUT (default /tmp/graphrt-gpu-check); the exit status is non-zero when a check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +33,9 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/graphrt-gpu-check}
 MODELS=${MODELS:-"keras_simple_cnn torch_lenet mxnet_alexnet torch_inception_bn"}  # ledger, modes
 BENCH_MODELS=${BENCH_MODELS:-"torch_lenet mxnet_alexnet"}  # torch.compile compiles each: keep few
+TRAIN_MODELS=${TRAIN_MODELS:-"keras_simple_ann keras_simple_cnn caffe_lenet caffe_cifar10_quick \
+caffe_alexnet caffe_googlenet mxnet_alexnet torch_lenet torch_inception_bn"}
+TRAIN_BENCH_MODELS=${TRAIN_BENCH_MODELS:-"torch_lenet mxnet_alexnet"}
 GPU_DEPS=${GPU_DEPS:-$ROOT/.gpu-deps}
 if [ -d "$GPU_DEPS" ]; then
   export PYTHONPATH="$PYTHONPATH:$GPU_DEPS"
@@ -66,20 +73,20 @@ EOF
 } 2>&1 | tee "$OUT/environment.log"
 
 section "tests (GRAPHRT_DEVICE=cuda)"
-TEST_FILES="tests/test_cuda.py tests/test_testing.py"
+TEST_FILES="tests/test_cuda.py tests/test_cuda_training.py tests/test_testing.py"
 [ -f examples/test_my_model.py ] && TEST_FILES="$TEST_FILES examples/test_my_model.py"
 # graphrt's pytest plugin (the graphrt_equivalence fixture) is an entry point once installed; from
 # source it is loaded by name
 PLUGIN="-p graphrt.testing.plugin"
 "$PY" -c "import importlib.metadata as m, sys; sys.exit(0 if any(e.name == 'graphrt' for e in \
 m.entry_points(group='pytest11')) else 1)" 2>/dev/null && PLUGIN=""
-timeout 240 "$PY" -m pytest -q -p no:cacheprovider $PLUGIN -rfEs --tb=short --durations=8 \
+timeout 170 "$PY" -m pytest -q -p no:cacheprovider $PLUGIN -rfEs --tb=short --durations=8 \
     -k "not emulated and not stand_in" $TEST_FILES 2>&1 | tee "$OUT/pytest.log"
 TEST_RC=${PIPESTATUS[0]}
 [ "$TEST_RC" -ne 0 ] && STATUS=1
 
 section "ledger and run modes"
-timeout 75 "$PY" - "$OUT" $MODELS <<'EOF' 2>&1 | tee "$OUT/ledger.log"
+timeout 45 "$PY" - "$OUT" $MODELS <<'EOF' 2>&1 | tee "$OUT/ledger.log"
 import json, sys, time
 import numpy as np
 import graphrt
@@ -132,15 +139,28 @@ LEDGER_RC=${PIPESTATUS[0]}
 [ "$LEDGER_RC" -ne 0 ] && STATUS=1
 
 section "bench/seed_models.py --device cuda"
-timeout 150 "$PY" bench/seed_models.py --device cuda --models $BENCH_MODELS --repeats 5 \
+timeout 80 "$PY" bench/seed_models.py --device cuda --models $BENCH_MODELS --repeats 5 \
     --iterations 10 --min-time 0.2 --warmup 3 --no-ort 2>&1 | tee "$OUT/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 [ "$BENCH_RC" -ne 0 ] && STATUS=1
 
+section "training: 10 steps against the cpu device"
+timeout 80 "$PY" bench/gpu_train.py --models $TRAIN_MODELS --steps 10 --no-bench 2>&1 \
+    | tee "$OUT/train_check.log"
+TRAIN_RC=${PIPESTATUS[0]}
+[ "$TRAIN_RC" -ne 0 ] && STATUS=1
+
+section "training images/s: graphrt, PyTorch eager, torch.compile"
+timeout 95 "$PY" bench/gpu_train.py --models $TRAIN_BENCH_MODELS --steps 10 --iterations 20 \
+    --repeats 3 --warmup 3 2>&1 | tee "$OUT/train_bench.log"
+TRAIN_BENCH_RC=${PIPESTATUS[0]}
+[ "$TRAIN_BENCH_RC" -ne 0 ] && STATUS=1
+
 section "summary"
-"$PY" - "$OUT" "$TEST_RC" "$LEDGER_RC" "$BENCH_RC" "$(( $(date +%s) - START ))" <<'EOF'
+"$PY" - "$OUT" "$TEST_RC" "$LEDGER_RC" "$BENCH_RC" "$(( $(date +%s) - START ))" "$TRAIN_RC" \
+    "$TRAIN_BENCH_RC" <<'EOF'
 import json, os, re, sys
-out, test_rc, ledger_rc, bench_rc, seconds = sys.argv[1:]
+out, test_rc, ledger_rc, bench_rc, seconds, train_rc, train_bench_rc = sys.argv[1:]
 rows = []
 log = open(f"{out}/pytest.log").read() if os.path.exists(f"{out}/pytest.log") else ""
 m = re.findall(r"^=*\s*(.*(?:passed|failed|error).*?)\s*=*$", log, re.M)
@@ -176,6 +196,23 @@ for line in bench.splitlines():
         rows.append((f"bench {mm.group(1)}", "ok", ", ".join(parts)))
 if not found:
     rows.append(("bench", f"FAIL (rc {bench_rc})", "no bench rows"))
+for log, rc, what in (("train_check.log", train_rc, "train"), ("train_bench.log", train_bench_rc,
+                                                                 "train img/s")):
+    text = open(f"{out}/{log}").read() if os.path.exists(f"{out}/{log}") else ""
+    results = [json.loads(line[7:]) for line in text.splitlines() if line.startswith("RESULT ")]
+    for r in results:
+        detail = r.get("error") or (
+            f"loss err {r['loss rel err']:.1e}, param err {r['param rel err']:.1e}, "
+            f"{r['HtoD']} HtoD/{r['DtoH']} DtoH/{r['DtoD']} DtoD, "
+            f"{'captured' if r['captured'] else 'NOT captured'}, batch {r['check batch']}")
+        if what == "train img/s" and "graphrt img/s" in r:
+            g = r["graphrt img/s"]
+            detail = f"graphrt {g:,.0f} img/s" + "".join(
+                f", {k} {r[k + ' img/s']:,.0f} ({g / r[k + ' img/s']:.2f}x)"
+                for k in ("torch", "torch.compile") if r.get(k + " img/s"))
+        rows.append((f"{what} {r['model']}", "ok" if r["ok"] else "FAIL", detail))
+    if not results:
+        rows.append((what, f"FAIL (rc {rc})", "no result"))
 rows.append(("total time", "ok" if int(seconds) < 480 else "SLOW", f"{seconds} s"))
 w0 = max(len(r[0]) for r in rows)
 w1 = max(len(r[1]) for r in rows)

@@ -167,15 +167,17 @@ def torch_peer_graph(graph: graphrt.Graph) -> tuple[graphrt.Graph, str]:
     return g, "xent"
 
 
-def torch_trainer(graph: graphrt.Graph):
-    """(module, optimizer, step(x, y) -> loss tensor) for ``graph``; see the module docstring."""
+def torch_trainer(graph: graphrt.Graph, device: str = "cpu", compiled: bool = False):
+    """(module, optimizer, step(x, y) -> loss tensor) for ``graph`` on the torch ``device`` (x and y
+    numpy arrays or tensors already there), its forward through ``torch.compile`` when
+    ``compiled``; see the module docstring."""
     import torch
     import torch.nn.functional as F
     import torch_reference
     from torch_reference import to_torch
 
     g, loss_kind = torch_peer_graph(graph)
-    module = to_torch(g).train()
+    module = to_torch(g).train().to(device)
     # to_torch keeps dropout the identity; graphrt's training step applies a mask, so do here too
     ops = {n.name: n for n in g.nodes}
 
@@ -195,10 +197,11 @@ def torch_trainer(graph: graphrt.Graph):
                            for (lr, decay), ps in groups.items()],
                           lr=SOLVER["lr"], momentum=SOLVER["momentum"])
     loss_fn = F.nll_loss if loss_kind == "nll" else F.cross_entropy
+    forward = torch.compile(module) if compiled else module
 
     def step(x, y):
         opt.zero_grad()
-        loss = loss_fn(module(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = loss_fn(forward(torch.as_tensor(x, device=device)), torch.as_tensor(y, device=device))
         loss.backward()
         opt.step()
         return loss

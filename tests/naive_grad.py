@@ -296,15 +296,28 @@ def batch_norm_train_grad(x, gamma, mean, invstd, dy):
     return dx, dgamma, dbeta
 
 
+def philox4x32_10(ctr, key):
+    """Philox4x32-10 of one 4-word counter and 2-word key, on Python ints (Salmon et al., SC'11)."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & 0xFFFFFFFF, (p0 >> 32) ^ c3 ^ k1, p0 & 0xFFFFFFFF
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return c0, c1, c2, c3
+
+
 def dropout_train(x, counter, rate=0.5, seed=0):
-    """(y, mask): mask 1/(1 - rate) where u >= rate for u the float64 draws of
-    Generator(Philox(key=seed, counter=[0, 0, 0, counter])).random(shape), else 0."""
+    """(y, mask): mask 1/(1 - rate) where u >= rate, else 0, for element i (C order):
+    u = (word i % 4 of Philox4x32-10(counter (i // 4, counter), key seed)) >> 8) / 2^24."""
     x = np.asarray(x, np.float64)
-    gen = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 0, int(counter)]))
-    u = gen.random(x.shape)
+    step = int(counter)
     mask, y = np.empty_like(x), np.empty_like(x)
-    for idx in np.ndindex(x.shape):
-        mask[idx] = 1.0 / (1.0 - rate) if u[idx] >= rate else 0.0
+    for i, idx in enumerate(np.ndindex(x.shape)):
+        words = philox4x32_10((i // 4 & 0xFFFFFFFF, i // 4 >> 32, step & 0xFFFFFFFF, step >> 32),
+                              (seed & 0xFFFFFFFF, seed >> 32))
+        u = (words[i % 4] >> 8) / 2**24
+        mask[idx] = 1.0 / (1.0 - rate) if u >= rate else 0.0
         y[idx] = x[idx] * mask[idx]
     return y, mask
 

@@ -152,8 +152,12 @@ def test_signatures_parse_and_match_the_host_wrappers():
     params = kernel_params()
     assert set(params) == set(SIGNATURES) == {
         "ew_unary", "ew_nary", "copy_nd", "pad_nd", "bias_act", "im2col", "gemm", "pool2d", "lrn",
-        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc"}
-    assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss"}
+        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc",
+        "ew_grad", "softmax_grad", "class_loss_grad", "channel_sum", "dropout_mask",
+        "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
+        "bn_train_grad"}
+    assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
+                               "bn_train", "bn_train_grad"}
     for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
 
@@ -375,9 +379,8 @@ def test_copy_stream_errors_reach_the_waiter(kind):
 @pytest.mark.parametrize("convention", ["pytorch", "caffe"])
 @pytest.mark.parametrize("kind", DEVICES)
 def test_training_steps_match_the_cpu_device(kind, convention):
-    """sgd_update (both momentum conventions, a rate that changes) and step_counter on the device
-    (the backward ops without a kernel run on the host, with explicit copies: see
-    tests/test_placement.py)."""
+    """sgd_update (both momentum conventions, a rate that changes), step_counter and the backward
+    ops on the device (tests/test_cuda_training.py trains every seed model)."""
     rng = np.random.default_rng(5)
     g = Graph("mlp")
     x = g.add_input("x", (None, 6))
@@ -389,9 +392,9 @@ def test_training_steps_match_the_cpu_device(kind, convention):
                             stepsize=2, convention=convention)
     xs = rng.standard_normal((4, 5, 6)).astype(np.float32)
     ys = rng.integers(0, 4, (4, 5))
-    with pytest.warns(graphrt.FallbackWarning):
-        trainers = [graphrt.Trainer(g, optimizer=opt, device=d, batch_size=5)
-                    for d in ("cpu", make_device(kind))]
+    trainers = [graphrt.Trainer(g, optimizer=opt, device=d, batch_size=5)
+                for d in ("cpu", make_device(kind))]
+    assert trainers[1].exe.host_nodes == {}
     for xb, yb in zip(xs, ys):
         losses = [t.step(xb, yb) for t in trainers]
         assert abs(losses[0] - losses[1]) <= 1e-4 * max(1.0, abs(losses[0]))

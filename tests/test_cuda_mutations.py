@@ -213,11 +213,13 @@ def probe_numerics_guard():
 
 
 def probe_training():
-    """A training step: the backward ops without a kernel on the host, the rest on the device."""
+    """A training step: an op without a kernel (softplus) and its gradient on the host, the rest on
+    the device."""
     rng = np.random.default_rng(7)
     g = Graph("mlp")
     x = g.add_input("x", (None, 6))
     h = g.add_node("dense", [x, param(g, rng, "w1", (8, 6))], attrs={"activation": "relu"})
+    h = g.add_node("softplus", [h])
     g.set_outputs([g.add_node("dense", [h, param(g, rng, "w2", (3, 8))])])
     g.verify()
     with warnings.catch_warnings(record=True) as caught:

@@ -12,8 +12,9 @@
   (or with all of them 1).
 - ``dropout``: the identity in inference; ``rate`` is kept for training.
 - ``dropout_train(x, counter) -> (y, mask)``: the training form; ``mask`` is 0 or 1/(1 - rate),
-  kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox keyed by ``seed``
-  at the step ``counter`` (a state input it increments in place), so a step is reproducible;
+  kept where u >= rate for u ~ U[0, 1) drawn by :func:`dropout_mask` from Philox4x32-10 keyed by
+  ``seed``, the step ``counter`` (a state input it increments in place) and the element index
+  (:mod:`.philox`), so a step is reproducible and the cuda device draws the same mask on the GPU.
   ``offset`` (samples) draws rows ``offset...`` of a larger batch's mask (data-parallel ranks).
 - ``identity``: y = x.
 - ``elementwise_chain``: a fused run of the unary ops above and the activations of
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Node, TensorSpec, spec_error
-from . import activation
+from . import activation, philox
 from .registry import (Attr, OpDef, OpPattern, choice, elementwise_cost, float_dtype, floats,
                        nonnegative, register, to_float, to_int)
 
@@ -275,22 +276,20 @@ def _dropout_train_infer(attrs, ins, node):
 
 def dropout_mask(shape, rate: float, seed: int, step: int, dtype, offset: int = 0) -> np.ndarray:
     """The mask of ``dropout_train`` at ``step``: 1/(1 - rate) where u >= rate, else 0, for
-    u = Generator(Philox(key=seed, counter=[0, 0, 0, step])).random(...) (float64) — rows
-    ``offset`` to ``offset + shape[0]`` of the mask of a batch that starts ``offset`` samples
+    u = :func:`.philox.uniform` of the element indices (C order) at ``step`` with key ``seed`` —
+    rows ``offset`` to ``offset + shape[0]`` of the mask of a batch that starts ``offset`` samples
     earlier (a data-parallel rank's shard of the global batch draws the global batch's masks)."""
-    bits = np.random.Philox(key=seed, counter=[0, 0, 0, step % 2**64])
     start = offset * int(np.prod(shape[1:], dtype=np.int64))
-    bits.advance(start // 4)  # Philox4x64: one counter step is 4 doubles
-    u = np.random.Generator(bits).random(start % 4 + int(np.prod(shape, dtype=np.int64)))[start % 4:]
+    u = philox.uniform(int(np.prod(shape, dtype=np.int64)), seed, step, start).reshape(shape)
     dtype = np.dtype(dtype)
-    return np.multiply(u.reshape(shape) >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
+    return np.multiply(u >= rate, dtype.type(1.0 / (1.0 - rate)), dtype=dtype)
 
 
 def _dropout_train(attrs, inputs, outputs):
     x, counter = inputs
     y, mask = outputs
     step = int(counter.reshape(-1)[0])
-    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype, attrs.get("offset", 0))
+    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype, attrs["offset"])
     np.multiply(x, mask, out=y)
     counter += 1
 

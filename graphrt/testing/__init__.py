@@ -13,8 +13,9 @@ used, not when this package is::
     def test_my_passes(graph):
         assert_equivalent(graph)
 """
-from .equivalence import assert_equivalent, available_devices, first_divergence, relative_error  # noqa: F401
+from .equivalence import (as_float64, assert_equivalent, available_devices,  # noqa: F401
+                          first_divergence, relative_error)
 from .strategies import inception_graphs, inputs_for, sequential_graphs, tensors  # noqa: F401
 
 __all__ = ["tensors", "sequential_graphs", "inception_graphs", "inputs_for", "assert_equivalent",
-           "relative_error", "first_divergence", "available_devices"]
+           "relative_error", "first_divergence", "available_devices", "as_float64"]

@@ -15,7 +15,31 @@ from ..ir import Graph
 from ..ops.reference import random_feeds, run_reference
 from ..scheduler.executable import as_graph, compile
 
-__all__ = ["assert_equivalent", "relative_error", "first_divergence", "available_devices"]
+__all__ = ["assert_equivalent", "relative_error", "first_divergence", "available_devices",
+           "as_float64"]
+
+
+def as_float64(graph: Graph) -> Graph:
+    """``graph`` rebuilt with float64 inputs, parameters and tensors (integer inputs and parameters
+    kept), names and ``lr_mult``/``decay_mult`` unchanged: comparing two devices in double
+    precision, where rounding no longer flips a relu's or a max-pool's decision."""
+    out = Graph(f"{graph.name}_float64")
+    names = {}
+    for t in graph.inputs:
+        spec = graph.specs[t]
+        names[t] = out.add_input(t, spec.shape, "float64" if spec.dtype.startswith("float")
+                                 else spec.dtype)
+    for t, value in graph.params.items():
+        info = graph.param_info[t]
+        names[t] = out.add_param(t, value.astype(np.float64) if value.dtype.kind == "f" else value,
+                                 lr_mult=info.lr_mult, decay_mult=info.decay_mult,
+                                 trainable=info.trainable)
+    for node in graph.nodes:
+        made = out.add_node(node.op, [names[t] for t in node.inputs], name=node.name,
+                            attrs=dict(node.attrs))
+        names.update(zip(node.outputs, made if isinstance(made, tuple) else (made,)))
+    out.set_outputs([names[t] for t in graph.outputs])
+    return out.verify()
 
 
 def relative_error(actual, expected) -> float:

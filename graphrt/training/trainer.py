@@ -142,7 +142,7 @@ class Trainer:
 
     def _read_loss(self, out) -> float:
         view = out[self.loss_name] if isinstance(out, dict) else out
-        host = np.empty(np.shape(view), view.dtype)
+        host = np.empty(view.shape, view.dtype)  # no numpy function on a device array
         start = time.perf_counter()
         self.exe.device.to_host(view, host)
         self.exe.ledger.record("DtoH", host.nbytes, time.perf_counter() - start)

@@ -18,7 +18,8 @@ from importlib import resources
 import numpy as np
 
 CTYPES = {"float32": "float", "float64": "double"}
-FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim")
+FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim", "grad",
+            "grad_spatial")
 
 
 def read_source(name: str) -> str:
@@ -28,7 +29,8 @@ def read_source(name: str) -> str:
 
 PRELUDE = read_source("prelude.cuh")
 SOURCES = {family: read_source(f"{family}.cu") for family in FAMILIES}
-ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM = (SOURCES[f] for f in FAMILIES)
+ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM, GRAD, GRAD_SPATIAL = (
+    SOURCES[f] for f in FAMILIES)
 _ALL = "".join(SOURCES.values())
 
 
@@ -42,8 +44,8 @@ def module_source(dtype, *, head: str = "") -> str:
 # ---- kernel signatures, parsed from the sources -----------------------------------------------
 _KERNEL_RE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{', re.S)
 _TYPES = {"const T*": "ptr", "T*": "ptr", "const void*": "ptr", "const double*": "ptr",
-          "double*": "ptr", "T": "T", "int": "int", "long long": "i64", "double": "f64",
-          "float": "f32"}
+          "double*": "ptr", "const long long*": "ptr", "long long*": "ptr", "T": "T", "int": "int",
+          "long long": "i64", "double": "f64", "float": "f32"}
 
 
 def _ctype(param: str) -> str:

@@ -110,7 +110,7 @@ def _conv_calls(attrs, inputs, ws, units):
         for gi, group in enumerate(units):
             xg = x[start:start + m, gi * cg:(gi + 1) * cg]
             calls.append(Call("im2col", dtype, _im2col_grid(m * k, p), (THREADS, 1, 1), (
-                xg, *xs, cols, m, cg, h, wd, kh, kw, oh, ow, sh, sw, t, l, dh, dw)))
+                xg, *xs, cols, k * p, p, m, cg, h, wd, kh, kw, oh, ow, sh, sw, t, l, dh, dw)))
             calls += [gemm(rows, dst, m, cols, (k * p, p, 1), slice(start, start + m))
                       for rows, dst in group]
     return calls

@@ -24,6 +24,11 @@ tests. Each op family's binders are in a module of their own:
   ``accuracy``; an invalid label gives NaN — a GPU kernel cannot raise), ``sgd_update`` and
   ``counter_inc`` (the optimizer step with Caffe's lr policies read from the device-resident
   iteration counter, and the counter itself).
+- :mod:`~graphrt.devices.cuda.bind.grad`: the training step's gradient ops (convolution's data
+  gradient as GEMMs + ``col2im``, its weight gradient as ``im2col`` + GEMMs, dense gradients,
+  pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients, channel
+  sums), ``batch_norm_train`` with its running averages, and ``dropout_train`` (Philox4x32-10 on
+  the device, no host mask).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -42,6 +47,8 @@ from ..calls import MAX_RANK, Unsupported
 from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
+from .grad import BINDERS as GRAD_BINDERS
+from .grad import conv_grad_workspace_bytes
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
@@ -59,6 +66,7 @@ BINDERS: dict[str, Callable] = {
     "softmax": bind_softmax("softmax"), "log_softmax": bind_softmax("log_softmax"),
     "softmax_cross_entropy": bind_loss("softmax_cross_entropy"), "nll_loss": bind_loss("nll_loss"),
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
+    **GRAD_BINDERS,
 }
 
 
@@ -111,6 +119,21 @@ def _loss(node, ins, outs):
     return _floats([x] + outs)
 
 
+def _loss_grad(node, ins, outs):
+    labels = ins[0] if node.op == "nll_loss_grad" else ins[1]
+    if labels.dtype not in LABEL_KINDS:
+        return f"labels of dtype {labels.dtype}"
+    return _floats([s for s in ins if s is not labels] + outs)
+
+
+def _dropout(node, ins, outs):
+    if ins[1].dtype != "int64" or ins[1].nbytes(1) != 8:
+        return "a dropout step counter that is not one int64"
+    if node.attrs.get("offset", 0):
+        return "a dropout offset (a data-parallel rank's rows of the global batch's mask)"
+    return _floats([ins[0]] + outs)
+
+
 def _counter(spec) -> str | None:
     if spec.dtype != "float64" or spec.nbytes(1) != 8:
         return "an iteration counter that is not one float64"
@@ -128,6 +151,12 @@ CHECKS = {
     "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
     "batch_norm": _ranked(2, 4), "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss,
     "nll_loss": _loss, "accuracy": _loss, "sgd_update": _sgd, "step_counter": lambda node, ins, outs: _counter(ins[0]),
+    "softmax_cross_entropy_grad": _loss_grad, "nll_loss_grad": _loss_grad,
+    "dropout_train": _dropout, "reduce_channels": _ranked(2, 4),
+    "conv2d_grad_input": _ranked(4, 4), "conv2d_grad_weight": _ranked(4, 4),
+    "dense_grad_input": _ranked(2, 2), "dense_grad_weight": _ranked(2, 2),
+    "max_pool_grad": _ranked(4, 4), "avg_pool_grad": _ranked(4, 4), "lrn_grad": _ranked(4, 4),
+    "batch_norm_train": _ranked(2, 4), "batch_norm_train_grad": _ranked(2, 4),
 }
 
 
@@ -141,6 +170,15 @@ def workspace_bytes(node, graph, batch: int) -> int:
         oh, ow = specs[node.outputs[0]].shape[2:]
         itemsize = np.dtype(x.dtype).itemsize
         return conv_workspace_bytes(n, c, o, cg, kh, kw, oh, ow, node.attrs, itemsize)
+    if node.op in ("conv2d_grad_input", "conv2d_grad_weight"):
+        dx = specs[node.outputs[0]] if node.op == "conv2d_grad_input" else specs[node.inputs[0]]
+        n, c, _, _ = dx.concrete(batch)
+        kh, kw = specs[node.inputs[1]].shape[2:] if node.op == "conv2d_grad_input" \
+            else node.attrs["kernel"]
+        dy = specs[node.inputs[0] if node.op == "conv2d_grad_input" else node.inputs[1]]
+        o, oh, ow = dy.shape[1:]
+        return conv_grad_workspace_bytes(node.op, n, c, o, kh, kw, oh, ow,
+                                         np.dtype(dy.dtype).itemsize)
     if node.op == "batch_norm":
         x = specs[node.inputs[0]]
         return 2 * x.shape[1] * np.dtype(x.dtype).itemsize

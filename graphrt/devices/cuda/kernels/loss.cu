@@ -1,23 +1,5 @@
 // classification losses and accuracy
 // (compiled after prelude.cuh with T typedef'd to float or double: see ../sources.py)
-// labels of any integer or floating type: 0 float32, 1 float64, 2 int8, 3 int16, 4 int32,
-// 5 int64, 6 uint8, 7 uint16, 8 uint32, 9 uint64, 10 bool
-GR_DEVICE double gr_label(const void* labels, long long i, int kind) {
-    switch (kind) {
-    case 0: return (double)((const float*)labels)[i];
-    case 1: return ((const double*)labels)[i];
-    case 2: return (double)((const signed char*)labels)[i];
-    case 3: return (double)((const short*)labels)[i];
-    case 4: return (double)((const int*)labels)[i];
-    case 5: return (double)((const long long*)labels)[i];
-    case 6: return (double)((const unsigned char*)labels)[i];
-    case 7: return (double)((const unsigned short*)labels)[i];
-    case 8: return (double)((const unsigned int*)labels)[i];
-    case 9: return (double)((const unsigned long long*)labels)[i];
-    default: return (double)((const unsigned char*)labels)[i];
-    }
-}
-
 // mode 0: mean softmax cross entropy, 1: mean negative log-likelihood, 2: top-k accuracy;
 // one block of 256 threads; an invalid label makes the result NaN
 extern "C" __global__ void class_loss(

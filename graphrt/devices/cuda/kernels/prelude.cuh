@@ -75,3 +75,21 @@ GR_DEVICE void gr_nchw(long long t, int C, int H, int W, long long& n, int& c, i
 #define GR_LOOP(i, total) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (total); \
          i += (long long)gridDim.x * blockDim.x)
+
+// labels of any integer or floating type: 0 float32, 1 float64, 2 int8, 3 int16, 4 int32,
+// 5 int64, 6 uint8, 7 uint16, 8 uint32, 9 uint64, 10 bool
+GR_DEVICE double gr_label(const void* labels, long long i, int kind) {
+    switch (kind) {
+    case 0: return (double)((const float*)labels)[i];
+    case 1: return ((const double*)labels)[i];
+    case 2: return (double)((const signed char*)labels)[i];
+    case 3: return (double)((const short*)labels)[i];
+    case 4: return (double)((const int*)labels)[i];
+    case 5: return (double)((const long long*)labels)[i];
+    case 6: return (double)((const unsigned char*)labels)[i];
+    case 7: return (double)((const unsigned short*)labels)[i];
+    case 8: return (double)((const unsigned int*)labels)[i];
+    case 9: return (double)((const unsigned long long*)labels)[i];
+    default: return (double)((const unsigned char*)labels)[i];
+    }
+}
