@@ -7,6 +7,13 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
   w -= history) and ``torch.optim.SGD`` (``convention="pytorch"``: buf = momentum * buf + grad +
   decay * w; w -= lr * buf) — the model's gradients from a numpy MLP written here, and for a small
   convolutional net from a PyTorch module written here, not from graphrt's graph;
+- **the optimizer on every seed model**: several steps with momentum, weight decay, per-parameter
+  multipliers and a rate policy, every trained parameter against the update rule of the model's
+  framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's ``optim.sgd`` without
+  dampening; Keras' SGD and MXNet's ``sgd_mom_update``: m = momentum * m - lr * (grad + decay * w);
+  w += m) applied here to the gradients graphrt's step computed — the update is what is checked
+  (the gradients are checked against PyTorch in ``test_training.py`` and op by op in the
+  ``test_backward*`` files);
 - **batch norm in training**: Caffe's BatchNorm (its blobs are sums scaled by a factor S:
   S = f S + 1, sum = f sum + batch statistic, the variance with Caffe's m / (m - 1) correction;
   inference reads sum / S) and Keras' BatchNormalization (moving = 0.99 moving + 0.01 batch, the
@@ -18,6 +25,8 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +35,10 @@ import graphrt
 from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import graph_from_json, graph_to_json
 from graphrt.testing import relative_error
+
+EXAMPLES = str(Path(__file__).resolve().parents[1] / "examples")
+if EXAMPLES not in sys.path:
+    sys.path.insert(0, EXAMPLES)
 
 TOL = 1e-9
 STEPS = 8
@@ -75,15 +88,20 @@ def caffe_rate(base_lr: float, policy: str, it: int, p: dict) -> float:
     raise ValueError(policy)
 
 
-def sgd_step(convention: str, params, grads, history, mults, rate: float, momentum: float, decay: float):
+def sgd_step(rule: str, params, grads, history, mults, rate: float, momentum: float, decay: float):
     """One update of every parameter, in place: Caffe's SGDSolver (Regularize, ComputeUpdateValue,
-    Update) or torch.optim.SGD with one parameter group per blob (lr and weight_decay scaled)."""
+    Update), torch.optim.SGD with one parameter group per blob (lr and weight_decay scaled), or
+    Keras' SGD / MXNet's sgd_mom_update (a velocity of the opposite sign, added to the weight; the
+    weight decay as an L2 term of the gradient, MXNet's ``wd * wd_mult``)."""
     for name in params:
         lr_mult, decay_mult = mults[name]
         g = grads[name] + decay * decay_mult * params[name]
-        if convention == "caffe":
+        if rule == "caffe":
             history[name] = momentum * history[name] + rate * lr_mult * g
             params[name] = params[name] - history[name]
+        elif rule in ("keras", "mxnet"):
+            history[name] = momentum * history[name] - rate * lr_mult * g
+            params[name] = params[name] + history[name]
         else:
             history[name] = momentum * history[name] + g
             params[name] = params[name] - rate * lr_mult * history[name]
@@ -214,6 +232,58 @@ def test_conv_net_steps_equal_a_pytorch_module_written_from_the_prototxt(convent
     assert_same_run(trainer, data, losses, params, f"{convention} {policy}")
 
 
+# ---- the optimizer on every seed model -----------------------------------------------------------
+SEED_RUNS = {  # seed model: (its framework's update rule, a rate policy, the batch)
+    "caffe_lenet": ("caffe", "step", 2), "caffe_cifar10_quick": ("caffe", "multistep", 2),
+    "caffe_alexnet": ("caffe", "exp", 1), "caffe_googlenet": ("caffe", "poly", 1),
+    "torch_lenet": ("torch", "inv", 2), "torch_inception_bn": ("torch", "step", 2),
+    "keras_simple_ann": ("keras", "multistep", 4), "keras_simple_cnn": ("keras", "inv", 2),
+    "mxnet_alexnet": ("mxnet", "step", 1),
+}
+MULTS = [(1.0, 1.0), (2.0, 0.0), (0.5, 2.0)]  # (lr_mult, decay_mult), given to parameters in turn
+
+
+def step_with_outputs(trainer, extra) -> graphrt.Executable:
+    """The trainer's step graph compiled with the tensors ``extra`` as further outputs."""
+    g = trainer.train_graph.copy()
+    g.set_outputs(list(g.outputs) + list(extra))
+    return graphrt.compile(g, batch_size=trainer.batch_size, opt_level=2)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_RUNS))
+def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
+    """Four steps of the seed model in float64; each step's gradients (graphrt's backward, an
+    extra output of the step) go through the framework's rule written here, and every trained
+    parameter must end where graphrt's sgd_update nodes took it. The multipliers are the test's own
+    (the MLP test above checks a prototxt's are read), so every model has a decay_mult of 0 and 2."""
+    from seed_models import seed_models  # examples/
+
+    models = seed_models([name])
+    if not models:
+        pytest.skip(f"{name} needs ../shared")
+    rule, policy, batch = SEED_RUNS[name]
+    graph = float64(models[0].build())
+    mults = {}
+    for i, p in enumerate(p for p, info in graph.param_info.items() if info.trainable):
+        mults[p] = graph.param_info[p].lr_mult, graph.param_info[p].decay_mult = MULTS[i % len(MULTS)]
+    trainer = graphrt.Trainer(graph, optimizer=solver("pytorch" if rule == "torch" else "caffe", policy),
+                              batch_size=batch)
+    updates = {n.inputs[0]: n.inputs[1] for n in trainer.train_graph.nodes if n.op == "sgd_update"}
+    assert set(updates) == set(mults), "a trainable parameter without an update, or the reverse"
+    exe = step_with_outputs(trainer, updates.values())
+    params = {p: graph.params[p].copy() for p in mults}
+    history = {p: np.zeros_like(v) for p, v in params.items()}
+    x_name, classes = trainer.train_graph.inputs[0], graph.specs[graph.outputs[0]].shape[1]
+    for it, (x, y) in enumerate(batches(graph.specs[x_name].concrete(batch), classes, STEPS - 4)):
+        out = exe({x_name: x, "label": y})
+        grads = {p: out[g] for p, g in updates.items()}
+        sgd_step(rule, params, grads, history, mults, caffe_rate(0.1, policy, it, SOLVERS[policy]),
+                 0.9, 1e-2)
+    for p, want in params.items():
+        err = relative_error(exe.params[p], want)
+        assert err < TOL, f"{name} ({rule}, {policy}): {p} relative error {err:.3g}"
+
+
 # ---- batch norm in training ----------------------------------------------------------------------
 CAFFE_BN = """
 name: "bn"
@@ -308,10 +378,8 @@ def dropout_net(rate: float, width: int = 400) -> graphrt.Graph:
 
 def step_with_mask(trainer) -> graphrt.Executable:
     """The trainer's step graph compiled with the dropout mask as a second output."""
-    g = trainer.train_graph.copy()
-    masks = [t for n in g.nodes if n.op == "dropout_train" for t in n.outputs[1:]]
-    g.set_outputs(list(g.outputs) + masks)
-    return graphrt.compile(g, batch_size=trainer.batch_size, opt_level=2)
+    return step_with_outputs(trainer, [t for n in trainer.train_graph.nodes if n.op == "dropout_train"
+                                       for t in n.outputs[1:]])
 
 
 def test_dropout_masks_keep_the_right_fraction_scaled_and_change_every_step():
