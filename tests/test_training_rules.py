@@ -140,8 +140,8 @@ def float64(graph: graphrt.Graph) -> graphrt.Graph:
     return graph_from_json(graph_to_json(g), g.params)
 
 
-def solver(convention: str, policy: str) -> graphrt.optim.SGD:
-    return graphrt.optim.SGD(lr=0.1, momentum=0.9, weight_decay=1e-2, policy=policy,
+def solver(convention: str, policy: str, lr: float = 0.1, decay: float = 1e-2) -> graphrt.optim.SGD:
+    return graphrt.optim.SGD(lr=lr, momentum=0.9, weight_decay=decay, policy=policy,
                              convention=convention, **SOLVERS[policy])
 
 
@@ -241,6 +241,21 @@ SEED_RUNS = {  # seed model: (its framework's update rule, a rate policy, the ba
     "mxnet_alexnet": ("mxnet", "step", 1),
 }
 MULTS = [(1.0, 1.0), (2.0, 0.0), (0.5, 2.0)]  # (lr_mult, decay_mult), given to parameters in turn
+SEED_LR, SEED_DECAY = 0.01, 0.05  # a rate the deep nets survive; a decay far above the tolerance
+
+
+def filled(graph: graphrt.Graph, seed: int = 0) -> graphrt.Graph:
+    """The graph with random values in every trainable parameter that is all zeros (std
+    1 / sqrt(fan-in) for weights, 0.1 for vectors): deploy prototxts without fillers (CIFAR-10
+    quick, AlexNet) load zeros, where a step would leave most parameters at 0 and hide a wrong
+    update."""
+    rng = np.random.default_rng(seed)
+    for p, info in graph.param_info.items():
+        v = graph.params[p]
+        if info.trainable and np.issubdtype(v.dtype, np.floating) and not v.any():
+            scale = 1 / math.sqrt(math.prod(v.shape[1:])) if v.ndim > 1 else 0.1
+            graph.params[p] = rng.normal(0, scale, v.shape).astype(v.dtype)
+    return graph
 
 
 def step_with_outputs(trainer, extra) -> graphrt.Executable:
@@ -255,18 +270,20 @@ def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
     """Four steps of the seed model in float64; each step's gradients (graphrt's backward, an
     extra output of the step) go through the framework's rule written here, and every trained
     parameter must end where graphrt's sgd_update nodes took it. The multipliers are the test's own
-    (the MLP test above checks a prototxt's are read), so every model has a decay_mult of 0 and 2."""
+    (the MLP test above checks a prototxt's are read), so every model has a decay_mult of 0 and 2;
+    parameters left at zero are filled (see :func:`filled`)."""
     from seed_models import seed_models  # examples/
 
     models = seed_models([name])
     if not models:
         pytest.skip(f"{name} needs ../shared")
     rule, policy, batch = SEED_RUNS[name]
-    graph = float64(models[0].build())
+    graph = filled(float64(models[0].build()))
     mults = {}
     for i, p in enumerate(p for p, info in graph.param_info.items() if info.trainable):
         mults[p] = graph.param_info[p].lr_mult, graph.param_info[p].decay_mult = MULTS[i % len(MULTS)]
-    trainer = graphrt.Trainer(graph, optimizer=solver("pytorch" if rule == "torch" else "caffe", policy),
+    convention = "pytorch" if rule == "torch" else "caffe"
+    trainer = graphrt.Trainer(graph, optimizer=solver(convention, policy, SEED_LR, SEED_DECAY),
                               batch_size=batch)
     updates = {n.inputs[0]: n.inputs[1] for n in trainer.train_graph.nodes if n.op == "sgd_update"}
     assert set(updates) == set(mults), "a trainable parameter without an update, or the reverse"
@@ -277,9 +294,10 @@ def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
     for it, (x, y) in enumerate(batches(graph.specs[x_name].concrete(batch), classes, STEPS - 4)):
         out = exe({x_name: x, "label": y})
         grads = {p: out[g] for p, g in updates.items()}
-        sgd_step(rule, params, grads, history, mults, caffe_rate(0.1, policy, it, SOLVERS[policy]),
-                 0.9, 1e-2)
+        sgd_step(rule, params, grads, history, mults, caffe_rate(SEED_LR, policy, it, SOLVERS[policy]),
+                 0.9, SEED_DECAY)
     for p, want in params.items():
+        assert np.isfinite(want).all(), f"{name}: {p} diverged"
         err = relative_error(exe.params[p], want)
         assert err < TOL, f"{name} ({rule}, {policy}): {p} relative error {err:.3g}"
 
