@@ -39,7 +39,7 @@ BENCH = str(Path(__file__).resolve().parents[1] / "bench")
 def torch():
     torch = pytest.importorskip("torch")
     if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
+        sys.path.append(BENCH)  # last: bench/seed_models.py must not hide examples/seed_models.py
     return torch
 
 

@@ -15,8 +15,8 @@ import graphrt
 from graphrt.testing import relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "examples"))  # first: bench/ has a seed_models.py of its own
 from seed_models import seed_models  # noqa: E402
 from test_training_rules import filled  # noqa: E402
 

@@ -7,9 +7,9 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
   w -= history) and ``torch.optim.SGD`` (``convention="pytorch"``: buf = momentum * buf + grad +
   decay * w; w -= lr * buf) — the model's gradients from a numpy MLP written here, and for a small
   convolutional net from a PyTorch module written here, not from graphrt's graph;
-- **the optimizer on every seed model**: several steps with momentum, weight decay, per-parameter
-  multipliers and a rate policy, every trained parameter against the update rule of the model's
-  framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's ``optim.sgd`` without
+- **the optimizer on the seed models** (all but Caffe AlexNet): several steps with momentum,
+  weight decay, per-parameter multipliers and a rate policy, every trained parameter against the
+  update rule of the model's framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's ``optim.sgd`` without
   dampening; Keras' SGD and MXNet's ``sgd_mom_update``: m = momentum * m - lr * (grad + decay * w);
   w += m) applied here to the gradients graphrt's step computed — the update is what is checked
   (the gradients are checked against PyTorch in ``test_training.py`` and op by op in the
@@ -36,9 +36,8 @@ from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import graph_from_json, graph_to_json
 from graphrt.testing import relative_error
 
-EXAMPLES = str(Path(__file__).resolve().parents[1] / "examples")
-if EXAMPLES not in sys.path:
-    sys.path.insert(0, EXAMPLES)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from seed_models import seed_models  # noqa: E402  (examples/, not bench/seed_models.py)
 
 TOL = 1e-9
 STEPS = 8
@@ -233,9 +232,11 @@ def test_conv_net_steps_equal_a_pytorch_module_written_from_the_prototxt(convent
 
 
 # ---- the optimizer on every seed model -----------------------------------------------------------
-SEED_RUNS = {  # seed model: (its framework's update rule, a rate policy, the batch)
+# seed model: (its framework's update rule, a rate policy, the batch). Caffe AlexNet is left out for
+# time (its 61 M parameters in float64 make gigabytes of copies); MXNet AlexNet stands for it.
+SEED_RUNS = {
     "caffe_lenet": ("caffe", "step", 2), "caffe_cifar10_quick": ("caffe", "multistep", 2),
-    "caffe_alexnet": ("caffe", "exp", 1), "caffe_googlenet": ("caffe", "poly", 1),
+    "caffe_googlenet": ("caffe", "poly", 1),
     "torch_lenet": ("torch", "inv", 2), "torch_inception_bn": ("torch", "step", 2),
     "keras_simple_ann": ("keras", "multistep", 4), "keras_simple_cnn": ("keras", "inv", 2),
     "mxnet_alexnet": ("mxnet", "step", 1),
@@ -272,8 +273,6 @@ def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
     parameter must end where graphrt's sgd_update nodes took it. The multipliers are the test's own
     (the MLP test above checks a prototxt's are read), so every model has a decay_mult of 0 and 2;
     parameters left at zero are filled (see :func:`filled`)."""
-    from seed_models import seed_models  # examples/
-
     models = seed_models([name])
     if not models:
         pytest.skip(f"{name} needs ../shared")
