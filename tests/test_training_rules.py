@@ -9,11 +9,11 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
   convolutional net from a PyTorch module written here, not from graphrt's graph;
 - **the optimizer on the seed models** (all but Caffe AlexNet): several steps with momentum,
   weight decay, per-parameter multipliers and a rate policy, every trained parameter against the
-  update rule of the model's framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's ``optim.sgd`` without
-  dampening; Keras' SGD and MXNet's ``sgd_mom_update``: m = momentum * m - lr * (grad + decay * w);
-  w += m) applied here to the gradients graphrt's step computed — the update is what is checked
-  (the gradients are checked against PyTorch in ``test_training.py`` and op by op in the
-  ``test_backward*`` files);
+  update rule of the model's framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's
+  ``optim.sgd`` without dampening; Keras' SGD and MXNet's ``sgd_mom_update``: m = momentum * m -
+  lr * (grad + decay * w); w += m) applied here to the gradients graphrt's step computed — the
+  update is what is checked (the gradients are checked against PyTorch in ``test_training.py`` and
+  op by op in the ``test_backward*`` files);
 - **batch norm in training**: Caffe's BatchNorm (its blobs are sums scaled by a factor S:
   S = f S + 1, sum = f sum + batch statistic, the variance with Caffe's m / (m - 1) correction;
   inference reads sum / S) and Keras' BatchNormalization (moving = 0.99 moving + 0.01 batch, the
