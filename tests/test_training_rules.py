@@ -35,6 +35,8 @@ import graphrt
 from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import graph_from_json, graph_to_json
 from graphrt.testing import relative_error
+from graphrt.training.autodiff import training_graph
+from graphrt.training.trainer import attach_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from seed_models import seed_models  # noqa: E402  (examples/, not bench/seed_models.py)
@@ -243,6 +245,7 @@ SEED_RUNS = {
 }
 MULTS = [(1.0, 1.0), (2.0, 0.0), (0.5, 2.0)]  # (lr_mult, decay_mult), given to parameters in turn
 SEED_LR, SEED_DECAY = 0.01, 0.05  # a rate the deep nets survive; a decay far above the tolerance
+SEED_STEPS = 4  # each policy's rate changes within them (SOLVERS)
 
 
 def filled(graph: graphrt.Graph, seed: int = 0) -> graphrt.Graph:
@@ -259,11 +262,12 @@ def filled(graph: graphrt.Graph, seed: int = 0) -> graphrt.Graph:
     return graph
 
 
-def step_with_outputs(trainer, extra) -> graphrt.Executable:
-    """The trainer's step graph compiled with the tensors ``extra`` as further outputs."""
-    g = trainer.train_graph.copy()
+def step_with_outputs(train_graph, batch_size: int, extra) -> graphrt.Executable:
+    """A training step graph compiled as ``Trainer`` compiles it, with the tensors ``extra`` as
+    further outputs."""
+    g = train_graph.copy()
     g.set_outputs(list(g.outputs) + list(extra))
-    return graphrt.compile(g, batch_size=trainer.batch_size, opt_level=2)
+    return graphrt.compile(g, batch_size=batch_size, opt_level=2)
 
 
 @pytest.mark.parametrize("name", sorted(SEED_RUNS))
@@ -282,15 +286,15 @@ def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
     for i, p in enumerate(p for p, info in graph.param_info.items() if info.trainable):
         mults[p] = graph.param_info[p].lr_mult, graph.param_info[p].decay_mult = MULTS[i % len(MULTS)]
     convention = "pytorch" if rule == "torch" else "caffe"
-    trainer = graphrt.Trainer(graph, optimizer=solver(convention, policy, SEED_LR, SEED_DECAY),
-                              batch_size=batch)
-    updates = {n.inputs[0]: n.inputs[1] for n in trainer.train_graph.nodes if n.op == "sgd_update"}
+    with_loss, loss = attach_loss(graph)  # the step graph Trainer builds (its compile is not needed)
+    train_graph, _ = training_graph(with_loss, loss, solver(convention, policy, SEED_LR, SEED_DECAY))
+    updates = {n.inputs[0]: n.inputs[1] for n in train_graph.nodes if n.op == "sgd_update"}
     assert set(updates) == set(mults), "a trainable parameter without an update, or the reverse"
-    exe = step_with_outputs(trainer, updates.values())
-    params = {p: graph.params[p].copy() for p in mults}
+    exe = step_with_outputs(train_graph, batch, updates.values())
+    params = {p: graph.params[p] for p in mults}  # sgd_step makes new arrays
     history = {p: np.zeros_like(v) for p, v in params.items()}
-    x_name, classes = trainer.train_graph.inputs[0], graph.specs[graph.outputs[0]].shape[1]
-    for it, (x, y) in enumerate(batches(graph.specs[x_name].concrete(batch), classes, STEPS - 4)):
+    x_name, classes = train_graph.inputs[0], graph.specs[graph.outputs[0]].shape[1]
+    for it, (x, y) in enumerate(batches(graph.specs[x_name].concrete(batch), classes, SEED_STEPS)):
         out = exe({x_name: x, "label": y})
         grads = {p: out[g] for p, g in updates.items()}
         sgd_step(rule, params, grads, history, mults, caffe_rate(SEED_LR, policy, it, SOLVERS[policy]),
@@ -395,8 +399,9 @@ def dropout_net(rate: float, width: int = 400) -> graphrt.Graph:
 
 def step_with_mask(trainer) -> graphrt.Executable:
     """The trainer's step graph compiled with the dropout mask as a second output."""
-    return step_with_outputs(trainer, [t for n in trainer.train_graph.nodes if n.op == "dropout_train"
-                                       for t in n.outputs[1:]])
+    return step_with_outputs(trainer.train_graph, trainer.batch_size,
+                             [t for n in trainer.train_graph.nodes if n.op == "dropout_train"
+                              for t in n.outputs[1:]])
 
 
 def test_dropout_masks_keep_the_right_fraction_scaled_and_change_every_step():
