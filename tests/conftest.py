@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,21 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is not present")
     return SHARED
+
+
+def graphrt_threads() -> set:
+    """graphrt's live threads (its loader and copy threads are named ``graphrt...``)."""
+    return {t for t in threading.enumerate() if t.name.startswith("graphrt")}
+
+
+def threads_back_to(before: set, seconds: float = 30.0) -> bool:
+    """Whether graphrt's threads are ``before`` again within ``seconds``. A thread that has been
+    told to end may need a moment on a loaded machine: the test waits for that, rather than
+    sleeping a fixed time, and ``seconds`` is far above what ending takes."""
+    deadline = time.monotonic() + seconds
+    while graphrt_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return graphrt_threads() == before
 
 
 MODEL_RESULTS_ENV = "GRAPHRT_MODEL_RESULTS"

@@ -3,7 +3,8 @@ float64 (skipped without PyTorch): the forward output and every input gradient t
 relative error < 1e-10. ``test_backward_torch.py`` holds the cases with their own geometry
 (convolution, pooling, LRN, training batch norm, the losses); this file holds the rest, one
 PyTorch expression per op in :data:`CASES`. ``test_every_differentiable_op_is_compared_with_torch``
-keeps the list complete: an op with a backward rule is compared here, there, or named in
+keeps the list complete: an op with a backward rule is compared here, in one of those files
+(``test_backward_torch_more.py`` holds the ops added by the model-coverage work), or named in
 :data:`NO_TORCH` with the reason.
 """
 from __future__ import annotations
@@ -30,13 +31,8 @@ NO_TORCH = {"accuracy": "piecewise constant: its rule gives no gradient (PyTorch
 # tests/test_binary_reduce_ops.py
 ELSEWHERE |= {"clip", "elu", "erf", "gelu", "hard_sigmoid", "hard_swish", "selu", "softplus", "softsign",
               "swish", "prelu"}
-# ops added by the model-coverage work whose backward rules are checked against finite differences
-# only (tests/test_activation_ops.py, test_binary_reduce_ops.py, test_spatial_index_ops.py; their
-# forwards are compared with PyTorch there): the PyTorch gradient comparison is still to write
-FINITE_DIFFERENCES_ONLY = {"abs", "arg_reduce", "cast", "conv2d_transpose", "div", "embedding", "equal",
-                           "exp", "expand", "greater", "greater_equal", "layer_norm", "less", "less_equal",
-                           "log", "maximum", "minimum", "pow", "reduce", "resize", "slice", "sqrt", "sub",
-                           "threshold", "tile", "where"}
+# the ops added by the model-coverage work: tests/test_backward_torch_more.py (its CASES and its
+# NO_GRADIENT, the ops whose rule gives no gradient, as PyTorch's give none)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +289,8 @@ def test_global_pooling_backward_matches_torch(torch, op, data):
 def test_every_differentiable_op_is_compared_with_torch():
     differentiable = {name for name, op in all_ops().items()
                       if op.family not in NO_RULE_FAMILIES and op.backward is not None}
-    compared = set(CASES) | ELSEWHERE
-    missing = differentiable - compared - set(NO_TORCH) - FINITE_DIFFERENCES_ONLY
+    from test_backward_torch_more import CASES as MORE, NO_GRADIENT
+    compared = set(CASES) | ELSEWHERE | set(MORE) | set(NO_GRADIENT)
+    missing = differentiable - compared - set(NO_TORCH)
     assert missing == set(), "ops with a rule and no PyTorch check"
     assert (compared | set(NO_TORCH)) - differentiable == set(), "listed ops that have no rule"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import graphrt
+from conftest import graphrt_threads, threads_back_to
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from seed_models import seed_models  # noqa: E402
@@ -19,10 +20,6 @@ from seed_models import seed_models  # noqa: E402
 
 def model(name):
     return next(iter(seed_models([name]))).build()
-
-
-def graphrt_threads():
-    return {t for t in threading.enumerate() if t.name.startswith("graphrt")}
 
 
 def test_check_finite_names_the_first_node():
@@ -73,8 +70,7 @@ def test_soak_memory_stays_flat_and_threads_end():
         steps += 1
     growth = rss_bytes() - start
     assert steps == 3000 and growth < 5 << 20, growth
-    time.sleep(0.05)
-    assert graphrt_threads() == before_threads
+    assert threads_back_to(before_threads)
 
 
 def test_one_executable_from_two_threads_is_correct():
@@ -141,8 +137,7 @@ def test_keyboard_interrupt_during_stream_leaves_no_thread():
             if i == 5:
                 _thread.interrupt_main()
                 time.sleep(0.5)  # the interrupt lands while the pipeline runs
-    time.sleep(0.05)
-    assert graphrt_threads() == before
+    assert threads_back_to(before)
 
 
 def _digits(n=96):
@@ -164,14 +159,15 @@ def test_interrupted_fit_is_consistent_and_resumes():
 
     def interrupt_soon(tr):
         state["n"] += 1
-        if state["n"] == 8:  # in the second epoch: Ctrl-C arrives while the next step runs
+        if state["n"] == 8:  # in the second epoch: Ctrl-C arrives while the next step runs...
             threading.Timer(0.001, _thread.interrupt_main).start()
+        elif state["n"] > 8:  # ...or here, on a machine too loaded to run the timer sooner
+            time.sleep(30)
 
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(batches, epochs=2, progress=False, on_step=interrupt_soon)
-        time.sleep(1)
     done = trainer._completed_steps()
-    assert 8 <= done < 12
+    assert done in (8, 9)
     partial = graphrt.Trainer(model("torch_lenet"), optimizer=opt, batch_size=16)
     for x, y in (batches * 2)[:done]:
         partial.step(x, y)

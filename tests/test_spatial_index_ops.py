@@ -121,6 +121,15 @@ def test_conv2d_transpose_backward_against_differences(case):
     check_gradient("conv2d_transpose", args, attrs)
 
 
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 2, 2, 1)])
+def test_conv2d_transpose_backward_with_output_padding_past_the_stride(pads):
+    """output_padding may reach the dilation, past the stride: whole strides more output rows."""
+    rng = np.random.default_rng(4)
+    args = [rng.standard_normal((2, 2, 3, 2)), rng.standard_normal((2, 2, 2, 2)), rng.standard_normal(2)]
+    check_gradient("conv2d_transpose", args, {"stride": 1, "dilation": 3, "output_padding": (2, 1),
+                                              "pads": pads})
+
+
 def test_conv2d_transpose_matches_pytorch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)

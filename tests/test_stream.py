@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import graphrt
+from conftest import graphrt_threads, threads_back_to
 from graphrt.scheduler.naive import NaiveExecutable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -25,10 +26,6 @@ def batches_for(graph, batch, n, seed=0):
     rng = np.random.default_rng(seed)
     spec = graph.specs[graph.inputs[0]]
     return [rng.standard_normal(spec.concrete(batch)).astype(spec.dtype) for _ in range(n)]
-
-
-def threads_now():
-    return {t for t in threading.enumerate() if t.name.startswith("graphrt")}
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -101,7 +98,7 @@ def failing_loader(xs, at):
 def test_loader_exception_reaches_caller_with_traceback_and_threads_end():
     graph = next(iter(seed_models(["keras_simple_ann"]))).build()
     exe = graphrt.compile(graph, batch_size=4)
-    before = threads_now()
+    before = graphrt_threads()
     seen = []
     with pytest.raises(Boom) as err:
         for y in exe.stream(failing_loader(batches_for(graph, 4, 6), at=3)):
@@ -109,21 +106,19 @@ def test_loader_exception_reaches_caller_with_traceback_and_threads_end():
     assert len(seen) == 3  # the batches before the fault, each once
     frames = "".join(traceback.format_tb(err.value.__traceback__))
     assert "failing_loader" in frames  # the original traceback, from the loader's frame
-    time.sleep(0.05)
-    assert threads_now() == before
+    assert threads_back_to(before)
 
 
 def test_breaking_early_leaves_no_thread():
     graph = next(iter(seed_models(["keras_simple_ann"]))).build()
     exe = graphrt.compile(graph, batch_size=4)
-    before = threads_now()
+    before = graphrt_threads()
     stream = exe.stream(batches_for(graph, 4, 50))
     for i, _ in enumerate(stream):
         if i == 2:
             break
     stream.close()
-    time.sleep(0.05)
-    assert threads_now() == before
+    assert threads_back_to(before)
 
 
 def test_bad_batch_names_input_and_expected_shape():

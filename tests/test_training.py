@@ -15,9 +15,10 @@ import graphrt
 from graphrt.testing import relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "examples"))  # first: bench/ has a seed_models.py of its own
 from seed_models import seed_models  # noqa: E402
+from test_training_rules import filled  # noqa: E402
 
 SOLVER = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
 HEAVY = {"caffe_alexnet", "caffe_googlenet", "mxnet_alexnet", "torch_inception_bn", "keras_simple_cnn"}
@@ -86,7 +87,7 @@ def test_training_steps_equal_pytorch(name):
         graph.specs[p] = graphrt.TensorSpec(graph.specs[p].shape, "float64")
     for t in graph.inputs:
         graph.specs[t] = graphrt.TensorSpec(graph.specs[t].shape, "float64")
-    graph = _retyped(graph)
+    graph = filled(_retyped(graph))  # CIFAR-10 quick's and AlexNet's deploy files load zeros
     rng = np.random.default_rng(0)
     spec = graph.specs[graph.inputs[0]]
     x = rng.standard_normal(spec.concrete(batch))

@@ -7,6 +7,13 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
   w -= history) and ``torch.optim.SGD`` (``convention="pytorch"``: buf = momentum * buf + grad +
   decay * w; w -= lr * buf) — the model's gradients from a numpy MLP written here, and for a small
   convolutional net from a PyTorch module written here, not from graphrt's graph;
+- **the optimizer on the seed models** (all but Caffe AlexNet): several steps with momentum,
+  weight decay, per-parameter multipliers and a rate policy, every trained parameter against the
+  update rule of the model's framework (Caffe's SGDSolver; ``torch.optim.SGD``, which is Torch7's
+  ``optim.sgd`` without dampening; Keras' SGD and MXNet's ``sgd_mom_update``: m = momentum * m -
+  lr * (grad + decay * w); w += m) applied here to the gradients graphrt's step computed — the
+  update is what is checked (the gradients are checked against PyTorch in ``test_training.py`` and
+  op by op in the ``test_backward*`` files);
 - **batch norm in training**: Caffe's BatchNorm (its blobs are sums scaled by a factor S:
   S = f S + 1, sum = f sum + batch statistic, the variance with Caffe's m / (m - 1) correction;
   inference reads sum / S) and Keras' BatchNormalization (moving = 0.99 moving + 0.01 batch, the
@@ -18,6 +25,8 @@ never a translation of graphrt's own graph, in float64 with relative errors belo
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +35,11 @@ import graphrt
 from graphrt.frontends.caffe import load_caffe
 from graphrt.frontends.npz import graph_from_json, graph_to_json
 from graphrt.testing import relative_error
+from graphrt.training.autodiff import training_graph
+from graphrt.training.trainer import attach_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from seed_models import seed_models  # noqa: E402  (examples/, not bench/seed_models.py)
 
 TOL = 1e-9
 STEPS = 8
@@ -75,15 +89,20 @@ def caffe_rate(base_lr: float, policy: str, it: int, p: dict) -> float:
     raise ValueError(policy)
 
 
-def sgd_step(convention: str, params, grads, history, mults, rate: float, momentum: float, decay: float):
+def sgd_step(rule: str, params, grads, history, mults, rate: float, momentum: float, decay: float):
     """One update of every parameter, in place: Caffe's SGDSolver (Regularize, ComputeUpdateValue,
-    Update) or torch.optim.SGD with one parameter group per blob (lr and weight_decay scaled)."""
+    Update), torch.optim.SGD with one parameter group per blob (lr and weight_decay scaled), or
+    Keras' SGD / MXNet's sgd_mom_update (a velocity of the opposite sign, added to the weight; the
+    weight decay as an L2 term of the gradient, MXNet's ``wd * wd_mult``)."""
     for name in params:
         lr_mult, decay_mult = mults[name]
         g = grads[name] + decay * decay_mult * params[name]
-        if convention == "caffe":
+        if rule == "caffe":
             history[name] = momentum * history[name] + rate * lr_mult * g
             params[name] = params[name] - history[name]
+        elif rule in ("keras", "mxnet"):
+            history[name] = momentum * history[name] - rate * lr_mult * g
+            params[name] = params[name] + history[name]
         else:
             history[name] = momentum * history[name] + g
             params[name] = params[name] - rate * lr_mult * history[name]
@@ -122,8 +141,8 @@ def float64(graph: graphrt.Graph) -> graphrt.Graph:
     return graph_from_json(graph_to_json(g), g.params)
 
 
-def solver(convention: str, policy: str) -> graphrt.optim.SGD:
-    return graphrt.optim.SGD(lr=0.1, momentum=0.9, weight_decay=1e-2, policy=policy,
+def solver(convention: str, policy: str, lr: float = 0.1, decay: float = 1e-2) -> graphrt.optim.SGD:
+    return graphrt.optim.SGD(lr=lr, momentum=0.9, weight_decay=decay, policy=policy,
                              convention=convention, **SOLVERS[policy])
 
 
@@ -212,6 +231,78 @@ def test_conv_net_steps_equal_a_pytorch_module_written_from_the_prototxt(convent
     losses, params = run_reference(graph.params, mults, data, loss_and_grads, convention, policy)
     trainer = graphrt.Trainer(graph, optimizer=solver(convention, policy), batch_size=4)
     assert_same_run(trainer, data, losses, params, f"{convention} {policy}")
+
+
+# ---- the optimizer on every seed model -----------------------------------------------------------
+# seed model: (its framework's update rule, a rate policy, the batch). Caffe AlexNet is left out for
+# time (its 61 M parameters in float64 make gigabytes of copies); MXNet AlexNet stands for it.
+SEED_RUNS = {
+    "caffe_lenet": ("caffe", "step", 2), "caffe_cifar10_quick": ("caffe", "multistep", 2),
+    "caffe_googlenet": ("caffe", "poly", 1),
+    "torch_lenet": ("torch", "inv", 2), "torch_inception_bn": ("torch", "step", 2),
+    "keras_simple_ann": ("keras", "multistep", 4), "keras_simple_cnn": ("keras", "inv", 2),
+    "mxnet_alexnet": ("mxnet", "step", 1),
+}
+MULTS = [(1.0, 1.0), (2.0, 0.0), (0.5, 2.0)]  # (lr_mult, decay_mult), given to parameters in turn
+SEED_LR, SEED_DECAY = 0.01, 0.05  # a rate the deep nets survive; a decay far above the tolerance
+SEED_STEPS = 4  # each policy's rate changes within them (SOLVERS)
+
+
+def filled(graph: graphrt.Graph, seed: int = 0) -> graphrt.Graph:
+    """The graph with random values in every trainable parameter that is all zeros (std
+    1 / sqrt(fan-in) for weights, 0.1 for vectors): deploy prototxts without fillers (CIFAR-10
+    quick, AlexNet) load zeros, where a step would leave most parameters at 0 and hide a wrong
+    update."""
+    rng = np.random.default_rng(seed)
+    for p, info in graph.param_info.items():
+        v = graph.params[p]
+        if info.trainable and np.issubdtype(v.dtype, np.floating) and not v.any():
+            scale = 1 / math.sqrt(math.prod(v.shape[1:])) if v.ndim > 1 else 0.1
+            graph.params[p] = rng.normal(0, scale, v.shape).astype(v.dtype)
+    return graph
+
+
+def step_with_outputs(train_graph, batch_size: int, extra) -> graphrt.Executable:
+    """A training step graph compiled as ``Trainer`` compiles it, with the tensors ``extra`` as
+    further outputs."""
+    g = train_graph.copy()
+    g.set_outputs(list(g.outputs) + list(extra))
+    return graphrt.compile(g, batch_size=batch_size, opt_level=2)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_RUNS))
+def test_sgd_on_every_seed_model_follows_its_frameworks_rule(name):
+    """Four steps of the seed model in float64; each step's gradients (graphrt's backward, an
+    extra output of the step) go through the framework's rule written here, and every trained
+    parameter must end where graphrt's sgd_update nodes took it. The multipliers are the test's own
+    (the MLP test above checks a prototxt's are read), so every model has a decay_mult of 0 and 2;
+    parameters left at zero are filled (see :func:`filled`)."""
+    models = seed_models([name])
+    if not models:
+        pytest.skip(f"{name} needs ../shared")
+    rule, policy, batch = SEED_RUNS[name]
+    graph = filled(float64(models[0].build()))
+    mults = {}
+    for i, p in enumerate(p for p, info in graph.param_info.items() if info.trainable):
+        mults[p] = graph.param_info[p].lr_mult, graph.param_info[p].decay_mult = MULTS[i % len(MULTS)]
+    convention = "pytorch" if rule == "torch" else "caffe"
+    with_loss, loss = attach_loss(graph)  # the step graph Trainer builds (its compile is not needed)
+    train_graph, _ = training_graph(with_loss, loss, solver(convention, policy, SEED_LR, SEED_DECAY))
+    updates = {n.inputs[0]: n.inputs[1] for n in train_graph.nodes if n.op == "sgd_update"}
+    assert set(updates) == set(mults), "a trainable parameter without an update, or the reverse"
+    exe = step_with_outputs(train_graph, batch, updates.values())
+    params = {p: graph.params[p] for p in mults}  # sgd_step makes new arrays
+    history = {p: np.zeros_like(v) for p, v in params.items()}
+    x_name, classes = train_graph.inputs[0], graph.specs[graph.outputs[0]].shape[1]
+    for it, (x, y) in enumerate(batches(graph.specs[x_name].concrete(batch), classes, SEED_STEPS)):
+        out = exe({x_name: x, "label": y})
+        grads = {p: out[g] for p, g in updates.items()}
+        sgd_step(rule, params, grads, history, mults, caffe_rate(SEED_LR, policy, it, SOLVERS[policy]),
+                 0.9, SEED_DECAY)
+    for p, want in params.items():
+        assert np.isfinite(want).all(), f"{name}: {p} diverged"
+        err = relative_error(exe.params[p], want)
+        assert err < TOL, f"{name} ({rule}, {policy}): {p} relative error {err:.3g}"
 
 
 # ---- batch norm in training ----------------------------------------------------------------------
@@ -308,10 +399,9 @@ def dropout_net(rate: float, width: int = 400) -> graphrt.Graph:
 
 def step_with_mask(trainer) -> graphrt.Executable:
     """The trainer's step graph compiled with the dropout mask as a second output."""
-    g = trainer.train_graph.copy()
-    masks = [t for n in g.nodes if n.op == "dropout_train" for t in n.outputs[1:]]
-    g.set_outputs(list(g.outputs) + masks)
-    return graphrt.compile(g, batch_size=trainer.batch_size, opt_level=2)
+    return step_with_outputs(trainer.train_graph, trainer.batch_size,
+                             [t for n in trainer.train_graph.nodes if n.op == "dropout_train"
+                              for t in n.outputs[1:]])
 
 
 def test_dropout_masks_keep_the_right_fraction_scaled_and_change_every_step():

@@ -9,7 +9,7 @@ Inputs broadcast as numpy's (ONNX's) rules with the batch rules of ``add`` (see
   a fractional exponent, as numpy).
 - ``maximum(x0, x1, ...)`` / ``minimum``: elementwise max / min of any number of inputs (Caffe
   Eltwise MAX, Keras Maximum/Minimum, ONNX Max/Min). The gradient goes to the first input that
-  attains it (Caffe's and PyTorch's rule for ties).
+  attains it (Caffe's rule for ties; PyTorch's ``torch.maximum`` splits a tie evenly).
 - ``where(cond, a, b)``: a where cond is nonzero, else b. ``equal(a, b)``: a == b as ``bool``;
   likewise ``greater``, ``less``, ``greater_equal``, ``less_equal`` (no gradient).
 - ``prelu(x, slope)``: x where x > 0, else slope * x; ``slope`` broadcasts against x (Caffe

@@ -62,20 +62,38 @@ def _forward(attrs, inputs, outputs):
         out += inputs[2].reshape(1, -1, 1, 1)
 
 
+def _adjoint_geometry(attrs):
+    """The convolution whose transpose this is, and the rows/columns to crop from dy first.
+
+    An ``output_padding`` of ``stride`` or more (allowed below the dilation) adds whole strides to
+    the output, and a convolution over it with the forward's pads would give more than H rows:
+    ``stride * (output_padding // stride)`` comes off the bottom pad, and where that pad is
+    smaller, off dy's last rows, which no input position reaches.
+    """
+    t, b, l, r = attrs["pads"]
+    cut = [s * (e // s) for s, e in zip(attrs["stride"], attrs["output_padding"])]
+    geometry = {**_geometry(attrs), "pads": (t, max(b - cut[0], 0), l, max(r - cut[1], 0))}
+    return geometry, (max(cut[0] - b, 0), max(cut[1] - r, 0))
+
+
 def _backward(ctx, node, dys):
     x, w = node.inputs[:2]
     dy = dys[0]
     grads = [None] * len(node.inputs)
     if dy is None:
         return grads
-    geometry = _geometry(node.attrs)
+    geometry, crop = _adjoint_geometry(node.attrs)
+    if any(crop) and (ctx.wants(0) or ctx.wants(1)):
+        size = ctx.spec(dy).shape[2:]
+        dy = ctx.add("slice", [dy], {"starts": [0, 0], "ends": [size[0] - crop[0], size[1] - crop[1]],
+                                     "axes": [2, 3]})
     if ctx.wants(0):
         grads[0] = ctx.add("conv2d", [dy, w], geometry)
     if ctx.wants(1):
         grads[1] = ctx.add("conv2d_grad_weight", [dy, x],
                            {**geometry, "kernel": ctx.spec(w).shape[2:]})
     if len(node.inputs) == 3 and ctx.wants(2):
-        grads[2] = ctx.add("reduce_channels", [dy])
+        grads[2] = ctx.add("reduce_channels", [dys[0]])
     return grads
 
 

@@ -289,7 +289,8 @@ def _dropout_train(attrs, inputs, outputs):
     x, counter = inputs
     y, mask = outputs
     step = int(counter.reshape(-1)[0])
-    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype, attrs["offset"])
+    mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"], step, mask.dtype,
+                             attrs.get("offset", 0))
     np.multiply(x, mask, out=y)
     counter += 1
 
