@@ -32,6 +32,7 @@ from .ops.reference import run_reference  # noqa: F401
 from .scheduler import Executable, NumericsError, compile  # noqa: F401,A001
 from .training import optim  # noqa: F401
 from .training.trainer import Trainer  # noqa: F401
+from . import data  # noqa: F401,E402  (graphrt.data: the sources of real input pipelines)
 
 sys.modules[__name__ + ".limits"] = limits  # ``import graphrt.limits``: the same module object
 

@@ -23,6 +23,8 @@ tests. Each op family's binders are in a module of their own:
   ``accuracy``; an invalid label gives NaN — a GPU kernel cannot raise), ``sgd_update`` and
   ``counter_inc`` (the optimizer step with Caffe's lr policies read from the device-resident
   iteration counter, and the counter itself).
+- :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
+  mirrored, mean-subtracted, scaled and cast in one pass).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -41,6 +43,7 @@ from ..calls import MAX_RANK, Unsupported
 from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_zero_pad)
 from .gemm import bind_conv2d, bind_dense, bind_matmul, conv_workspace_bytes
+from .image import bind_image_transform
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
@@ -57,6 +60,7 @@ BINDERS: dict[str, Callable] = {
     "softmax": bind_softmax("softmax"), "log_softmax": bind_softmax("log_softmax"),
     "softmax_cross_entropy": bind_loss("softmax_cross_entropy"), "nll_loss": bind_loss("nll_loss"),
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
+    "image_transform": bind_image_transform,
 }
 
 
@@ -121,11 +125,18 @@ def _sgd(node, ins, outs):
     return _counter(ins[3]) or _floats(ins[:3])
 
 
+def _image(node, ins, outs):
+    if ins[0].dtype not in ("uint8", "float32") or ins[1].dtype != "int32":
+        return f"images of dtype {ins[0].dtype} with a window of dtype {ins[1].dtype}"
+    return _floats(outs + ins[2:])
+
+
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "dense": _ranked(2, 2), "batch_norm": _ranked(2, 4),
     "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss, "nll_loss": _loss,
-    "accuracy": _loss, "sgd_update": _sgd, "step_counter": lambda node, ins, outs: _counter(ins[0]),
+    "accuracy": _loss, "sgd_update": _sgd, "image_transform": _image,
+    "step_counter": lambda node, ins, outs: _counter(ins[0]),
 }
 
 
