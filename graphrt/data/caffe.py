@@ -14,6 +14,8 @@ Python binding: a clear :class:`~graphrt.ir.errors.UnsupportedError`.
 from __future__ import annotations
 
 import io
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,8 @@ from ..ir.errors import GraphrtError, ParseError, UnsupportedError
 from .base import ImageSource
 
 DATA_TYPES = ("Data", "ImageData", "HDF5Data")
+_ENVS: dict = {}  # real path -> the process's open LMDB environment
+_ENVS_LOCK = threading.Lock()
 
 
 def decode_image(data: bytes, color: bool | None = None, size: tuple | None = None) -> np.ndarray:
@@ -88,11 +92,16 @@ class LMDBSource(ImageSource):
         if not Path(self.path).exists():
             raise self.error(f"the LMDB source {self.path!r} does not exist (paths resolve from the "
                              f"working directory, {Path.cwd()})")
-        try:
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                  subdir=Path(self.path).is_dir(), max_readers=512)
-        except lmdb.Error as err:
-            raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
+        real = os.path.realpath(self.path)
+        with _ENVS_LOCK:  # LMDB opens an environment once per process: the sources share it
+            if real not in _ENVS:
+                try:
+                    _ENVS[real] = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
+                                            subdir=Path(self.path).is_dir(), max_readers=512)
+                except lmdb.Error as err:
+                    raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
+        self._env = _ENVS[real]
+        self._lock = threading.Lock()
         self._txn = self._env.begin(buffers=False)
         self._keys = [k for k in self._txn.cursor().iternext(keys=True, values=False)]
         if not self._keys:
@@ -100,7 +109,8 @@ class LMDBSource(ImageSource):
         return len(self._keys)
 
     def _raw(self, i: int) -> bytes:
-        return self._txn.get(self._keys[i])
+        with self._lock:  # one read transaction; two iterations may read it from two threads
+            return self._txn.get(self._keys[i])
 
     def _decode(self, raw):
         return decode_datum(raw, self.path)
