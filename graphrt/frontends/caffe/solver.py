@@ -79,6 +79,21 @@ class Solver:
         return "cpu" if self.solver_mode == "CPU" else "auto"
 
 
+def is_solver(path) -> bool:
+    """True for a prototxt that is a ``SolverParameter`` (it names a net and has no layers)."""
+    from .prototxt import parse_prototxt
+
+    p = Path(path)
+    if p.suffix != ".prototxt" or not p.is_file():
+        return False
+    try:
+        msg = parse_prototxt(p.read_bytes(), str(p))
+    except ParseError:
+        return False
+    names = {name for name, _ in msg.fields}
+    return bool(names & {"net", "train_net", "base_lr"}) and not names & {"layer", "layers"}
+
+
 def load_solver(path) -> Solver:
     """Read and check a ``solver.prototxt``; see the module docstring."""
     file = str(path)
