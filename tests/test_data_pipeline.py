@@ -3,6 +3,8 @@ graph's first node (cpu and the CUDA kernel on the stand-in), one upload per bat
 images, labels and windows, and Caffe's data-layer semantics (paths, errors, transform order)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -209,3 +211,49 @@ def test_mean_file_and_mean_value_together_are_refused_and_a_missing_mean_file_i
     path = _net(tmp_path, "db", extra='mean_file: "absent.binaryproto"')
     with pytest.raises(graphrt.GraphrtError, match=r"line 3: layer 'mnist': mean_file 'absent.binaryproto'"):
         graphrt.load(path, phase="TRAIN", input_shape=(1, 28, 28), feed="uint8")
+
+
+def test_image_data_reads_the_list_resizes_and_orders_channels_bgr(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 12, 10, 3)).astype(np.uint8)
+    (tmp_path / "img").mkdir()
+    for i, im in enumerate(rgb):
+        Image.fromarray(im).save(tmp_path / "img" / f"{i}.png")
+    Path("list.txt").write_text("".join(f"{i}.png {i % 3}\n" for i in range(5)))
+    Path("net.prototxt").write_text("""
+layer { name: "images" type: "ImageData" top: "data" top: "label"
+  transform_param { mirror: true crop_size: 4 }
+  image_data_param { source: "list.txt" root_folder: "img/" batch_size: 2 new_height: 6 new_width: 8 } }
+""")
+    (src,) = net_sources("net.prototxt", "TEST", workers=2)
+    batches = list(src)
+    assert [len(b["label"]) for b in batches] == [2, 2, 1]
+    x = np.concatenate([b["data"] for b in batches])
+    want = np.stack([np.asarray(Image.fromarray(im).resize((8, 6), Image.BILINEAR))[:, :, ::-1]
+                     .transpose(2, 0, 1) for im in rgb])
+    np.testing.assert_array_equal(x, want)
+    assert np.concatenate([b["label"] for b in batches]).tolist() == [0, 1, 2, 0, 1]
+    # TEST: the centre crop, never mirrored
+    assert all((b["images/window"] == [1, 2, 0]).all() for b in batches)
+
+
+def test_hdf5_data_reads_the_listed_files_in_order(tmp_path, monkeypatch):
+    h5py = pytest.importorskip("h5py")
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    parts = [rng.standard_normal((n, 2, 3)).astype(np.float32) for n in (3, 4)]
+    for i, part in enumerate(parts):
+        with h5py.File(f"d{i}.h5", "w") as f:
+            f["data"], f["label"] = part, np.arange(len(part), dtype=np.float32) + 10 * i
+    Path("files.txt").write_text("d0.h5\nd1.h5\n")
+    Path("net.prototxt").write_text("""
+layer { name: "h5" type: "HDF5Data" top: "data" top: "label"
+  hdf5_data_param { source: "files.txt" batch_size: 5 } }
+""")
+    (src,) = net_sources("net.prototxt", "TRAIN")
+    batches = list(src)
+    np.testing.assert_array_equal(np.concatenate([b["data"] for b in batches]), np.concatenate(parts))
+    assert np.concatenate([b["label"] for b in batches]).tolist() == [0, 1, 2, 10, 11, 12, 13]
