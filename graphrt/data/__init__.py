@@ -6,7 +6,10 @@ mirror, mean and scale run on the device as the graph's first op.
 - :mod:`.base`: :class:`ImageSource` (ordered or shuffled reading, decoding on worker threads,
   batches that run across the end of the records when repeating);
 - :mod:`.caffe`: Caffe's ``Data`` (LMDB of ``Datum`` records), ``ImageData``, ``HDF5Data`` and
-  :func:`net_sources`, the sources of a prototxt's data layers.
+  :func:`net_sources`, the sources of a prototxt's data layers;
+- :mod:`.recordio`: MXNet's ``.rec``/``.idx`` image records (:class:`RecordIO`, as
+  ``mx.io.ImageRecordIter`` reads them), with :meth:`RecordIO.attach` to put the fused transform in
+  front of a graph's float input.
 
 Sits above ``frontends/`` (it reads Caffe's messages and ``transform_param`` through the Caffe
 frontend) and below ``training/``; imports ``ir``, ``ops``, ``frontends``.
@@ -14,3 +17,4 @@ frontend) and below ``training/``; imports ``ir``, ``ops``, ``frontends``.
 from .base import ImageSource, default_workers  # noqa: F401
 from .caffe import (HDF5Source, ImageListSource, LMDBSource, decode_datum, decode_image,  # noqa: F401
                     net_sources)
+from .recordio import RecordIO  # noqa: F401

@@ -33,11 +33,20 @@ _ENVS: dict = {}  # real path -> the process's open LMDB environment
 _ENVS_LOCK = threading.Lock()
 
 
-def decode_image(data: bytes, color: bool | None = None, size: tuple | None = None) -> np.ndarray:
-    """An encoded image as (C, H, W) uint8 in BGR order (``color`` None keeps the file's own channels;
-    True/False force 3 or 1); ``size`` (h, w) resizes bilinearly first."""
+def decode_image(data: bytes, color: bool | None = None, size: tuple | None = None, *,
+                 bgr: bool = True) -> np.ndarray:
+    """An encoded image as (C, H, W) uint8 in BGR order (Caffe's, OpenCV's; ``bgr=False``: RGB,
+    MXNet's) (``color`` None keeps the file's own channels; True/False force 3 or 1); ``size``
+    (h, w) resizes bilinearly first."""
     from PIL import Image
 
+    try:
+        return _decode_image(Image, data, color, size, bgr)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError too
+        raise ParseError(f"cannot decode an image of {len(data)} bytes: {err}") from None
+
+
+def _decode_image(Image, data, color, size, bgr):
     with Image.open(io.BytesIO(data)) as im:
         if color is None:
             color = im.mode not in ("L", "I;16", "I", "1", "P") or (im.mode == "P" and "transparency" in im.info)
@@ -45,7 +54,9 @@ def decode_image(data: bytes, color: bool | None = None, size: tuple | None = No
         if size is not None and tuple(size) != (im.height, im.width):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
         a = np.asarray(im, np.uint8)
-    return np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1)) if color else a[None]
+    if not color:
+        return a[None]
+    return np.ascontiguousarray((a[:, :, ::-1] if bgr else a).transpose(2, 0, 1))
 
 
 def decode_datum(data: bytes, file: str | None = None) -> tuple[np.ndarray, int]:

@@ -40,6 +40,8 @@ class Transform:
     crop_size: int = 0
     mirror: bool = False
     train: bool = False
+    crop_hw: tuple = ()  # a (height, width) crop (MXNet's data_shape) instead of crop_size
+    random_crop: bool | None = None  # None: random in TRAIN (Caffe)
 
     @classmethod
     def from_layer(cls, layer: Message, phase: str, file: str) -> "Transform":
@@ -72,16 +74,21 @@ class Transform:
         return None
 
     def crop(self, h: int, w: int) -> tuple[int, int]:
+        if self.crop_hw:
+            return tuple(self.crop_hw)
         return (self.crop_size, self.crop_size) if self.crop_size else (h, w)
 
     def windows(self, n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         """(n, 3) int32: each image's crop row and column and mirror flag, drawn as Caffe draws
         them per image (mirror, then row, then column; the centre and no mirror in TEST)."""
         ch, cw = self.crop(h, w)
+        if ch > h or cw > w:
+            raise GraphrtError(f"a {ch}x{cw} crop does not fit {h}x{w} images")
+        random_crop = self.train if self.random_crop is None else self.random_crop
         out = np.zeros((n, 3), np.int32)
         for i in range(n):
             mirror = int(self.mirror and rng.integers(2)) if self.train else 0
-            if self.crop_size and self.train:
+            if (ch, cw) != (h, w) and random_crop:
                 out[i] = (rng.integers(h - ch + 1), rng.integers(w - cw + 1), mirror)
             else:
                 out[i] = ((h - ch) // 2, (w - cw) // 2, mirror)
