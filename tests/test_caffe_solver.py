@@ -202,3 +202,27 @@ def test_the_command_line_runs_a_solver(lenet_dir):
     text = out.getvalue()
     assert "Iteration 1, lr = 0.00999925" in text and "Test net output #0: accuracy" in text
     assert "Optimization Done." in text
+
+
+def test_caffes_cifar10_quick_solver_and_net_run_unmodified(tmp_path):
+    """examples/caffe_cifar10_quick_solver.py: Caffe's own files (the net byte for byte from
+    ../shared), a generated mean and LMDBs, a short run."""
+    pytest.importorskip("lmdb")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "caffe_cifar10_quick_solver.py"
+    spec = importlib.util.spec_from_file_location("cifar10_quick_solver_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.prepare(tmp_path, train=200, test=100)
+    folder = tmp_path / "examples" / "cifar10"
+    assert (folder / "cifar10_quick_train_test.prototxt").read_bytes() == \
+        (MODELS / "cifar10_quick_train_test.prototxt").read_bytes()
+    lines = []
+    result = example.run(tmp_path, max_iter=2, test_iter=1, log=lines.append)
+    assert result["iterations"] == 2 and set(result["test"][0]) == {"accuracy", "loss"}
+    assert any("Iteration 0, lr = 0.001" in line for line in lines)
+    g = result["trainer"].train_graph
+    transform = [n for n in g.nodes if n.op == "image_transform"]
+    assert len(transform) == 1 and len(transform[0].inputs) == 3  # the mean image, on the device
+    assert g.params["cifar_mean"].shape == (3, 32, 32)
