@@ -160,6 +160,7 @@ def test_one_upload_per_batch_of_exactly_images_labels_and_windows(digits_db, tm
     htod = tr.exe.ledger.summary()["HtoD"]
     assert htod["invocations"] == batches
     assert htod["bytes"] == batches * (n * 1 * 28 * 28 + n * 8 + n * 3 * 4)
+    assert tr.exe.ledger.bytes_per_item() == 28 * 28 + 8 + 12  # 784 bytes of image, not 3,136
 
 
 def test_the_stream_feeds_what_caffes_transformer_makes(digits_db, tmp_path):
