@@ -39,6 +39,14 @@ def datum(image: np.ndarray | None, label: int, encoded: bytes | None = None) ->
     return out
 
 
+def float_datum(image: np.ndarray, label: int) -> bytes:
+    """A serialized Datum of ``float_data`` (field 6, packed)."""
+    c, h, w = image.shape
+    data = image.astype("<f4").tobytes()
+    return (key(1, 0) + varint(c) + key(2, 0) + varint(h) + key(3, 0) + varint(w) +
+            key(5, 0) + varint(label) + key(6, 2) + varint(len(data)) + data)
+
+
 def blobproto(mean: np.ndarray) -> bytes:
     """A BlobProto with legacy num/channels/height/width and packed float data."""
     c, h, w = mean.shape

@@ -13,8 +13,8 @@ import graphrt
 from graphrt import Graph
 from graphrt.data import LMDBSource, decode_datum, net_sources
 
-from caffe_data_cases import (blobproto, caffe_transform, datum, digits_bytes, png, read_lmdb_records,
-                              write_lmdb)
+from caffe_data_cases import (blobproto, caffe_transform, datum, digits_bytes, float_datum, png,
+                              read_lmdb_records, write_lmdb)
 
 NET = """
 name: "t"
@@ -258,3 +258,27 @@ layer { name: "h5" type: "HDF5Data" top: "data" top: "label"
     batches = list(src)
     np.testing.assert_array_equal(np.concatenate([b["data"] for b in batches]), np.concatenate(parts))
     assert np.concatenate([b["label"] for b in batches]).tolist() == [0, 1, 2, 10, 11, 12, 13]
+
+
+def test_float_data_records_feed_the_transform_as_floats(tmp_path):
+    lmdb = pytest.importorskip("lmdb")
+    rng = np.random.default_rng(4)
+    images = rng.uniform(-3, 300, (6, 2, 7, 9)).astype(np.float32)
+    env = lmdb.open(str(tmp_path / "f_lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, im in enumerate(images):
+            txn.put(b"%03d" % i, float_datum(im, i))
+    env.close()
+    got, label = decode_datum(float_datum(images[2], 2))
+    np.testing.assert_array_equal(got, images[2])
+    path = tmp_path / "net.prototxt"
+    path.write_text((NET % {"db": tmp_path / "f_lmdb", "batch": 3, "extra": "crop_size: 5 mirror: true"})
+                    .replace("num_output: 10", "num_output: 6"))
+    g = graphrt.load(path, phase="TRAIN", input_shape=(2, 7, 9), feed="stored-float32")
+    g.set_outputs(["mnist/transform"])
+    exe = graphrt.compile(g, batch_size=3)
+    (src,) = net_sources(path, "TRAIN")
+    for k, batch in enumerate(src):
+        out = exe(batch)
+        for j, (r, q, m) in enumerate(batch["mnist/window"]):
+            np.testing.assert_array_equal(out[j], caffe_transform(images[3 * k + j], r, q, m, 5, 0.00390625))

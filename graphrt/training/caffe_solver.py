@@ -84,7 +84,8 @@ def _source(net: str, phase: str, seed: int, workers) -> ImageSource:
 
 def _net(net: str, phase: str, source: ImageSource, seed: int):
     image, _ = source.first()  # Caffe too reads the first record to shape the data blob
-    return load(net, phase=phase, input_shape=image.shape, feed="uint8", seed=seed)
+    feed = "uint8" if image.dtype == np.uint8 else "stored-float32"  # Datum data or float_data
+    return load(net, phase=phase, input_shape=image.shape, feed=feed, seed=seed)
 
 
 def _merged(batches, k: int):

@@ -29,6 +29,7 @@ from .prototxt import Message, load_prototxt, parse_prototxt
 from .schema import check_net, suggest
 from .transform import fused_transform
 
+FEEDS = ("float32", "uint8", "stored-float32")  # see load_caffe
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
                "AnnotatedData"}
 
@@ -49,10 +50,11 @@ def load_caffe(path: str | Path | None = None, weights: str | Path | None = None
     ``"uint8"``: the images as stored (``input_shape`` is then the stored C, H, W) and a
     ``<layer>/window`` input (N, 3) int32 of crop offsets and mirror flags, with all of
     ``transform_param`` applied by one ``image_transform`` node (what :mod:`graphrt.data`'s
-    sources feed). The mean file is read when the net is loaded; no data source is opened.
+    sources feed; ``"stored-float32"`` the same for records stored as floats, Caffe's
+    ``float_data``). The mean file is read when the net is loaded; no data source is opened.
     """
-    if feed not in ("float32", "uint8"):
-        raise GraphrtError(f"feed must be 'float32' or 'uint8', got {feed!r}")
+    if feed not in FEEDS:
+        raise GraphrtError(f"feed must be one of {', '.join(map(repr, FEEDS))}, got {feed!r}")
     file = str(path) if path is not None else "<prototxt>"
     net = load_prototxt(path) if text is None else parse_prototxt(text, file)
     net = check_net(net, file)  # caffe.proto's schema: unknown fields are errors, as in Caffe
@@ -231,8 +233,8 @@ class _NetBuilder:
         shape = self.data_shape(layer.get("name"), line)
         data_top = tops[0]
         transform = layer.get("transform_param")
-        if self.feed == "uint8" and ltype in ("Data", "ImageData"):
-            self.graph.add_input(data_top, shape, "uint8")
+        if self.feed != "float32" and ltype in ("Data", "ImageData"):
+            self.graph.add_input(data_top, shape, "uint8" if self.feed == "uint8" else "float32")
             tensor = fused_transform(self, layer, data_top)
             self.blobs[data_top] = tensor
             for extra in tops[1:]:
