@@ -282,3 +282,16 @@ def test_float_data_records_feed_the_transform_as_floats(tmp_path):
         out = exe(batch)
         for j, (r, q, m) in enumerate(batch["mnist/window"]):
             np.testing.assert_array_equal(out[j], caffe_transform(images[3 * k + j], r, q, m, 5, 0.00390625))
+
+
+def test_graphrt_run_takes_its_batch_from_the_nets_data_layer(digits_db, tmp_path, capsys, monkeypatch):
+    from graphrt.cli import main
+
+    root, images, labels = digits_db
+    monkeypatch.chdir(tmp_path)
+    path = _net(tmp_path, root / "raw_lmdb", batch=8, extra="crop_size: 24")
+    assert main(["run", str(path), "--phase", "TRAIN", "--data-layers", "--batch", "8", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["loss"]["shape"] == [] and report["loss"]["value"] > 0

@@ -79,6 +79,9 @@ def _run_parser(sub) -> None:
     _model_args(run)
     run.add_argument("--input", metavar="X.npy|X.npz",
                      help="the input batch: .npy, or .npz with one array per input (default: random normal)")
+    run.add_argument("--data-layers", action="store_true",
+                     help="Caffe: run the first batch of the net's own data layer (its LMDB, image "
+                          "list or HDF5 files) in --phase")
     run.add_argument("--output", metavar="Y.npz|Y.npy",
                      help="write every output: .npz by output name (.npy for a single output)")
     run.add_argument("--top-k", type=_positive, default=5, metavar="K",

@@ -191,6 +191,11 @@ class HDF5Source:
                 out.append({t: np.asarray(f[t]) for t in self.tops})
         return out
 
+    def first(self):
+        """The first row of the data and its label."""
+        batch = next(iter(self))
+        return batch[self.tops[0]][0], batch[self.tops[1]][0] if len(self.tops) > 1 else None
+
     def __iter__(self):
         arrays = self._arrays()
         joined = {t: np.concatenate([a[t] for a in arrays]) for t in self.tops}
@@ -258,3 +263,14 @@ def layer_source(layer: Message, ltype: str, file: str, phase: str, **options):
 def _need(p: Message, field: str, name: str, file: str, layer: Message) -> None:
     if p.get(field) is None:
         raise ParseError(f"data layer {name!r} has no {field}", file=file, line=layer.line, node=name)
+
+
+def load_fed(path, source, phase: str = "TRAIN", stage=(), **options):
+    """``graphrt.load(path)`` for ``source``'s batches: the data blob shaped by the first record
+    (as Caffe shapes it) and fed as stored (uint8, or float32 for ``float_data`` records), the
+    transform on the device. Opens the source (reads one record)."""
+    from ..frontends.loading import load
+
+    image, _ = source.first()
+    feed = "uint8" if image.dtype == np.uint8 else "stored-float32"
+    return load(path, phase=phase, stage=stage, input_shape=image.shape, feed=feed, **options)

@@ -29,9 +29,8 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..data.base import ImageSource
-from ..data.caffe import net_sources
+from ..data.caffe import load_fed, net_sources
 from ..frontends.caffe.solver import Solver, load_solver
-from ..frontends.loading import load
 from ..ir.errors import GraphrtError
 from .trainer import LOSSES, Trainer
 
@@ -83,9 +82,7 @@ def _source(net: str, phase: str, seed: int, workers) -> ImageSource:
 
 
 def _net(net: str, phase: str, source: ImageSource, seed: int):
-    image, _ = source.first()  # Caffe too reads the first record to shape the data blob
-    feed = "uint8" if image.dtype == np.uint8 else "stored-float32"  # Datum data or float_data
-    return load(net, phase=phase, input_shape=image.shape, feed=feed, seed=seed)
+    return load_fed(net, source, phase, seed=seed)  # shaped by the first record, as Caffe does
 
 
 def _merged(batches, k: int):
