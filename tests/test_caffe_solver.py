@@ -226,3 +226,37 @@ def test_caffes_cifar10_quick_solver_and_net_run_unmodified(tmp_path):
     transform = [n for n in g.nodes if n.op == "image_transform"]
     assert len(transform) == 1 and len(transform[0].inputs) == 3  # the mean image, on the device
     assert g.params["cifar_mean"].shape == (3, 32, 32)
+
+
+@pytest.mark.filterwarnings("ignore::graphrt.FallbackWarning")
+@pytest.mark.parametrize("kind,reg", [("SGD", "L1"), ("Nesterov", "L2"), ("Adam", "L2")])
+def test_the_cuda_solver_kernel_steps_as_the_cpu_on_the_stand_in(kind, reg):
+    from tools.cuda_emulator import host_compiler, installed
+
+    from graphrt.training.caffe_solver import CaffeUpdate
+
+    if host_compiler() is None:
+        pytest.skip("no host C++ compiler")
+    rng = np.random.default_rng(0)
+    g = graphrt.Graph("mlp")
+    x = g.add_input("x", (None, 6))
+    w = g.add_param("w", rng.standard_normal((5, 6)).astype(np.float32))
+    b = g.add_param("b", rng.standard_normal(5).astype(np.float32), lr_mult=2, decay_mult=0)
+    g.set_outputs([g.add_node("dense", [x, w, b])])
+    opt = CaffeUpdate(type=kind, lr=0.05, momentum=0.9, weight_decay=0.01, regularization=reg,
+                      policy="multistep", gamma=0.5, stepvalues=(1.0, 2.0))
+    xs, ys = rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 5, 8)
+
+    def train(device):
+        tr = graphrt.Trainer(g, optimizer=opt, device=device, batch_size=8)
+        # the update runs on the device (gradient ops without a cuda kernel yet run on the host)
+        assert not [n for n in tr.exe.host_nodes if "update" in n]
+        for _ in range(3):
+            tr.step(xs, ys)
+        return tr.parameters()
+
+    want = train("cpu")
+    with installed():
+        got = train("cuda")
+    for name in ("w", "b"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)

@@ -18,7 +18,7 @@ from importlib import resources
 import numpy as np
 
 CTYPES = {"float32": "float", "float64": "double"}
-FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim", "image")
+FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim", "image", "solvers")
 
 
 def read_source(name: str) -> str:
@@ -28,7 +28,7 @@ def read_source(name: str) -> str:
 
 PRELUDE = read_source("prelude.cuh")
 SOURCES = {family: read_source(f"{family}.cu") for family in FAMILIES}
-ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM, IMAGE = (SOURCES[f] for f in FAMILIES)
+ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM, IMAGE, SOLVERS = (SOURCES[f] for f in FAMILIES)
 _ALL = "".join(SOURCES.values())
 
 

@@ -23,6 +23,8 @@ tests. Each op family's binders are in a module of their own:
   ``accuracy``; an invalid label gives NaN — a GPU kernel cannot raise), ``sgd_update`` and
   ``counter_inc`` (the optimizer step with Caffe's lr policies read from the device-resident
   iteration counter, and the counter itself).
+- :mod:`~graphrt.devices.cuda.bind.solvers`: ``solver_update`` (Caffe's SGD, Nesterov and Adam,
+  L1 or L2 regularization, the rate from the iteration counter).
 - :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
   mirrored, mean-subtracted, scaled and cast in one pass).
 
@@ -44,6 +46,7 @@ from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_spli
                           bind_unary, bind_zero_pad)
 from .gemm import bind_conv2d, bind_dense, bind_matmul, conv_workspace_bytes
 from .image import bind_image_transform
+from .solvers import bind_solver
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
@@ -60,7 +63,7 @@ BINDERS: dict[str, Callable] = {
     "softmax": bind_softmax("softmax"), "log_softmax": bind_softmax("log_softmax"),
     "softmax_cross_entropy": bind_loss("softmax_cross_entropy"), "nll_loss": bind_loss("nll_loss"),
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
-    "image_transform": bind_image_transform,
+    "image_transform": bind_image_transform, "solver_update": bind_solver,
 }
 
 
@@ -125,6 +128,12 @@ def _sgd(node, ins, outs):
     return _counter(ins[3]) or _floats(ins[:3])
 
 
+def _solver(node, ins, outs):
+    if len(node.attrs["stepvalues"]) > 8:
+        return f"{len(node.attrs['stepvalues'])} step values (the kernel takes up to 8)"
+    return _counter(ins[4]) or _floats(ins[:4])
+
+
 def _image(node, ins, outs):
     if ins[0].dtype not in ("uint8", "float32") or ins[1].dtype != "int32":
         return f"images of dtype {ins[0].dtype} with a window of dtype {ins[1].dtype}"
@@ -135,7 +144,7 @@ CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "dense": _ranked(2, 2), "batch_norm": _ranked(2, 4),
     "channel_affine": _ranked(2, 4), "softmax_cross_entropy": _loss, "nll_loss": _loss,
-    "accuracy": _loss, "sgd_update": _sgd, "image_transform": _image,
+    "accuracy": _loss, "sgd_update": _sgd, "image_transform": _image, "solver_update": _solver,
     "step_counter": lambda node, ins, outs: _counter(ins[0]),
 }
 
