@@ -260,3 +260,14 @@ def test_the_cuda_solver_kernel_steps_as_the_cpu_on_the_stand_in(kind, reg):
         got = train("cuda")
     for name in ("w", "b"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
+def test_iter_size_steps_on_iter_size_batches_at_once(lenet_dir):
+    from graphrt.training.caffe_solver import run_solver
+
+    _, (train_records, _) = lenet_dir
+    Path("solver.prototxt").write_text((SOLVER % {"interval": 100, "max_iter": 2}) + "iter_size: 3\n")
+    consumed = []
+    result = run_solver("solver.prototxt", on_batch=consumed.append, log=lambda line: None)
+    assert result["trainer"].batch_size == 96 and len(consumed) == 2
+    assert consumed[1]["label"].tolist() == [lab for _, lab in train_records[96:192]]
