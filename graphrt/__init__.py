@@ -32,17 +32,17 @@ from .ops.reference import run_reference  # noqa: F401
 from .scheduler import Executable, NumericsError, compile  # noqa: F401,A001
 from .training import optim  # noqa: F401
 from .training.trainer import Trainer  # noqa: F401
-from . import data  # noqa: F401,E402  (graphrt.data: the sources of real input pipelines)
 
 sys.modules[__name__ + ".limits"] = limits  # ``import graphrt.limits``: the same module object
 
 __version__ = "0.1.0"
 
-_LAZY = {"testing": "graphrt.testing"}
+_LAZY = {"testing": "graphrt.testing", "data": "graphrt.data"}  # loaded on first use
 
 
 def __getattr__(name: str):
-    """``graphrt.testing`` without importing it (and hypothesis) with ``import graphrt``."""
+    """``graphrt.testing`` (and hypothesis) and ``graphrt.data`` (and the Caffe frontend) are
+    imported on first use, not with ``import graphrt``."""
     if name in _LAZY:
         return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module 'graphrt' has no attribute {name!r}")
