@@ -98,30 +98,87 @@ def run_solver(solver: Solver | str, *, device=None, workers: int | None = None,
                log: Callable[[str], None] = print,
                on_batch: Callable[[dict], None] | None = None) -> dict:
     """Train as the solver says; see the module docstring. ``device`` overrides ``solver_mode``;
-    ``on_batch`` sees every TRAIN batch as it is fed. Returns the last test scores
-    (``{"test": [{output: value}], "iterations": n}``)."""
+    ``on_batch`` sees every TRAIN batch as it is fed. Returns ``{"test": [{output: mean}] (the last
+    test of each TEST net), "iterations": n, "trainer": the Trainer}``."""
     s = load_solver(solver) if isinstance(solver, (str, os.PathLike)) else solver
-    seed = max(s.random_seed, 0)
-    train_src = _source(s.train_net, "TRAIN", seed, workers)
-    graph = _net(s.train_net, "TRAIN", train_src, seed)
-    trainer = Trainer(graph, optimizer=CaffeUpdate.of(s), device=device or s.device,
-                      batch_size=train_src.batch_size * s.iter_size, seed=seed)
-    tests = []
-    for k, net in enumerate(s.test_nets if s.test_iter else []):
-        src = _source(net, "TEST", seed, workers)
-        tests.append((_net(net, "TEST", src, seed), src, iter(src), s.test_iter[k]))
-    log(glog("solver.cpp:44", f"Solving {graph.name}"))
-    log(glog("solver.cpp:48", f"Learning Rate Policy: {s.lr_policy}"))
-    scores: list = []
+    return _Run(s, device, workers, log).solve(on_batch)
 
-    def test(it: int):
+
+class _Run:
+    """One solver run: the TRAIN trainer, the TEST nets with their sources, the log."""
+
+    def __init__(self, s: Solver, device, workers, log):
+        self.s, self.log, seed = s, log, max(s.random_seed, 0)
+        self.train_src = _source(s.train_net, "TRAIN", seed, workers)
+        graph = _net(s.train_net, "TRAIN", self.train_src, seed)
+        self.trainer = Trainer(graph, optimizer=CaffeUpdate.of(s), device=device or s.device,
+                               batch_size=self.train_src.batch_size * s.iter_size, seed=seed)
+        self.tests = []  # (graph, source, its running iterator, test_iter)
+        for k, net in enumerate(s.test_nets if s.test_iter else []):
+            src = _source(net, "TEST", seed, workers)
+            self.tests.append((_net(net, "TEST", src, seed), src, iter(src), s.test_iter[k]))
+        self.scores: list = []
+        self.losses: list = []
+
+    def solve(self, on_batch) -> dict:
+        s, log = self.s, self.log
+        log(glog("solver.cpp:44", f"Solving {self.trainer.graph.name}"))
+        log(glog("solver.cpp:48", f"Learning Rate Policy: {s.lr_policy}"))
+        src = iter(self.train_src)
+        batches = _merged(src, s.iter_size) if s.iter_size > 1 else src
+        if on_batch is not None:
+            batches = (on_batch(b) or b for b in batches)
+        it = 0
+        while it < s.max_iter:
+            if self._due(it) and (it or s.test_initialization):
+                self.test(it)
+            # up to the next test: each segment is one pass of the prefetch pipeline
+            end = min(s.max_iter, (it // s.test_interval + 1) * s.test_interval) \
+                if self._due(0) else s.max_iter
+            it = self.train(itertools.islice(batches, end - it), it)
+        if s.snapshot_after_train:
+            _snapshot(self.trainer, s, it, log)
+        if s.display and it % s.display == 0 and self.losses:
+            log(glog("solver.cpp:310", f"Iteration {it}, loss = {self._smoothed():g}"))
+        if self._due(it):
+            self.test(it)
+        log(glog("solver.cpp:315", "Optimization Done."))
+        return {"test": self.scores[-len(self.tests):] if self.tests else [], "iterations": it,
+                "trainer": self.trainer}
+
+    def _due(self, it: int) -> bool:
+        return bool(self.tests and self.s.test_interval and it % self.s.test_interval == 0)
+
+    def _smoothed(self) -> float:
+        return sum(self.losses) / len(self.losses)
+
+    def train(self, segment, it: int) -> int:
+        """Steps over ``segment``, from iteration ``it``; returns the next iteration."""
+        s, log, tr = self.s, self.log, self.trainer
+        for out in tr.exe.stream(segment, outputs="device", copy=False):
+            shown = s.display and it % s.display == 0
+            if s.average_loss > 1 or shown:  # Caffe's smoothed loss: the last average_loss losses
+                self.losses = (self.losses + [tr._read_loss(out)])[-s.average_loss:]
+            if shown:
+                log(glog("solver.cpp:218", f"Iteration {it}, loss = {self._smoothed():g}"))
+                log(glog("solver.cpp:237", "    Train net output #0: "
+                         + _score(tr.train_graph, tr.loss_name, self._smoothed())))
+                log(glog("sgd_solver.cpp:105", f"Iteration {it}, lr = {_rate(s, it):g}"))
+            it += 1
+            tr.steps += 1
+            if s.snapshot and it % s.snapshot == 0 and it < s.max_iter:
+                _snapshot(tr, s, it, log)
+        return it
+
+    def test(self, it: int) -> None:
+        """Each TEST net over its next ``test_iter`` batches with the current weights."""
         from ..scheduler.executable import compile
 
-        params = trainer.parameters()
-        for k, (g, src, batches, count) in enumerate(tests):
-            log(glog("solver.cpp:330", f"Iteration {it}, Testing net (#{k})"))
+        params = self.trainer.parameters()
+        for k, (g, src, batches, count) in enumerate(self.tests):
+            self.log(glog("solver.cpp:330", f"Iteration {it}, Testing net (#{k})"))
             g.params.update({n: v for n, v in params.items() if n in g.params})
-            exe = compile(g, device=trainer.exe.device, batch_size=src.batch_size)
+            exe = compile(g, device=self.trainer.exe.device, batch_size=src.batch_size)
             sums: dict = {}
             for b in itertools.islice(batches, count):
                 out = exe(b)
@@ -129,47 +186,9 @@ def run_solver(solver: Solver | str, *, device=None, workers: int | None = None,
                 for name, v in out.items():
                     sums[name] = sums.get(name, 0.0) + float(v)
             result = {name: v / count for name, v in sums.items()}
-            scores.append(result)
+            self.scores.append(result)
             for i, (name, v) in enumerate(result.items()):
-                log(glog("solver.cpp:397", f"    Test net output #{i}: {_score(g, name, v)}"))
-
-    def due(it: int) -> bool:
-        return bool(tests and s.test_interval and it % s.test_interval == 0
-                    and (it or s.test_initialization))
-
-    batches = _merged(iter(train_src), s.iter_size) if s.iter_size > 1 else iter(train_src)
-    if on_batch is not None:
-        batches = (on_batch(b) or b for b in batches)
-    losses: list = []
-    it = 0
-    while it < s.max_iter:
-        if due(it):
-            test(it)
-        # to the next test (each segment is one pass of the prefetch pipeline)
-        end = min(s.max_iter, (it // s.test_interval + 1) * s.test_interval) \
-            if tests and s.test_interval else s.max_iter
-        segment = itertools.islice(batches, end - it)
-        for out in trainer.exe.stream(segment, outputs="device", copy=False):
-            if s.average_loss > 1 or (s.display and it % s.display == 0):
-                losses = (losses + [trainer._read_loss(out)])[-s.average_loss:]
-            if s.display and it % s.display == 0:
-                smoothed = sum(losses) / len(losses)
-                log(glog("solver.cpp:218", f"Iteration {it}, loss = {smoothed:g}"))
-                log(glog("solver.cpp:237", "    Train net output #0: "
-                         + _score(trainer.train_graph, trainer.loss_name, smoothed)))
-                log(glog("sgd_solver.cpp:105", f"Iteration {it}, lr = {_rate(s, it):g}"))
-            it += 1
-            trainer.steps += 1
-            if s.snapshot and it % s.snapshot == 0 and it < s.max_iter:
-                _snapshot(trainer, s, it, log)
-    if s.snapshot_after_train:
-        _snapshot(trainer, s, it, log)
-    if s.display and it % s.display == 0 and losses:
-        log(glog("solver.cpp:310", f"Iteration {it}, loss = {sum(losses) / len(losses):g}"))
-    if tests and s.test_interval and it % s.test_interval == 0:
-        test(it)
-    log(glog("solver.cpp:315", "Optimization Done."))
-    return {"test": scores[-len(tests):] if tests else [], "iterations": it, "trainer": trainer}
+                self.log(glog("solver.cpp:397", f"    Test net output #{i}: {_score(g, name, v)}"))
 
 
 def _score(graph, name: str, value: float) -> str:
