@@ -133,9 +133,12 @@ def run(root: Path, max_iter: int | None = None, test_iter: int | None = None, l
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-iter", type=int, help="stop after this many iterations (default: the solver's 4000)")
-    parser.add_argument("--test-iter", type=int, help="test batches per test (default: the solver's 100)")
-    parser.add_argument("--dir", type=Path, help="where to lay out Caffe's files (default: a temporary folder)")
+    parser.add_argument("--max-iter", type=int,
+                        help="stop after this many iterations (default: the solver's 4000)")
+    parser.add_argument("--test-iter", type=int,
+                        help="test batches per test (default: the solver's 100)")
+    parser.add_argument("--dir", type=Path,
+                        help="where to lay out Caffe's files (default: a temporary folder)")
     args = parser.parse_args(argv)
     root = args.dir or Path(tempfile.mkdtemp(prefix="cifar10_quick_"))
     if not (root / "examples" / "cifar10" / "cifar10_train_lmdb").exists():

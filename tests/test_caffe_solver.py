@@ -125,7 +125,8 @@ def test_a_missing_net_names_the_solver_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "solver.prototxt"
     path.write_text(SOLVER % {"interval": 1, "max_iter": 1})
-    with pytest.raises(graphrt.ParseError, match=r"solver.prototxt line 1: net 'lenet_train_test.prototxt' does not exist"):
+    with pytest.raises(graphrt.ParseError,
+                       match=r"solver.prototxt line 1: net 'lenet_train_test.prototxt' does not exist"):
         load_solver(path)
 
 

@@ -49,7 +49,7 @@ def decode_image(data: bytes, color: bool | None = None, size: tuple | None = No
 def _decode_image(Image, data, color, size, bgr):
     with Image.open(io.BytesIO(data)) as im:
         if color is None:
-            color = im.mode not in ("L", "I;16", "I", "1", "P") or (im.mode == "P" and "transparency" in im.info)
+            color = im.mode not in ("L", "LA", "I;16", "I", "1")  # grey stays one channel
         im = im.convert("RGB" if color else "L")
         if size is not None and tuple(size) != (im.height, im.width):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
