@@ -152,7 +152,8 @@ def test_signatures_parse_and_match_the_host_wrappers():
     params = kernel_params()
     assert set(params) == set(SIGNATURES) == {
         "ew_unary", "ew_nary", "copy_nd", "pad_nd", "bias_act", "im2col", "gemm", "pool2d", "lrn",
-        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc"}
+        "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc",
+        "image_transform", "solver_update"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss"}
     for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
