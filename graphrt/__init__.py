@@ -37,12 +37,13 @@ sys.modules[__name__ + ".limits"] = limits  # ``import graphrt.limits``: the sam
 
 __version__ = "0.1.0"
 
-_LAZY = {"testing": "graphrt.testing", "distributed": "graphrt.distributed"}
+_LAZY = {"testing": "graphrt.testing", "distributed": "graphrt.distributed",
+         "data": "graphrt.data"}  # loaded on first use
 
 
 def __getattr__(name: str):
-    """``graphrt.testing`` and ``graphrt.distributed`` without importing them (and hypothesis, torch)
-    with ``import graphrt``."""
+    """``graphrt.testing`` (and hypothesis), ``graphrt.distributed`` (and torch) and ``graphrt.data``
+    (and the Caffe frontend) are imported on first use, not with ``import graphrt``."""
     if name in _LAZY:
         return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module 'graphrt' has no attribute {name!r}")

@@ -36,12 +36,14 @@ ALLOWED = {
     "graphrt.devices.cuda": {"graphrt.ir", "graphrt.ops", "graphrt.memory", PROTOCOL, "graphrt.devices.cuda"},
     "graphrt.scheduler": {"graphrt.ir", "graphrt.ops", "graphrt.passes", "graphrt.memory", PROTOCOL,
                           "graphrt.scheduler"},
+    # data sources read the frameworks' records (Caffe's messages through its frontend)
+    "graphrt.data": {"graphrt.ir", "graphrt.ops", "graphrt.frontends", "graphrt.data"},
     "graphrt.training": {"graphrt.ir", "graphrt.ops", "graphrt.passes", "graphrt.memory",
-                         "graphrt.scheduler", "graphrt.frontends", "graphrt.training"},
+                         "graphrt.scheduler", "graphrt.frontends", "graphrt.data", "graphrt.training"},
     # data-parallel training and Ray Data inference: above training (torch and ray imported lazily)
     "graphrt.distributed": {"graphrt.ir", "graphrt.ops", "graphrt.passes", "graphrt.memory", PROTOCOL,
-                            "graphrt.scheduler", "graphrt.frontends", "graphrt.training",
-                            "graphrt.distributed"},
+                            "graphrt.scheduler", "graphrt.frontends", "graphrt.data",
+                            "graphrt.training", "graphrt.distributed"},
     # the ONNX backend runs graphs (onnx.backend.base.Backend): it sits above the scheduler
     "graphrt.frontends.onnx.backend": {"graphrt.ir", "graphrt.ops", "graphrt.frontends", PROTOCOL,
                                        "graphrt.scheduler"},

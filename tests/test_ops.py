@@ -19,6 +19,8 @@ import test_activation_ops as act_ops  # the activations of graphrt.ops.activati
 import test_binary_reduce_ops as br_ops  # binary, reduce and layer_norm ops (naive_ext)
 import test_spatial_index_ops as si_ops  # resize, conv2d_transpose, slicing and indexing
 import test_grad_ops as grad_ops  # the gradient and training ops' tests (naive loops: naive_grad)
+import test_data_pipeline as data_ops  # image_transform against Caffe's transformer loop
+import test_caffe_solver as solver_ops  # solver_update against Caffe's update formulas
 from graphrt import Graph
 from graphrt.ops import OpPattern, all_ops
 from naive import assert_close
@@ -778,6 +780,8 @@ NAIVE_TESTS = {
     "embedding_grad": si_ops.test_embedding_and_its_gradient_against_naive,
     "pad_grad": si_ops.test_pad_grad_is_the_adjoint_of_the_naive_pad,
     "all_reduce": test_all_reduce,
+    "image_transform": data_ops.test_image_transform_is_caffes_transformer_loop,
+    "solver_update": solver_ops.test_each_update_rule_is_its_documented_formula,
 }
 
 

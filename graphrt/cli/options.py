@@ -85,6 +85,9 @@ def _run_parser(sub) -> None:
     _model_args(run)
     run.add_argument("--input", metavar="X.npy|X.npz",
                      help="the input batch: .npy, or .npz with one array per input (default: random normal)")
+    run.add_argument("--data-layers", action="store_true",
+                     help="Caffe: run the first batch of the net's own data layer (its LMDB, image "
+                          "list or HDF5 files) in --phase")
     run.add_argument("--output", metavar="Y.npz|Y.npy",
                      help="write every output: .npz by output name (.npy for a single output)")
     run.add_argument("--top-k", type=_positive, default=5, metavar="K",
@@ -144,9 +147,12 @@ def _plan_parser(sub) -> None:
 
 
 def _train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train a model with SGD on an .npz of inputs and labels")
+    train = sub.add_parser("train", help="train a model with SGD on an .npz of inputs and labels, "
+                                         "or run a Caffe solver.prototxt (as caffe train does)")
     _model_args(train, batch=64)
-    train.add_argument("--data", required=True, help=".npz with arrays x and y, or 'digits'")
+    train.add_argument("--data", help=".npz with arrays x and y, or 'digits' (not for a solver)")
+    train.add_argument("--workers", type=_positive, help="decoding threads of a solver's data layers "
+                       "(default: half the cores)")
     train.add_argument("--epochs", type=_positive, default=1, help="passes over the data (default 1)")
     train.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")

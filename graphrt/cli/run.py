@@ -14,15 +14,32 @@ def cmd_run(args) -> int:
     import graphrt
 
     out = out_path(args.output, (".npz", ".npy"), "the outputs") if args.output else None
-    graph = load_model(args)
+    if args.data_layers:
+        graph, batch = _from_data_layer(args)
+    else:
+        graph = load_model(args)
+        batch = read_inputs(args.input) if args.input else random_batch(graph, args.batch)
     exe = graphrt.compile(graph, device=device_of(args), batch_size=args.batch, opt_level=args.opt_level)
-    y = exe(read_inputs(args.input) if args.input else random_batch(graph, args.batch))
+    y = exe(batch)
     outputs = y if isinstance(y, dict) else {graph.outputs[0]: y}
     if out is not None:
         write_outputs(outputs, out)
     report = {name: describe(graph, name, np.asarray(v), args.top_k) for name, v in outputs.items()}
     emit(args, report, "\n".join(format_output(n, r) for n, r in report.items()))
     return 0
+
+
+def _from_data_layer(args):
+    """The net fed by its own data layer (``--data-layers``) and that layer's first batch."""
+    from ..data.caffe import load_fed, net_sources
+
+    stage = tuple(args.caffe_stage or ())
+    sources = net_sources(args.model, args.phase, stage, batch_size=args.batch)
+    if len(sources) != 1:
+        raise GraphrtError(f"--data-layers needs one data layer in phase {args.phase}, the net has "
+                           f"{len(sources)}", file=str(args.model))
+    graph = load_fed(args.model, sources[0], args.phase, stage, weights=args.weights)
+    return graph, next(iter(sources[0]))
 
 
 def write_outputs(outputs: dict, path) -> None:

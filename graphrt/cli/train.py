@@ -40,6 +40,13 @@ def cmd_train(args) -> int:
 
     if not hasattr(graphrt, "Trainer"):
         raise GraphrtError("training is not available yet")
+    from ..frontends.caffe.solver import is_solver
+
+    if is_solver(args.model):
+        return _run_solver(args)
+    if args.data is None:
+        raise InputError("graphrt train needs --data (an .npz of x and y, or 'digits') unless the "
+                         "model is a Caffe solver.prototxt")
     graph = load_model(args)
     x, y = training_data(args.data)
     spec = graph.specs[graph.inputs[0]]
@@ -80,3 +87,25 @@ def _distributed(args, graph, optimizer, x, y):
     trainer = DistributedTrainer(graph, loss=args.loss, optimizer=optimizer, device=args.device,
                                  batch_size=sampler.local_batch, opt_level=args.opt_level)
     return trainer, sampler.batches(x, y, trainer), len(sampler)
+
+
+def _run_solver(args) -> int:
+    """``graphrt train solver.prototxt``: the solver's nets, data layers and schedule; caffe
+    train's log on stdout. The device is the solver's ``solver_mode`` (CPU: cpu; GPU: cuda where
+    there is a GPU), unless ``--device cuda`` or ``--device auto`` is given."""
+    from ..frontends.caffe.solver import load_solver
+    from ..training.caffe_solver import run_solver
+
+    solver = load_solver(args.model)
+    device = None if args.device == "cpu" else args.device
+    if device is None and solver.solver_mode == "GPU" and solver.device_id:
+        from ..devices.cuda import CudaDevice, cuda_available
+
+        device = CudaDevice(solver.device_id) if cuda_available() else None
+    start = time.perf_counter()
+    result = run_solver(solver, device=device, workers=args.workers, log=lambda line: print(line, flush=True))
+    report = {"iterations": result["iterations"], "seconds": time.perf_counter() - start,
+              "test": result["test"]}
+    if args.json:
+        emit(args, report, "")
+    return 0

@@ -73,14 +73,16 @@ def _is_graphrt_archive(path: Path) -> bool:
 @bounded_memory
 def load(path: str | Path, format: str | None = None, weights: str | Path | None = None, *,
          phase: str = "TEST", stage: str | Sequence[str] = (),
-         input_shape: Sequence[int] | None = None, classes: int | None = None, seed: int = 0) -> Graph:
+         input_shape: Sequence[int] | None = None, classes: int | None = None, seed: int = 0,
+         feed: str = "float32") -> Graph:
     """Load a model file as a :class:`Graph` with its parameters filled.
 
     ``phase``/``stage``/``classes`` apply to Caffe (``stage`` is one stage name or a sequence of
     them); ``input_shape`` (C, H, W) gives inputs whose shape the file does not state (Caffe data
     layers, MXNet symbols, symbolic ONNX dimensions) — given for a file that states a different one,
     it is an :class:`InputError`, never ignored; ``seed`` seeds the initializers used when no weights
-    are given.
+    are given. ``feed="uint8"`` (Caffe) makes ``Data``/``ImageData`` layers take the stored uint8
+    images and apply ``transform_param`` on the device (see :mod:`graphrt.data`).
 
     >>> g = graphrt.load("lenet.prototxt", weights="lenet_iter_10000.caffemodel")  # doctest: +SKIP
     """
@@ -89,7 +91,7 @@ def load(path: str | Path, format: str | None = None, weights: str | Path | None
         raise GraphrtError("no such model file", file=str(path))
     graph = _load(path, format or detect_format(path), weights, phase=phase,
                   stage=(stage,) if isinstance(stage, str) else tuple(stage), input_shape=input_shape,
-                  classes=classes, seed=seed)
+                  classes=classes, seed=seed, feed=feed)
     return check_input_shape(graph, input_shape, path)
 
 
@@ -108,12 +110,13 @@ def check_input_shape(graph: Graph, input_shape, path: Path) -> Graph:
                      "out, or change the file", file=str(path))
 
 
-def _load(path: Path, fmt: str, weights, *, phase, stage, input_shape, classes, seed) -> Graph:
+def _load(path: Path, fmt: str, weights, *, phase, stage, input_shape, classes, seed,
+          feed="float32") -> Graph:
     if fmt == "caffe":
         from .caffe.net import load_caffe
 
         return load_caffe(path, weights, phase=phase, stage=stage, input_shape=input_shape,
-                          classes=classes, seed=seed)
+                          classes=classes, seed=seed, feed=feed)
     if fmt == "mxnet":
         from .mxnet import load_mxnet
 

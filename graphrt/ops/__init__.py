@@ -7,5 +7,6 @@ Imports ``ir`` only.
 """
 from .registry import REQUIRED, Attr, OpDef, OpPattern, all_ops, get_op, register  # noqa: F401
 from . import conv, dense, elementwise, loss, math, norm, optim, pool, shape, softmax, transfer  # noqa: F401,E402
-from . import activation, binary, collective, deconv, index, layer_norm, reduce, resize  # noqa: F401,E402
+from . import activation, binary, collective, deconv, image, index, layer_norm, reduce, resize  # noqa: F401,E402
+from . import solvers  # noqa: F401,E402
 from . import grad, grad_spatial  # noqa: F401,E402  (the ops backward rules emit)

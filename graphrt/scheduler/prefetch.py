@@ -153,7 +153,7 @@ class Prefetcher:
         program = self.exe.program(n, slot)
         start = time.perf_counter()
         self.exe.device.to_device(raw, program.packed)
-        self.exe.ledger.record("HtoD", raw.nbytes, time.perf_counter() - start)
+        self.exe.ledger.record("HtoD", raw.nbytes, time.perf_counter() - start, items=n)
 
     # ---- consumer (compute) ---------------------------------------------------------------------
     def __iter__(self):

@@ -177,13 +177,16 @@ def add_updates(graph: Graph, grads: dict[str, str], optimizer: SGD) -> None:
     """An ``sgd_update`` per parameter after all its readers, then the step counter."""
     if ITERATION not in graph.params:
         graph.add_param(ITERATION, np.zeros((), np.float64), trainable=False)
+    op = getattr(optimizer, "op", "sgd_update")  # another optimizer names its op and state count
     for p, grad in grads.items():
         info = graph.param_info[p]
-        velocity = graph.add_param(f"{p}/velocity", np.zeros_like(graph.params[p]), trainable=False)
+        states = [graph.add_param(f"{p}/velocity" if k == 0 else f"{p}/history{k + 1}",
+                                  np.zeros_like(graph.params[p]), trainable=False)
+                  for k in range(getattr(optimizer, "states", 1))]
         readers = tuple(n.name for n in graph.consumers(p))
         attrs = dict(optimizer.attrs(), lr_mult=info.lr_mult, decay_mult=info.decay_mult)
         name = graph.unique_name(f"{p}/update")
-        graph.add_node("sgd_update", [p, grad, velocity, ITERATION], name=name, attrs=attrs)
+        graph.add_node(op, [p, grad, *states, ITERATION], name=name, attrs=attrs)
         _set_after(graph, name, readers)
     readers = tuple(n.name for n in graph.consumers(ITERATION))
     graph.add_node("step_counter", [ITERATION], name="step_counter")

@@ -19,7 +19,8 @@ import numpy as np
 
 CTYPES = {"float32": "float", "float64": "double"}
 FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim", "grad",
-            "grad_spatial")
+            "grad_spatial",
+            "image", "solvers")
 
 
 def read_source(name: str) -> str:

@@ -27,7 +27,9 @@ from .caffemodel import read_caffemodel
 from ...ir.limits import Budget
 from .prototxt import Message, load_prototxt, parse_prototxt
 from .schema import check_net, suggest
+from .transform import fused_transform
 
+FEEDS = ("float32", "uint8", "stored-float32")  # see load_caffe
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Python",
                "AnnotatedData"}
 
@@ -36,18 +38,29 @@ DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "Wind
 def load_caffe(path: str | Path | None = None, weights: str | Path | None = None, *,
                text: str | None = None, phase: str = "TEST", stage: str | Sequence[str] = (),
                input_shape: Sequence[int] | None = None, classes: int | None = None,
-               seed: int = 0) -> Graph:
+               seed: int = 0, feed: str = "float32") -> Graph:
     """Load a Caffe net definition (``path`` or ``text``) and optionally its trained weights.
 
     ``input_shape`` (C, H, W) gives the shape of ``Data``-style inputs, whose shape lives in a
     database rather than the prototxt, and of a deploy input no layer declares (DIGITS). ``classes``
     fills an ``InnerProduct`` that has no ``num_output`` (DIGITS sets it to the dataset's classes).
+
+    ``feed`` says what a ``Data``/``ImageData`` layer's input takes: ``"float32"`` (images already
+    cropped and mirrored by the caller; ``scale`` and ``mean_value`` applied in the graph) or
+    ``"uint8"``: the images as stored (``input_shape`` is then the stored C, H, W) and a
+    ``<layer>/window`` input (N, 3) int32 of crop offsets and mirror flags, with all of
+    ``transform_param`` applied by one ``image_transform`` node (what :mod:`graphrt.data`'s
+    sources feed; ``"stored-float32"`` the same for records stored as floats, Caffe's
+    ``float_data``). The mean file is read when the net is loaded; no data source is opened.
     """
+    if feed not in FEEDS:
+        raise GraphrtError(f"feed must be one of {', '.join(map(repr, FEEDS))}, got {feed!r}")
     file = str(path) if path is not None else "<prototxt>"
     net = load_prototxt(path) if text is None else parse_prototxt(text, file)
     net = check_net(net, file)  # caffe.proto's schema: unknown fields are errors, as in Caffe
     stages = (stage,) if isinstance(stage, str) else tuple(stage)  # one stage, or several
     builder = _NetBuilder(net, file, phase.upper(), stages, input_shape, classes, seed)
+    builder.feed = feed
     graph = builder.build()
     if weights is not None:
         apply_caffemodel(graph, builder.blob_owners, weights)
@@ -74,6 +87,7 @@ class _NetBuilder:
         self.net, self.file, self.phase, self.stages = net, file, phase, stages
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.classes = classes
+        self.feed = "float32"  # see load_caffe
         self.rng = np.random.default_rng(seed)
         self.graph = Graph(str(net.get("name", Path(file).stem)))
         self.blobs: dict[str, str] = {}      # Caffe blob name -> current graph tensor
@@ -218,9 +232,17 @@ class _NetBuilder:
             return
         shape = self.data_shape(layer.get("name"), line)
         data_top = tops[0]
+        transform = layer.get("transform_param")
+        if self.feed != "float32" and ltype in ("Data", "ImageData"):
+            self.graph.add_input(data_top, shape, "uint8" if self.feed == "uint8" else "float32")
+            tensor = fused_transform(self, layer, data_top)
+            self.blobs[data_top] = tensor
+            for extra in tops[1:]:
+                self.graph.add_input(extra, (None,), "int64")
+                self.blobs[extra] = extra
+            return
         self.graph.add_input(data_top, shape)
         tensor = data_top
-        transform = layer.get("transform_param")
         if transform is not None:
             tensor = caffe_layers.data_transform(self, layer, transform, tensor)
         self.blobs[data_top] = tensor

@@ -29,6 +29,10 @@ tests. Each op family's binders are in a module of their own:
   pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients, channel
   sums), ``batch_norm_train`` with its running averages, and ``dropout_train`` (Philox4x32-10 on
   the device, no host mask).
+- :mod:`~graphrt.devices.cuda.bind.solvers`: ``solver_update`` (Caffe's SGD, Nesterov and Adam,
+  L1 or L2 regularization, the rate from the iteration counter).
+- :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
+  mirrored, mean-subtracted, scaled and cast in one pass).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -49,6 +53,8 @@ from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_spli
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
+from .image import bind_image_transform
+from .solvers import bind_solver
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
@@ -67,6 +73,7 @@ BINDERS: dict[str, Callable] = {
     "softmax_cross_entropy": bind_loss("softmax_cross_entropy"), "nll_loss": bind_loss("nll_loss"),
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
     **GRAD_BINDERS,
+    "image_transform": bind_image_transform, "solver_update": bind_solver,
 }
 
 
@@ -146,6 +153,18 @@ def _sgd(node, ins, outs):
     return _counter(ins[3]) or _floats(ins[:3])
 
 
+def _solver(node, ins, outs):
+    if len(node.attrs["stepvalues"]) > 8:
+        return f"{len(node.attrs['stepvalues'])} step values (the kernel takes up to 8)"
+    return _counter(ins[4]) or _floats(ins[:4])
+
+
+def _image(node, ins, outs):
+    if ins[0].dtype not in ("uint8", "float32") or ins[1].dtype != "int32":
+        return f"images of dtype {ins[0].dtype} with a window of dtype {ins[1].dtype}"
+    return _floats(outs + ins[2:])
+
+
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
@@ -157,6 +176,7 @@ CHECKS = {
     "dense_grad_input": _ranked(2, 2), "dense_grad_weight": _ranked(2, 2),
     "max_pool_grad": _ranked(4, 4), "avg_pool_grad": _ranked(4, 4), "lrn_grad": _ranked(4, 4),
     "batch_norm_train": _ranked(2, 4), "batch_norm_train_grad": _ranked(2, 4),
+    "image_transform": _image, "solver_update": _solver,
 }
 
 

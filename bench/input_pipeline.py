@@ -1,0 +1,177 @@
+"""The input pipeline alone — read, decode, transform, upload — against PyTorch's ``DataLoader`` doing
+the same work with the same number of workers, and the bytes each image costs on the bus.
+
+    python bench/input_pipeline.py [--images 2000] [--batch 100] [--workers 2] [--device cpu]
+                                   [--encoded png|raw] [--repeat 3]
+
+Both read the same LMDB of CIFAR-10-sized Caffe ``Datum`` records (PNG-encoded by default, decoded
+with Pillow) and apply Caffe's TRAIN transform (random 28x28 crop, random mirror, a mean image,
+scale). graphrt: ``graphrt.data``'s source (decoding on worker threads) streamed through an
+executable whose only node is the fused ``image_transform`` (on the device: uint8 crosses the bus),
+outputs left on the device. PyTorch: a ``Dataset`` decoding and transforming each record in numpy
+(the same arithmetic, float32) in ``DataLoader`` worker processes, each batch copied to the device
+as float32 (``.to(device)``: a no-op on the cpu). Each side runs ``--repeat`` passes, the best
+counted. Machine-dependent: quote the numbers with the machine and the load average printed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import graphrt
+from graphrt import Graph
+from graphrt.frontends.caffe.transform import Transform
+
+C, H, W, CROP, SCALE = 3, 32, 32, 28, 0.00390625
+
+
+def make_lmdb(path: Path, n: int, encoded: str) -> np.ndarray:
+    import lmdb
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from caffe_cifar10_quick_solver import datum, images
+
+    x, y = images(n, 0)
+    env = lmdb.open(str(path), map_size=1 << 31)
+    with env.begin(write=True) as txn:
+        for i, (im, lab) in enumerate(zip(x, y)):
+            if encoded == "png":
+                buf = io.BytesIO()
+                Image.fromarray(im.transpose(1, 2, 0)[:, :, ::-1]).save(buf, format="PNG")
+                rec = (b"\x22" + _varint(len(buf.getvalue())) + buf.getvalue() + b"\x28"
+                       + _varint(int(lab)) + b"\x38\x01")
+            else:
+                rec = datum(im, int(lab))
+            txn.put(b"%06d" % i, rec)
+    env.close()
+    return x.astype(np.float32).mean(axis=0)
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | 0x80 if v else b)
+        if not v:
+            return bytes(out)
+
+
+def graphrt_pipeline(db: Path, mean: np.ndarray, batch: int, workers: int, device: str, repeat: int):
+    from graphrt.data import LMDBSource
+
+    g = Graph("input")
+    x = g.add_input("data", (None, C, H, W), "uint8")
+    win = g.add_input("window", (None, 3), "int32")
+    g.add_input("label", (None,), "int64")
+    m = g.add_param("mean", mean.astype(np.float32), trainable=False)
+    g.set_outputs([g.add_node("image_transform", [x, win, m], attrs={"crop": CROP, "scale": SCALE})])
+    g.set_outputs(list(g.outputs) + ["label"])
+    exe = graphrt.compile(g, device=device, batch_size=batch)
+    transform = Transform(scale=SCALE, crop_size=CROP, mirror=True, train=True)
+    best = None
+    for _ in range(repeat):
+        src = LMDBSource(db, batch_size=batch, transform=transform, workers=workers)
+        exe.ledger.reset()
+        start = time.perf_counter()
+        n = 0
+        for out in exe.stream(src, outputs="device", copy=False):
+            n += batch
+        exe.device.synchronize() if hasattr(exe.device, "synchronize") else None
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return n / best, exe.ledger.bytes_per_item(), exe.ledger.summary()["HtoD"]["invocations"]
+
+
+class _TorchSet:
+    """The same records, decoded and transformed per sample in numpy (Caffe's order), float32."""
+
+    def __init__(self, db: Path, mean: np.ndarray):
+        self.db, self.mean, self.env = str(db), mean.astype(np.float32), None
+        import lmdb
+
+        env = lmdb.open(self.db, readonly=True, lock=False)
+        with env.begin() as txn:
+            self.keys = [k for k, _ in txn.cursor()]
+        env.close()
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        import lmdb
+
+        from graphrt.data import decode_datum
+
+        if self.env is None:  # one environment per worker process
+            self.env = lmdb.open(self.db, readonly=True, lock=False)
+        with self.env.begin() as txn:
+            image, label = decode_datum(txn.get(self.keys[i]))
+        rng = np.random.default_rng()
+        mirror = rng.integers(2)
+        r, q = rng.integers(H - CROP + 1), rng.integers(W - CROP + 1)
+        v = (image[:, r:r + CROP, q:q + CROP].astype(np.float32) - self.mean[:, r:r + CROP, q:q + CROP])
+        v = v * np.float32(SCALE)
+        return np.ascontiguousarray(v[:, :, ::-1] if mirror else v), label
+
+
+def torch_pipeline(db: Path, mean: np.ndarray, batch: int, workers: int, device: str, repeat: int):
+    import torch
+    from torch.utils.data import DataLoader
+
+    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    best = None
+    for _ in range(repeat):
+        loader = DataLoader(_TorchSet(db, mean), batch_size=batch, num_workers=workers,
+                            pin_memory=dev.type == "cuda")
+        start = time.perf_counter()
+        n = 0
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            n += len(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return n / best, (C * CROP * CROP * 4 + 8)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--encoded", default="png", choices=["png", "raw"])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "db"
+        mean = make_lmdb(db, args.images, args.encoded)
+        ours, ours_bytes, uploads = graphrt_pipeline(db, mean, args.batch, args.workers, args.device,
+                                                     args.repeat)
+        # a copy: LMDB opens a database once per process, and graphrt holds this one
+        shutil.copytree(db, Path(tmp) / "db_torch")
+        theirs, theirs_bytes = torch_pipeline(Path(tmp) / "db_torch", mean, args.batch, args.workers,
+                                              args.device, args.repeat)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{args.images} {args.encoded} 32x32 records, batch {args.batch}, {args.workers} workers, "
+          f"device {args.device}, load average {load}")
+    print(f"graphrt.data + fused transform : {ours:8.0f} images/s, {ours_bytes:6.0f} bytes/image over "
+          f"the bus (uint8 + label + window; {uploads} uploads in the last pass)")
+    print(f"torch DataLoader (float32)     : {theirs:8.0f} images/s, {theirs_bytes:6.0f} bytes/image "
+          "(float32 crop + label)")
+    print(f"ratio graphrt / DataLoader     : {ours / theirs:8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
