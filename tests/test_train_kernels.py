@@ -1,0 +1,199 @@
+"""The cpu device's training kernels (``graphrt/devices/cpu/train_kernels.py``) against the ops'
+reference forwards (the reference executor's numpy rules) and against naive loops
+(``tests/naive_grad.py``), run as the memory plan runs them: channel-slice views of NaN-filled
+buffers, a workspace of exactly the reported size full of NaN, nothing written outside the output.
+Chunk and block sizes are drawn small as well as at their defaults (every chunking path runs).
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+import naive
+import naive_grad
+from graphrt import Graph
+from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
+from graphrt.ops import get_op
+from graphrt.testing import relative_error
+from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, one_node, pads_attr, pair_attr,
+                              rng_of, tuned, untouched)
+
+NAIVE_TOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def run_kernel(op, inputs, params=(), attrs=None):
+    """(kernel outputs, reference outputs) of ``op`` on channel-slice views with an exactly sized
+    NaN workspace; checks that nothing outside the outputs was written."""
+    g, node, n = one_node(op, inputs, params, attrs)
+    specs = [g.specs[t] for t in node.outputs]
+    expected = [np.zeros(s.concrete(n), s.dtype) for s in specs]
+    get_op(op).forward(node.attrs, [a.copy() for a in inputs] + list(params), expected)
+    size = TRAIN_WORKSPACES[op](node, g, n)
+    assert size > 0 and size % 4 == 0
+    ws = np.full(size // 4, np.nan, np.float32)
+    views = [channel_view(a) for a in inputs]
+    outs = [channel_view(np.full(s.concrete(n), np.nan, s.dtype)) for s in specs]
+    TRAIN_KERNELS[op](node.attrs, views + list(params), outs, ws)
+    for out in outs:
+        if out.ndim == 4:
+            assert untouched(out), f"{op} wrote outside its output slice"
+    for view, a in zip(views, inputs):
+        assert np.array_equal(view, a, equal_nan=True), f"{op} changed an input"
+    return outs[0], expected[0]
+
+
+def check(op, dtype, inputs, params, attrs, naive_out):
+    out, ref = run_kernel(op, inputs, params, attrs)
+    assert out.dtype == ref.dtype
+    err = relative_error(out, ref)
+    assert err < TOL[dtype], f"{op} {attrs}: relative error {err:.3g} against the reference"
+    err = relative_error(out, naive_out)
+    assert err < NAIVE_TOL[dtype], f"{op} {attrs}: relative error {err:.3g} against naive loops"
+
+
+# ---- convolution ----------------------------------------------------------------------------------
+@st.composite
+def conv_grad_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride_a, stride = pair_attr(draw, 1, 3)
+    dil_a, dil = pair_attr(draw, 1, 2)
+    pads_a, pads = pads_attr(draw, (2, 2))
+    eh, ew = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
+    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), 10))
+    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), 10))
+    n = draw(st.integers(1, 5))
+    x = rng.standard_normal((n, groups * cg, h, w)).astype(dtype)
+    wt = rng.standard_normal((groups * og, cg, kh, kw)).astype(dtype)
+    geometry = dict(stride=stride, pads=pads, dilation=dil, groups=groups)
+    dy = rng.standard_normal(naive.conv2d(x, wt, **geometry).shape).astype(dtype)
+    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups}
+    return dtype, x, wt, dy, attrs, geometry
+
+
+@given(conv_grad_cases(), TUNINGS)
+def test_conv2d_grad_input(case, tuning):
+    dtype, x, wt, dy, attrs, geometry = case
+    expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
+    with tuned(**tuning):
+        check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
+              expected)
+
+
+@given(conv_grad_cases(), TUNINGS)
+def test_conv2d_grad_weight(case, tuning):
+    dtype, x, wt, dy, attrs, geometry = case
+    expected = naive_grad.conv2d_grad_weight(x, dy, wt.shape[2:], **geometry)
+    with tuned(**tuning):
+        check("conv2d_grad_weight", dtype, [x, dy], [], {**attrs, "kernel": wt.shape[2:]},
+              expected)
+
+
+# ---- pooling ---------------------------------------------------------------------------------------
+@st.composite
+def pool_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    kernel_a, kernel = pair_attr(draw, 1, 4)
+    stride_a, stride = pair_attr(draw, 1, 3)
+    pads_a, pads = pads_attr(draw, (kernel[0] - 1, kernel[1] - 1))
+    h = draw(st.integers(max(1, kernel[0] - pads[0] - pads[1]), 10))
+    w = draw(st.integers(max(1, kernel[1] - pads[2] - pads[3]), 10))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    ceil = draw(st.booleans())
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    if draw(st.booleans()):  # ties: the first maximum of a window takes the gradient
+        x = np.round(x).astype(dtype)
+    attrs = {"kernel": kernel_a, "stride": stride_a, "pads": pads_a, "ceil_mode": ceil}
+    geometry = dict(kernel=kernel, stride=stride, pads=pads, ceil_mode=ceil)
+    return dtype, x, attrs, geometry, rng
+
+
+@given(pool_cases())
+def test_max_pool_grad(case):
+    dtype, x, attrs, geometry, rng = case
+    y = naive.max_pool(x, **geometry).astype(dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    check("max_pool_grad", dtype, [x, y, dy], [], attrs,
+          naive_grad.max_pool_grad(x, dy, **geometry))
+
+
+@given(pool_cases(), st.booleans())
+def test_avg_pool_grad(case, include_pad):
+    dtype, x, attrs, geometry, rng = case
+    y = naive.avg_pool(x, **geometry, count_include_pad=include_pad)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    check("avg_pool_grad", dtype, [dy], [],
+          {**attrs, "count_include_pad": include_pad, "input_size": x.shape[2:]},
+          naive_grad.avg_pool_grad(dy, x.shape[2:], **geometry, count_include_pad=include_pad))
+
+
+def test_max_pool_grad_nan():
+    """A NaN in a window is its maximum (PyTorch's rule), as in the reference."""
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    x[0, 0, 1, 2] = np.nan
+    attrs = {"kernel": 2, "stride": 2}
+    y = np.full((2, 1, 2, 2), np.nan, np.float32)
+    get_op("max_pool").forward(get_op("max_pool").normalize_attrs(attrs), [x], [y])
+    dy = np.arange(1, 9, dtype=np.float32).reshape(2, 1, 2, 2)
+    out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
+    assert np.array_equal(out, ref) and out[0, 0, 1, 2] == 2
+
+
+# ---- relu ------------------------------------------------------------------------------------------
+@given(st.data(), DTYPES, st.sampled_from([0.0, 0.1, -0.5, 2.0]), TUNINGS)
+def test_relu_grad(data, dtype, slope, tuning):
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=2, max_size=4)))
+    dy = rng.standard_normal(shape).astype(dtype)
+    t = np.round(rng.standard_normal(shape), 1).astype(dtype)  # zeros too: the slope applies
+    with tuned(**tuning):
+        check("relu_grad", dtype, [dy, t], [], {"negative_slope": slope},
+              naive_grad.relu_grad(dy, t, slope))
+
+
+# ---- the SGD update --------------------------------------------------------------------------------
+def test_every_training_kernel_is_tested():
+    tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
+              "relu_grad", "sgd_update"}
+    assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
+    assert not set(TRAIN_KERNELS) & set(K.KERNELS)
+
+
+def sgd_reference(attrs, param, grad, velocity, it):
+    p, v = param.copy(), velocity.copy()
+    get_op("sgd_update").forward(attrs, [p, grad, v, it], [])
+    return p, v
+
+
+@given(st.data(), DTYPES, st.sampled_from(["pytorch", "caffe"]), TUNINGS)
+def test_sgd_update(data, dtype, convention, tuning):
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=4)))
+    param, grad, velocity = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    it = np.array(data.draw(st.integers(0, 30)), np.int64)
+    attrs = get_op("sgd_update").normalize_attrs({
+        "lr": 0.01, "momentum": data.draw(st.sampled_from([0.0, 0.9])),
+        "weight_decay": data.draw(st.sampled_from([0.0, 5e-4])), "lr_mult": 2.0,
+        "decay_mult": data.draw(st.sampled_from([0.0, 1.0])), "policy": "step", "gamma": 0.5,
+        "stepsize": 7, "convention": convention})
+    g = Graph("sgd")
+    names = [g.add_param(f"p{i}", a) for i, a in enumerate([param, grad, velocity])]
+    g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
+    node = g.node("node")
+    with tuned(**tuning):
+        size = TRAIN_WORKSPACES["sgd_update"](node, g, 1)
+        ws = np.full(size // 4, np.nan, np.float32)
+        p, v = param.copy(), velocity.copy()
+        TRAIN_KERNELS["sgd_update"](node.attrs, [p, grad, v, it], [], ws)
+    want_p, want_v = sgd_reference(node.attrs, param, grad, velocity, it)
+    assert np.array_equal(p, want_p) and np.array_equal(v, want_v)  # the same ufuncs in order
+    # independently: torch.optim.SGD's / Caffe's rule written out in float64
+    lr = 0.01 * 0.5 ** (int(it) // 7) * 2.0
+    g64 = grad.astype(np.float64) + attrs["weight_decay"] * attrs["decay_mult"] * param
+    v64 = attrs["momentum"] * velocity.astype(np.float64)
+    v64 = v64 + (lr * g64 if convention == "caffe" else g64)
+    p64 = param - (v64 if convention == "caffe" else lr * v64)
+    assert relative_error(v, v64) < TOL[dtype] * 10 and relative_error(p, p64) < TOL[dtype] * 10
