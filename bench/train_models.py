@@ -137,8 +137,9 @@ def _classes(graph: graphrt.Graph) -> int:
 
 
 # ---- graphrt -------------------------------------------------------------------------------------
-def graphrt_trainer(graph: graphrt.Graph, batch: int) -> graphrt.Trainer:
-    return graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(**SOLVER), batch_size=batch)
+def graphrt_trainer(graph: graphrt.Graph, batch: int, threads: int) -> graphrt.Trainer:
+    return graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(**SOLVER), batch_size=batch,
+                           threads=threads)
 
 
 def graphrt_engines(trainer: graphrt.Trainer) -> dict:
@@ -356,7 +357,7 @@ def rss_child(framework: str, name: str, threads: int, steps: int) -> dict:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak (VmHWM) to the current RSS
         if framework == "graphrt":
-            trainer = graphrt_trainer(graph, batch)
+            trainer = graphrt_trainer(graph, batch, threads)
             for i in range(steps):
                 trainer.step(*pairs[i % 2])
         else:
@@ -447,13 +448,13 @@ def main(argv=None) -> int:
     speed_rows, memory_rows, profiles = [], [], []
     notes = [note] if note else []
     with limits:
-        print("\n".join(machine_lines(args.threads) + [code_line()]), flush=True)
+        print("\n".join(machine_lines([args.threads]) + [code_line()]), flush=True)
         print(f"SGD{SOLVER}; median of {args.repeats} timed runs of >= {args.iterations} steps "
               f"(>= {args.min_time} s), warm-up {args.warmup} steps per engine\n", flush=True)
         for name in names:
             build, batch, _ = MODELS[name]
             graph = build()
-            trainer = graphrt_trainer(graph, batch)
+            trainer = graphrt_trainer(graph, batch, args.threads)
             module, opt, tstep = torch_trainer(graph)
             probe = make_batches(graph, batch, 1)
             first_graphrt = trainer.step(*probe[0])
