@@ -14,6 +14,7 @@ import naive
 import naive_grad
 from graphrt import Graph
 from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import train_kernels as T
 from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
 from graphrt.testing import relative_error
@@ -111,13 +112,18 @@ def pool_cases(draw):
     return dtype, x, attrs, geometry, rng
 
 
-@given(pool_cases())
-def test_max_pool_grad(case):
+@given(pool_cases(), st.sampled_from([None, 1, 300]))
+def test_max_pool_grad(case, chunk_bytes):
     dtype, x, attrs, geometry, rng = case
     y = naive.max_pool(x, **geometry).astype(dtype)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    check("max_pool_grad", dtype, [x, y, dy], [], attrs,
-          naive_grad.max_pool_grad(x, dy, **geometry))
+    saved = T.POOL_GRAD_BYTES
+    T.POOL_GRAD_BYTES = chunk_bytes or saved  # chunks of one image, of a few, of all
+    try:
+        check("max_pool_grad", dtype, [x, y, dy], [], attrs,
+              naive_grad.max_pool_grad(x, dy, **geometry))
+    finally:
+        T.POOL_GRAD_BYTES = saved
 
 
 @given(pool_cases(), st.booleans())

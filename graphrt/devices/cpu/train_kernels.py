@@ -164,37 +164,57 @@ def conv2d_grad_weight(attrs, inputs, outputs, ws):
 
 
 # ---- pooling --------------------------------------------------------------------------------------
+POOL_GRAD_BYTES = 1 << 20  # max_pool_grad: input images per chunk (the chunk stays in L2 over the
+# kernel offsets, each of which re-reads its x, y, dy and dx)
+
+
+def _pool_grad_chunk(n, c, h, w, itemsize) -> int:
+    return max(1, min(n, POOL_GRAD_BYTES // max(1, c * h * w * itemsize)))
+
+
 def max_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
-    """Two boolean masks shaped like the output: this offset's hits and the windows done."""
-    shape, _ = _spec(graph, node.inputs[1], batch)
-    return _round4(2 * int(np.prod(shape)))
+    """For a chunk of images, two boolean masks shaped like the output (this offset's hits, the
+    windows done) and the masked dy."""
+    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
+    oh, ow = graph.specs[node.inputs[1]].shape[2:]
+    per = _pool_grad_chunk(n, c, h, w, dtype.itemsize) * c * oh * ow
+    return _round4(2 * per) + per * dtype.itemsize
 
 
 def max_pool_grad(attrs, inputs, outputs, ws):
     x, y, dy = inputs
     dx = outputs[0]
-    h, w = x.shape[2:]
+    n, c, h, w = x.shape
     oh, ow = y.shape[2:]
     kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
-    size = y.size
-    done = _flat(_bools(ws, size), y.shape)
-    hit_buf = _bools(ws, size, size)
-    done.fill(False)
+    m = _pool_grad_chunk(n, c, h, w, x.itemsize)
+    per = m * c * oh * ow
+    hit_buf, done_buf = _bools(ws, per), _bools(ws, per, per)
+    masked_buf = ws.view(np.uint8)[_round4(2 * per):].view(x.dtype)
     dx.fill(0)
-    nan = bool(np.isnan(y).any())
-    for entry in _pool_offsets(kernel, stride, pads, h, w, oh, ow):
-        if entry is None:
-            continue
-        rows, cols, rs, cs = entry
-        ysub, dsub, xsub = y[:, :, rows, cols], done[:, :, rows, cols], x[:, :, rs, cs]
-        hit = _flat(hit_buf[:ysub.size], ysub.shape)
-        np.equal(xsub, ysub, out=hit)
-        if nan:
-            hit |= np.isnan(xsub)  # rare (a NaN in the output): one small temporary is fine
-        np.greater(hit, dsub, out=hit)  # hit and not done: the first maximum of each window
-        np.logical_or(dsub, hit, out=dsub)
-        target = dx[:, :, rs, cs]
-        np.add(target, dy[:, :, rows, cols], out=target, where=hit)
+    offsets = _pool_offsets(kernel, stride, pads, h, w, oh, ow)
+    for start in range(0, n, m):
+        stop = min(n, start + m)
+        xs, ys, dys, dxs = x[start:stop], y[start:stop], dy[start:stop], dx[start:stop]
+        done = _flat(done_buf[:ys.size], ys.shape)
+        done.fill(False)
+        nan = bool(np.isnan(ys).any())
+        for entry in offsets:
+            if entry is None:
+                continue
+            rows, cols, rs, cs = entry
+            ysub, dsub, xsub = ys[:, :, rows, cols], done[:, :, rows, cols], xs[:, :, rs, cs]
+            hit = _flat(hit_buf[:ysub.size], ysub.shape)
+            np.equal(xsub, ysub, out=hit)
+            if nan:
+                hit |= np.isnan(xsub)  # rare (a NaN in the output): one small temporary is fine
+            np.greater(hit, dsub, out=hit)  # hit and not done: the first maximum of each window
+            np.logical_or(dsub, hit, out=dsub)
+            masked = _flat(masked_buf[:ysub.size], ysub.shape)
+            np.copyto(masked, 0)
+            np.copyto(masked, dys[:, :, rows, cols], where=hit)  # dy where hit, else 0 (as NaN-safe
+            target = dxs[:, :, rs, cs]  # as the reference's where(hit, dy, 0))
+            np.add(target, masked, out=target)
 
 
 def avg_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
