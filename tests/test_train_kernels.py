@@ -7,17 +7,21 @@ Chunk and block sizes are drawn small as well as at their defaults (every chunki
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import graphrt
 import naive
 import naive_grad
 from graphrt import Graph
+from graphrt.devices.cpu import device as cpu_device
 from graphrt.devices.cpu import kernels as K
 from graphrt.devices.cpu import train_kernels as T
 from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
 from graphrt.testing import relative_error
+from test_conv_algorithms import split_everything
 from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, one_node, pads_attr, pair_attr,
                               rng_of, tuned, untouched)
 
@@ -203,3 +207,58 @@ def test_sgd_update(data, dtype, convention, tuning):
     v64 = v64 + (lr * g64 if convention == "caffe" else g64)
     p64 = param - (v64 if convention == "caffe" else lr * v64)
     assert relative_error(v, v64) < TOL[dtype] * 10 and relative_error(p, p64) < TOL[dtype] * 10
+
+
+# ---- whole training steps: kernels and threads against the reference rules ---------------------------
+def small_training_graph() -> Graph:
+    """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
+    average pooling, dense layers and a log-softmax output."""
+    rng = np.random.default_rng(0)
+    g = Graph("small_train")
+    x = g.add_input("x", (None, 3, 13, 13))
+
+    def param(name, shape):
+        return g.add_param(name, (rng.standard_normal(shape) * 0.3).astype(np.float32))
+    y = g.add_node("conv2d", [x, param("w1", (8, 3, 3, 3)), param("b1", (8,))], attrs={"pads": 1})
+    y = g.add_node("relu", [y], attrs={"negative_slope": 0.1})
+    y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "ceil_mode": True})
+    y = g.add_node("conv2d", [y, param("w2", (6, 4, 3, 3)), param("b2", (6,))],
+                   attrs={"pads": (1, 0), "stride": (1, 2), "groups": 2})
+    y = g.add_node("relu", [y])
+    y = g.add_node("avg_pool", [y], attrs={"kernel": 2, "stride": 1, "pads": 1})
+    y = g.add_node("flatten", [y])
+    y = g.add_node("dense", [y, param("fw", (5, g.specs[y].shape[1])), param("fb", (5,))])
+    g.set_outputs([g.add_node("log_softmax", [y])])
+    return g.verify()
+
+
+def _train(graph, threads, steps=3, batch=6):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch,) + graph.specs[graph.inputs[0]].shape[1:]).astype(np.float32)
+    labels = rng.integers(0, 5, batch)
+    trainer = graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(lr=0.05, momentum=0.9,
+                                                                 weight_decay=1e-3),
+                              batch_size=batch, threads=threads)
+    losses = [trainer.step(x, labels) for _ in range(steps)]
+    ops = {launch.op for launch in trainer.exe.program(batch).launches}
+    return losses, {k: v.copy() for k, v in trainer.sync().params.items()}, trainer, ops
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_training_steps_match_the_reference_rules(threads, monkeypatch):
+    """Three SGD steps with the training kernels (split into parts however small the launch, at 3
+    threads) against the same steps with every gradient op and the update run by its reference
+    rule (the device's training kernels taken away)."""
+    with monkeypatch.context() as m:
+        m.setattr(cpu_device, "TRAIN_KERNELS", {})
+        m.setattr(cpu_device, "TRAIN_WORKSPACES", {})
+        want_losses, want, _, _ = _train(small_training_graph(), 1)
+    with split_everything():
+        losses, got, trainer, ops = _train(small_training_graph(), threads)
+    assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
+    if threads > 1:  # every splittable training launch ran in parts
+        parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
+        assert set(T.TRAIN_KERNELS) - {"sgd_update"} <= parted
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for name in want:
+        assert relative_error(got[name], want[name]) < 1e-5, name

@@ -117,7 +117,8 @@ class CpuDevice(Device):
             names = names or self._algorithms(node)
             return max(algo.ALGORITHMS[a].workspace(node, graph, batch) for a in names)
         fn = _workspace_fn(node.op)
-        return fn(node, graph, batch) if fn else 0
+        return (fn(node, graph, batch) if fn else 0) + (split.reduce_bytes(node, graph) if k > 1
+                                                        else 0)
 
     def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
         if not self._ours(graph):
