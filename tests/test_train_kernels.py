@@ -79,13 +79,20 @@ def conv_grad_cases(draw):
     return dtype, x, wt, dy, attrs, geometry
 
 
-@given(conv_grad_cases(), TUNINGS)
-def test_conv2d_grad_input(case, tuning):
+@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]))
+def test_conv2d_grad_input(case, tuning, flipped_area):
+    """Both paths: the flipped forward convolution (stride 1: always with a large
+    ``FLIPPED_AREA``) and GEMM + col2im (always with 0)."""
     dtype, x, wt, dy, attrs, geometry = case
     expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
-    with tuned(**tuning):
-        check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
-              expected)
+    saved = T.FLIPPED_AREA
+    T.FLIPPED_AREA = saved if flipped_area is None else flipped_area
+    try:
+        with tuned(**tuning):
+            check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
+                  expected)
+    finally:
+        T.FLIPPED_AREA = saved
 
 
 @given(conv_grad_cases(), TUNINGS)

@@ -6,9 +6,13 @@ workspace)``, outputs into planned views, every temporary in the planned workspa
 :mod:`graphrt.ops.grad`, :mod:`graphrt.ops.grad_spatial` and :mod:`graphrt.ops.optim` compute, in
 the same order of operations (the numbers differ at most by float rounding: BLAS blocking).
 
-- ``conv2d_grad_input``: per chunk of images (about :data:`.kernels.COLS_BYTES` of columns) and
-  group, one stacked GEMM ``W^T dy`` into workspace columns, then col2im written once: one strided
-  add per kernel offset into the (padded, in the workspace) input gradient.
+- ``conv2d_grad_input``: with stride 1 (most layers) the forward convolution of ``dy`` with the
+  weights flipped and transposed into the workspace, padded by ``dilation * (kernel - 1) - pad``:
+  the forward's im2col (a gather) and a GEMM of depth O x KH x KW (:func:`.kernels.conv2d`), about
+  twice as fast as the scatter below. Otherwise, per chunk of images (about
+  :data:`.kernels.COLS_BYTES` of columns) and group, one stacked GEMM ``W^T dy`` into workspace
+  columns, then col2im written once: one strided add per kernel offset into the (padded, in the
+  workspace) input gradient.
 - ``conv2d_grad_weight``: per chunk, im2col into the workspace in (K, images x pixels) order and
   ``dy`` gathered as (O, images x pixels), so that each group is ONE GEMM whose depth is the whole
   chunk (not a GEMM per image); chunks after the first accumulate through a workspace (O, K).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Graph, Node
+from ...ops import get_op
 from ...ops.optim import learning_rate
 from . import kernels as K
 from .kernels import _flat, _pad_into, _pool_offsets, _pool_pads, _reshaped, _spec
@@ -66,8 +71,41 @@ def _grad_dims(node: Node, graph: Graph, batch: int, x_index: int | None):
     return n, c, h, w, o, attrs["groups"], kh, kw, oh, ow, dtype
 
 
+FLIPPED_AREA = 1.3  # the flipped convolution does (H*W) / (OH*OW) times the GEMM's flops: it pays
+# while that ratio is small (measured, one thread: 1.0 (5x5, pad 2) -> 1.7x faster; LeNet's 12x12
+# input of an 8x8 dy (2.25) -> 2x slower)
+
+
+def _flipped(attrs, h: int, w: int, kh: int, kw: int):
+    """The forward conv2d attributes computing a stride-1 convolution's input gradient from dy
+    (stride 1, pads ``dilation * (kernel - 1) - pad``), or None when the gradient is not such a
+    convolution (strided, or pads beyond the kernel's extent). Cached per geometry."""
+    key = (attrs["stride"], attrs["pads"], attrs["dilation"], attrs["groups"], h, w, kh, kw,
+           FLIPPED_AREA)
+    found = _FLIPPED.get(key, False)
+    if found is not False:
+        return found
+    (dh, dw), (t, b, l, r) = attrs["dilation"], attrs["pads"]
+    eh, ew = dh * (kh - 1), dw * (kw - 1)
+    found = None
+    if attrs["stride"] == (1, 1) and max(t, b) <= eh and max(l, r) <= ew and \
+            h * w <= FLIPPED_AREA * (h + t + b - eh) * (w + l + r - ew):
+        found = get_op("conv2d").normalize_attrs({
+            "pads": (eh - t, eh - b, ew - l, ew - r), "dilation": (dh, dw),
+            "groups": attrs["groups"]})
+    _FLIPPED[key] = found
+    return found
+
+
+_FLIPPED: dict = {}
+
+
 def conv_grad_input_workspace(node: Node, graph: Graph, batch: int) -> int:
     n, c, h, w, o, g, kh, kw, oh, ow, dtype = _grad_dims(node, graph, batch, None)
+    flipped = _flipped(node.attrs, h, w, kh, kw)
+    if flipped is not None:  # the flipped weights, then the forward conv's own workspace
+        conv = K.conv_workspace_of(n, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
+        return c * (o // g) * kh * kw * dtype.itemsize + conv
     _, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
                                   dtype.itemsize, False)
     return elems * dtype.itemsize
@@ -103,8 +141,17 @@ def conv2d_grad_input(attrs, inputs, outputs, ws):
     (sh, sw), (dh, dw), pads = attrs["stride"], attrs["dilation"], attrs["pads"]
     t, b, l, r = pads
     h, wd = attrs["input_size"]
-    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
     wsd = ws.view(dy.dtype)
+    flipped = _flipped(attrs, h, wd, kh, kw)
+    if flipped is not None:
+        wt = _flat(wsd[:c * og * kh * kw], (c, og, kh, kw))
+        # wt[gi*cg + ci, oi, i, j] = w[gi*og + oi, ci, kh-1-i, kw-1-j]
+        np.copyto(_flat(wt, (g, cg, og, kh, kw)),
+                  _flat(w, (g, og, cg, kh, kw)).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1])
+        rest = ws.view(np.uint8)[_round4(wt.nbytes):].view(np.float32)
+        K.conv2d(flipped, [dy, wt], [dx], rest)
+        return
+    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
     for start in range(0, n, m):
         stop = min(n, start + m)
         mm = stop - start
