@@ -10,7 +10,7 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
   weights flipped and transposed into the workspace, padded by ``dilation * (kernel - 1) - pad``:
   the forward's im2col (a gather) and a GEMM of depth O x KH x KW (:func:`.kernels.conv2d`), about
   twice as fast as the scatter below. Otherwise, per chunk of images (about
-  :data:`.kernels.COLS_BYTES` of columns) and group, one stacked GEMM ``W^T dy`` into workspace
+  :data:`GRAD_COLS_BYTES` of columns) and group, one stacked GEMM ``W^T dy`` into workspace
   columns, then col2im written once: one strided add per kernel offset into the (padded, in the
   workspace) input gradient.
 - ``conv2d_grad_weight``: per chunk, im2col into the workspace in (K, images x pixels) order and
@@ -44,13 +44,18 @@ def _round4(nbytes: int) -> int:
 
 
 # ---- convolution ----------------------------------------------------------------------------------
+GRAD_COLS_BYTES = 1 << 20  # columns per chunk of the gradient GEMMs (at most the forward's
+# COLS_BYTES): as fast as 8 MiB at one thread (the GEMM depth is images x pixels) and the workspace
+# is live in the backward pass, when most activations are too
+
+
 def _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, pads, itemsize, weight: bool):
     """(images per chunk, padded elements per image, workspace elements). The chunk's columns
-    (K x images x pixels for one group) hold about :data:`.kernels.COLS_BYTES`."""
+    (K x images x pixels for one group) hold about :data:`GRAD_COLS_BYTES`."""
     t, b, l, r = pads
     padded = c * (h + t + b) * (w + l + r) if any(pads) else 0
     k, p, og = c // g * kh * kw, oh * ow, o // g
-    m = max(1, min(n, K.COLS_BYTES // (itemsize * k * p)))
+    m = max(1, min(n, min(GRAD_COLS_BYTES, K.COLS_BYTES) // (itemsize * k * p)))
     elems = m * padded + m * k * p
     if weight:  # dy gathered as (O/g, images x pixels) and the (O/g, K) accumulator
         elems += m * og * p + og * k
