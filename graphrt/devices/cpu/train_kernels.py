@@ -105,12 +105,19 @@ def _flipped(attrs, h: int, w: int, kh: int, kw: int):
 _FLIPPED: dict = {}
 
 
+def _flipped_chunk(n: int, cols_per_image: int) -> int:
+    """Images per call of the flipped forward convolution: about :data:`GRAD_COLS_BYTES` of its
+    columns (the forward alone would gather up to ``COLS_BYTES``)."""
+    return max(1, min(n, min(GRAD_COLS_BYTES, K.COLS_BYTES) // max(1, cols_per_image)))
+
+
 def conv_grad_input_workspace(node: Node, graph: Graph, batch: int) -> int:
     n, c, h, w, o, g, kh, kw, oh, ow, dtype = _grad_dims(node, graph, batch, None)
     flipped = _flipped(node.attrs, h, w, kh, kw)
     if flipped is not None:  # the flipped weights, then the forward conv's own workspace
-        conv = K.conv_workspace_of(n, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
-        return c * (o // g) * kh * kw * dtype.itemsize + conv
+        m = _flipped_chunk(n, o // g * kh * kw * h * w * dtype.itemsize)
+        conv = K.conv_workspace_of(m, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
+        return _round4(c * (o // g) * kh * kw * dtype.itemsize) + conv
     _, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
                                   dtype.itemsize, False)
     return elems * dtype.itemsize
@@ -154,7 +161,9 @@ def conv2d_grad_input(attrs, inputs, outputs, ws):
         np.copyto(_flat(wt, (g, cg, og, kh, kw)),
                   _flat(w, (g, og, cg, kh, kw)).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1])
         rest = ws.view(np.uint8)[_round4(wt.nbytes):].view(np.float32)
-        K.conv2d(flipped, [dy, wt], [dx], rest)
+        m = _flipped_chunk(n, og * kh * kw * h * wd * dy.itemsize)
+        for start in range(0, n, m):  # chunks: the forward's workspace sized for m images
+            K.conv2d(flipped, [dy[start:start + m], wt], [dx[start:start + m]], rest)
         return
     m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
     for start in range(0, n, m):
