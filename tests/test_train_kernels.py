@@ -6,6 +6,8 @@ Chunk and block sizes are drawn small as well as at their defaults (every chunki
 """
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -217,12 +219,12 @@ def test_sgd_update(data, dtype, convention, tuning):
 
 
 # ---- whole training steps: kernels and threads against the reference rules ---------------------------
-def small_training_graph() -> Graph:
+def small_training_graph(size: int = 13) -> Graph:
     """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
     average pooling, dense layers and a log-softmax output."""
     rng = np.random.default_rng(0)
     g = Graph("small_train")
-    x = g.add_input("x", (None, 3, 13, 13))
+    x = g.add_input("x", (None, 3, size, size))
 
     def param(name, shape):
         return g.add_param(name, (rng.standard_normal(shape) * 0.3).astype(np.float32))
@@ -269,3 +271,25 @@ def test_training_steps_match_the_reference_rules(threads, monkeypatch):
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for name in want:
         assert relative_error(got[name], want[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_kernels_allocate_nothing(threads):
+    """After warm-up every training-kernel launch of a step (split into parts at 2 threads)
+    allocates less than 32 KiB per part (numpy's small ufunc iteration buffers; the tensors here are
+    50 KiB to 1 MiB): its temporaries live in the planned workspace."""
+    with split_everything():
+        _, _, trainer, _ = _train(small_training_graph(48), threads, steps=2)
+    launches = [la for la in trainer.exe.program(6).launches if la.op in T.TRAIN_KERNELS]
+    assert {la.op for la in launches} == set(T.TRAIN_KERNELS)
+    tracemalloc.start()
+    try:
+        for launch in launches:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+            peak = tracemalloc.get_traced_memory()[1]
+            assert peak - before < threads * 32 * 1024, \
+                f"{launch.node}: {peak - before} bytes allocated"
+    finally:
+        tracemalloc.stop()

@@ -259,7 +259,7 @@ def max_pool_grad(attrs, inputs, outputs, ws):
         xs, ys, dys, dxs = x[start:stop], y[start:stop], dy[start:stop], dx[start:stop]
         done = _flat(done_buf[:ys.size], ys.shape)
         done.fill(False)
-        nan = bool(np.isnan(ys).any())
+        nan = bool(np.isnan(np.max(ys)))  # max propagates NaN: no temporary like ys
         for entry in offsets:
             if entry is None:
                 continue
