@@ -16,13 +16,18 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
 - ``conv2d_grad_weight``: per chunk, im2col into the workspace in (K, images x pixels) order and
   ``dy`` gathered as (O, images x pixels), so that each group is ONE GEMM whose depth is the whole
   chunk (not a GEMM per image); chunks after the first accumulate through a workspace (O, K).
-- ``max_pool_grad``: per kernel offset over the output positions whose window element lies in the
-  input (:func:`.kernels._pool_offsets`: no padded copy), a comparison with ``y`` into a workspace
-  mask, ``hit > done`` (the first maximum wins), and a masked add of ``dy``.
+- ``max_pool_grad``: over chunks of images that stay in L2 (:data:`POOL_GRAD_BYTES`), per kernel
+  offset over the output positions whose window element lies in the input
+  (:func:`.kernels._pool_offsets`: no padded copy), a comparison with ``y`` into a workspace mask,
+  ``hit > done`` (the first maximum wins), dy where hit copied into a contiguous workspace block,
+  and one strided add into dx.
 - ``avg_pool_grad``: ``dy`` over the divisor once into the workspace, then one add per offset.
 - ``relu_grad``: block by block, ``dy * (t > 0)`` (or the slope where ``t <= 0``).
 - ``sgd_update``: momentum, weight decay and the learning rate in one pass of blocks over the
   parameter with two block temporaries: no per-step arrays the size of the parameter.
+
+The device splits these launches across its threads (:mod:`.split`): the data gradients by batch
+slices, ``conv2d_grad_weight`` by batch slices whose partial sums are added at the end.
 """
 from __future__ import annotations
 
