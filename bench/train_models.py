@@ -3,7 +3,7 @@ the same process with the same number of threads.
 
     python bench/train_models.py                            # the four models below
     python bench/train_models.py --models caffe_lenet_train --repeats 9 --iterations 20
-    python bench/train_models.py --threads 1 --markdown --no-rss
+    python bench/train_models.py --threads 1 --markdown --no-rss --profile-steps 0
 
 Models (graph, batch): ``caffe_lenet_train`` (``lenet_train_test.prototxt``, TRAIN phase,
 input_shape (1, 28, 28), batch 64), ``torch_lenet`` (examples/torch_lenet.py, batch 64),
@@ -30,7 +30,10 @@ Both trainers start from the graph's parameters; the first step's losses are com
 without dropout). Timing follows ``bench/seed_models.py``: ``--warmup`` untimed steps per engine,
 then ``--repeats`` rounds in which each engine in turn runs one untimed step and one timed run of
 ``--iterations`` steps (raised so that a run lasts at least ``--min-time``); the table gives the
-median images/s. Threads: ``torch.set_num_threads(N)`` and threadpoolctl limiting numpy's BLAS to N.
+median images/s with the slowest and fastest run, and the load average after the model's runs.
+Threads (``--threads``, default 1 and 2): for each N, ``torch.set_num_threads(N)``, threadpoolctl
+limiting numpy's BLAS to N, and ``graphrt.Trainer(..., threads=N)`` (graphrt's own pool splits the
+launches; BLAS runs single-threaded inside a step).
 
 Memory: graphrt's training-step memory plan (``trainer.exe.plan``: arena, lower bound, naive; the
 parameters, velocities and counters live outside the arena and are listed apart) against PyTorch's
@@ -137,8 +140,9 @@ def _classes(graph: graphrt.Graph) -> int:
 
 
 # ---- graphrt -------------------------------------------------------------------------------------
-def graphrt_trainer(graph: graphrt.Graph, batch: int) -> graphrt.Trainer:
-    return graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(**SOLVER), batch_size=batch)
+def graphrt_trainer(graph: graphrt.Graph, batch: int, threads: int) -> graphrt.Trainer:
+    return graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(**SOLVER), batch_size=batch,
+                           threads=threads)
 
 
 def graphrt_engines(trainer: graphrt.Trainer) -> dict:
@@ -237,7 +241,7 @@ def torch_step_peak(module, opt, step, pairs) -> dict:
 
 # ---- timing --------------------------------------------------------------------------------------
 def measure(engines: dict, pairs: list, warmup: int, repeats: int) -> dict:
-    """Median images/s of each engine over ``repeats`` runs of all of ``pairs`` (engines alternate;
+    """Images/s of each engine (median, slowest, fastest) over ``repeats`` runs of all of ``pairs`` (engines alternate;
     each timed run follows one untimed step of the same engine: see bench/seed_models.measure)."""
     images = sum(len(y) for _, y in pairs)
     for run in engines.values():
@@ -249,7 +253,13 @@ def measure(engines: dict, pairs: list, warmup: int, repeats: int) -> dict:
             start = time.perf_counter()
             run(pairs)
             times[name].append(time.perf_counter() - start)
-    return {name: images / statistics.median(t) for name, t in times.items()}
+    return {name: {"median": images / statistics.median(t), "min": images / max(t),
+                   "max": images / min(t)} for name, t in times.items()}
+
+
+def spread(r: dict) -> str:
+    """Median images/s with the slowest and fastest run."""
+    return f"{r['median']:,.1f} ({r['min']:,.0f}-{r['max']:,.0f})"
 
 
 # ---- where graphrt's step spends its time ----------------------------------------------------------
@@ -359,7 +369,7 @@ def rss_child(framework: str, name: str, threads: int, steps: int) -> dict:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the peak (VmHWM) to the current RSS
         if framework == "graphrt":
-            trainer = graphrt_trainer(graph, batch)
+            trainer = graphrt_trainer(graph, batch, threads)
             for i in range(steps):
                 trainer.step(*pairs[i % 2])
         else:
@@ -414,23 +424,80 @@ def table(columns: list[str], rows: list[list[str]], markdown: bool) -> str:
                                enumerate(zip(row, widths))) for row in [columns] + rows)
 
 
-SPEED = ["model", "batch", "graphrt step img/s", "graphrt fit img/s", "torch img/s",
-         "step/torch", "fit/torch", "first loss graphrt / torch"]
-MEMORY = ["model", "batch", "arena MiB", "lower bound MiB", "arena/bound", "naive MiB",
+SPEED = ["model", "batch", "threads", "graphrt step img/s (min-max)", "graphrt fit img/s (min-max)",
+         "torch img/s (min-max)", "step/torch", "fit/torch", "first loss graphrt / torch", "load"]
+MEMORY = ["model", "batch", "threads", "arena MiB", "lower bound MiB", "arena/bound", "naive MiB",
           "graphrt params+state MiB", "torch step peak MiB", "torch params+momentum MiB",
           "arena/torch peak", "graphrt RSS delta MiB", "torch RSS delta MiB"]
+
+
+def bench_model(name, threads, args, speed_rows, memory_rows, profiles, notes) -> None:
+    """One model at ``threads`` threads: speed, memory and profile rows appended."""
+    build, batch, _ = MODELS[name]
+    graph = build()
+    trainer = graphrt_trainer(graph, batch, threads)
+    module, opt, tstep = torch_trainer(graph)
+    probe = make_batches(graph, batch, 1)
+    first_graphrt = trainer.step(*probe[0])
+    first_torch = tstep(*probe[0]).item()
+    dropout = any(n.op == "dropout" and n.attrs["rate"] > 0 for n in graph.nodes)
+    check = (f"{first_graphrt:.4f} / {first_torch:.4f}" +
+             (" (dropout masks differ)" if dropout else ""))
+    if not dropout and not abs(first_graphrt - first_torch) <= 1e-3 * abs(first_torch):
+        notes.append(f"{name}: first-step losses differ: {check}")
+    start = time.perf_counter()
+    trainer.step(*probe[0])
+    per_step = max(time.perf_counter() - start, 1e-6)
+    count = max(args.iterations, int(np.ceil(args.min_time / per_step)))
+    pairs = make_batches(graph, batch, count)
+    engines = {**graphrt_engines(trainer), **torch_engine(tstep)}
+    result = measure(engines, pairs, args.warmup, args.repeats)
+    load = f"{os.getloadavg()[0]:.2f}"
+    g, f, t = result["graphrt step"], result["graphrt fit"], result["torch"]
+    speed_rows.append([name, str(batch), str(threads), spread(g), spread(f), spread(t),
+                       ratio(g["median"], t["median"]), ratio(f["median"], t["median"]), check,
+                       load])
+    print(f"{name} at {threads} thread(s) ({count} steps per timed run): "
+          + ", ".join(f"{k} {spread(v)} img/s" for k, v in result.items())
+          + f"; load average {load}", flush=True)
+
+    plan = trainer.exe.plan
+    state = sum(v.nbytes for v in trainer.exe.params.values())
+    peak = torch_step_peak(module, opt, tstep, pairs)
+    rss = ({fw: rss_delta(fw, name, threads, args.rss_steps) for fw in ("graphrt", "torch")}
+           if not args.no_rss else {})
+    memory_rows.append([name, str(batch), str(threads), mib(plan.arena_bytes),
+                        mib(plan.lower_bound_bytes),
+                        ratio(plan.arena_bytes, plan.lower_bound_bytes),
+                        mib(plan.naive_bytes), mib(state), mib(peak["peak"]),
+                        mib(peak["persistent"]), ratio(plan.arena_bytes, peak["peak"]),
+                        mib((rss.get("graphrt") or {}).get("delta")),
+                        mib((rss.get("torch") or {}).get("delta"))])
+
+    if args.profile_steps:
+        prof = profile_step(trainer, pairs, args.profile_steps)
+        lines = print_profile(f"{name} at {threads} thread(s)", batch, prof, g["median"],
+                              args.profile_top)
+        lines += torch_ops(tstep, pairs, args.profile_steps, args.profile_top)
+        print("\n".join(lines) + "\n", flush=True)
+        profiles += lines
+    losses = [trainer.step(*pairs[0]), tstep(*pairs[0]).item()]
+    if not all(np.isfinite(losses)):
+        notes.append(f"{name}: the loss is no longer finite after the run: {losses}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", metavar="NAME", help=f"default: {' '.join(MODELS)}")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both engines")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts, each for both engines (default: 1 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     ap.add_argument("--iterations", type=int, default=10, help="steps per timed run")
     ap.add_argument("--min-time", type=float, default=0.5,
                     help="raise --iterations so one timed run of graphrt step lasts this long (s)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per engine first")
-    ap.add_argument("--profile-steps", type=int, default=7, help="steps of the launch profile")
+    ap.add_argument("--profile-steps", type=int, default=7,
+                    help="steps of the launch profile (0: no profile)")
     ap.add_argument("--profile-top", type=int, default=8, help="ops listed per model")
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     ap.add_argument("--rss-steps", type=int, default=3, help="steps in each peak-RSS subprocess")
@@ -439,68 +506,25 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.rss_child:
-        print(json.dumps(rss_child(*args.rss_child, args.threads, args.rss_steps)))
+        print(json.dumps(rss_child(*args.rss_child, args.threads[0], args.rss_steps)))
         return 0
 
     import torch
 
     names = chosen_models(args.models)
-    limits, note = limit_threads(args.threads)
-    torch.set_num_threads(args.threads)
     speed_rows, memory_rows, profiles = [], [], []
-    notes = [note] if note else []
-    with limits:
-        print("\n".join(machine_lines(args.threads) + [code_line()]), flush=True)
-        print(f"SGD{SOLVER}; median of {args.repeats} timed runs of >= {args.iterations} steps "
-              f"(>= {args.min_time} s), warm-up {args.warmup} steps per engine\n", flush=True)
-        for name in names:
-            build, batch, _ = MODELS[name]
-            graph = build()
-            trainer = graphrt_trainer(graph, batch)
-            module, opt, tstep = torch_trainer(graph)
-            probe = make_batches(graph, batch, 1)
-            first_graphrt = trainer.step(*probe[0])
-            first_torch = tstep(*probe[0]).item()
-            dropout = any(n.op == "dropout" and n.attrs["rate"] > 0 for n in graph.nodes)
-            check = (f"{first_graphrt:.4f} / {first_torch:.4f}" +
-                     (" (dropout masks differ)" if dropout else ""))
-            if not dropout and not abs(first_graphrt - first_torch) <= 1e-3 * abs(first_torch):
-                notes.append(f"{name}: first-step losses differ: {check}")
-            start = time.perf_counter()
-            trainer.step(*probe[0])
-            per_step = max(time.perf_counter() - start, 1e-6)
-            count = max(args.iterations, int(np.ceil(args.min_time / per_step)))
-            pairs = make_batches(graph, batch, count)
-            engines = {**graphrt_engines(trainer), **torch_engine(tstep)}
-            result = measure(engines, pairs, args.warmup, args.repeats)
-            g, f, t = result["graphrt step"], result["graphrt fit"], result["torch"]
-            speed_rows.append([name, str(batch), f"{g:,.1f}", f"{f:,.1f}", f"{t:,.1f}",
-                               ratio(g, t), ratio(f, t), check])
-            print(f"{name} ({count} steps per timed run): "
-                  + ", ".join(f"{k} {v:,.1f} img/s" for k, v in result.items())
-                  + f"; load average {os.getloadavg()[0]:.2f}", flush=True)
-
-            plan = trainer.exe.plan
-            state = sum(v.nbytes for v in trainer.exe.params.values())
-            peak = torch_step_peak(module, opt, tstep, pairs)
-            rss = ({fw: rss_delta(fw, name, args.threads, args.rss_steps)
-                    for fw in ("graphrt", "torch")} if not args.no_rss else {})
-            memory_rows.append([name, str(batch), mib(plan.arena_bytes), mib(plan.lower_bound_bytes),
-                                ratio(plan.arena_bytes, plan.lower_bound_bytes),
-                                mib(plan.naive_bytes), mib(state), mib(peak["peak"]),
-                                mib(peak["persistent"]), ratio(plan.arena_bytes, peak["peak"]),
-                                mib((rss.get("graphrt") or {}).get("delta")),
-                                mib((rss.get("torch") or {}).get("delta"))])
-
-            prof = profile_step(trainer, pairs, args.profile_steps)
-            lines = print_profile(name, batch, prof, g, args.profile_top)
-            lines += torch_ops(tstep, pairs, args.profile_steps, args.profile_top)
-            print("\n".join(lines) + "\n", flush=True)
-            profiles += lines
-            losses = [trainer.step(*pairs[0]), tstep(*pairs[0]).item()]
-            if not all(np.isfinite(losses)):
-                notes.append(f"{name}: the loss is no longer finite after the run: {losses}")
-            del trainer, module, opt, tstep
+    notes = []
+    print("\n".join(machine_lines(args.threads) + [code_line()]), flush=True)
+    print(f"SGD{SOLVER}; median of {args.repeats} timed runs of >= {args.iterations} steps "
+          f"(>= {args.min_time} s), warm-up {args.warmup} steps per engine\n", flush=True)
+    for threads in args.threads:
+        limits, note = limit_threads(threads)
+        torch.set_num_threads(threads)
+        if note and note not in notes:
+            notes.append(note)
+        with limits:
+            for name in names:
+                bench_model(name, threads, args, speed_rows, memory_rows, profiles, notes)
 
     print("training images/s (higher is better):")
     print(table(SPEED, speed_rows, args.markdown))

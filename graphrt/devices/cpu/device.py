@@ -1,7 +1,7 @@
 """The ``cpu`` device: numpy kernels over one preallocated arena — the embedded default and the
 reference every other device is compared against.
 
-Kernels (:mod:`.kernels`) write into their planned output views (``out=``); ops without a
+Kernels (:mod:`.kernels`, and :mod:`.train_kernels` for the training step) write into their planned output views (``out=``); ops without a
 kernel of their own there run their ``OpDef`` reference forward. An executable's device is made for
 its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), splits each
 large launch across them (:mod:`.split`) and runs each convolution with the algorithm chosen for
@@ -20,6 +20,7 @@ from ..base import Device
 from . import algorithms as algo
 from . import split
 from .kernels import KERNELS, WORKSPACES
+from .train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from .threads import blas_single_thread, default_threads, pool
 from ..streams import InlineStream, WorkerStream
 
@@ -36,6 +37,11 @@ def aligned_empty(nbytes: int, align: int = ARENA_ALIGN) -> np.ndarray:
 # ---- the device ---------------------------------------------------------------------------------
 SPLIT_ACTIVATIONS = frozenset(activation.DEFS)  # unary activations: elementwise, split by batch
 
+
+
+def _workspace_fn(op: str):
+    """The workspace function of ``op``'s kernel (forward or training step), or None."""
+    return WORKSPACES.get(op) or TRAIN_WORKSPACES.get(op)
 
 
 def _reference_kernel(op: str):
@@ -110,12 +116,13 @@ class CpuDevice(Device):
         if node.op == "conv2d":
             names = names or self._algorithms(node)
             return max(algo.ALGORITHMS[a].workspace(node, graph, batch) for a in names)
-        fn = WORKSPACES.get(node.op)
-        return fn(node, graph, batch) if fn else 0
+        fn = _workspace_fn(node.op)
+        return (fn(node, graph, batch) if fn else 0) + (split.reduce_bytes(node, graph) if k > 1
+                                                        else 0)
 
     def workspace_bytes(self, node: Node, graph: Graph, batch: int) -> int:
         if not self._ours(graph):
-            fn = WORKSPACES.get(node.op)
+            fn = _workspace_fn(node.op)
             return fn(node, graph, batch) if fn else 0
         per = self._part_workspace(node, graph, batch)
         k = self.parts.get(node.name, 1)
@@ -178,7 +185,7 @@ class CpuDevice(Device):
         return out
 
     def kernel(self, op: str):
-        return KERNELS.get(op) or _reference_kernel(op)
+        return KERNELS.get(op) or TRAIN_KERNELS.get(op) or _reference_kernel(op)
 
     def available_bytes(self) -> int:
         """The least of the address-space limit, the cgroup limit and the machine's available

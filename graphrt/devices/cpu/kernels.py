@@ -308,10 +308,18 @@ def _conv_dims(node: Node, graph: Graph, batch: int):
 
 def conv_workspace(node: Node, graph: Graph, batch: int) -> int:
     """The workspace of :func:`conv2d` (the fixed choice: pointwise GEMM for 1x1, else im2col)."""
-    kh, kw = graph.specs[node.inputs[1]].shape[2:]
-    if _is_pointwise(node.attrs, kh, kw):
-        return pointwise_workspace(node, graph, batch)
-    return im2col_workspace(node, graph, batch)
+    return conv_workspace_of(*_conv_dims(node, graph, batch)[:10], node.attrs,
+                             _spec(graph, node.inputs[0], batch)[1])
+
+
+def conv_workspace_of(n, c, h, w, o, cg, kh, kw, oh, ow, attrs, dtype) -> int:
+    """:func:`conv_workspace` of a convolution given by its dimensions (no node: a training kernel
+    runs :func:`conv2d` on its own operands)."""
+    temps = _epilogue_temps(attrs) * BLOCK
+    if _is_pointwise(attrs, kh, kw):
+        return temps * dtype.itemsize
+    return _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, attrs, dtype.itemsize, temps)[3] * \
+        dtype.itemsize
 
 
 def pointwise_workspace(node: Node, graph: Graph, batch: int) -> int:

@@ -8,7 +8,15 @@ a timing — and how many parts each op can be cut into:
   normalization, softmax over a non-batch axis, elementwise ops and their chains, ``add``): part
   ``i`` runs the same kernel on rows ``[n*i/k, n*(i+1)/k)`` of every batched input and output;
 - column tiles for a dense layer whose weights outweigh its batch (a small batch through a large
-  fully connected layer: each thread reads only its share of the weights).
+  fully connected layer: each thread reads only its share of the weights);
+- batch slices with a reduction for a weight gradient (``conv2d_grad_weight``): part 0 writes the
+  output, part ``i > 0`` a partial sum at the end of its own workspace share (the device reports
+  the output's bytes on top of each part's workspace: :func:`reduce_bytes`), and the calling
+  thread adds the partial sums into the output once every part is done.
+
+The training step's data gradients split like their forwards: ``conv2d_grad_input`` (dy sliced,
+the weights whole), ``max_pool_grad``, ``avg_pool_grad`` and ``relu_grad`` (every batched input
+sliced).
 
 Each part gets its own share of the node's workspace: the device reports ``parts`` times the
 per-part workspace (at the largest per-part batch, rounded up to :data:`ALIGN` bytes) to the memory
@@ -28,8 +36,12 @@ MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound 
 # ops whose kernel runs image by image (input 0 and the outputs sliced along the batch)
 BATCH_OPS = {"conv2d", "conv2d_split", "max_pool", "avg_pool", "lrn", "batch_norm",
              "channel_affine", "dense", "softmax", "log_softmax", "elementwise_chain", "add", "relu",
-             "tanh", "sigmoid", "scale"}
-COMPUTE_OPS = {"conv2d", "conv2d_split", "dense"}  # judged by flops; the others by bytes
+             "tanh", "sigmoid", "scale", "conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad",
+             "avg_pool_grad", "relu_grad"}
+COMPUTE_OPS = {"conv2d", "conv2d_split", "dense", "conv2d_grad_input",
+               "conv2d_grad_weight"}  # judged by flops; the others by bytes
+ALL_BATCHED = {"add", "relu_grad", "max_pool_grad", "conv2d_grad_weight"}  # every batched input sliced
+REDUCED = {"conv2d_grad_weight"}  # the output is the sum of the parts' outputs
 
 
 def splittable(node: Node, graph: Graph, activations=()) -> bool:
@@ -40,7 +52,7 @@ def splittable(node: Node, graph: Graph, activations=()) -> bool:
     if len(node.outputs) != 1 and op != "conv2d_split":  # its outputs all sliced alike
         return False
     out = graph.specs[node.outputs[0]]
-    if not out.batched or not out.shape or not graph.specs[node.inputs[0]].batched:
+    if not (out.batched or op in REDUCED) or not out.shape or not graph.specs[node.inputs[0]].batched:
         return False
     if op in ("softmax", "log_softmax") and node.attrs["axis"] % len(out.shape) == 0:
         return False
@@ -73,6 +85,15 @@ def columns(node: Node, graph: Graph, batch: int) -> bool:
     return n_in * n_out > batch * (n_in + n_out)
 
 
+def reduce_bytes(node: Node, graph: Graph) -> int:
+    """The bytes a part of ``node`` needs beyond its kernel's workspace: its partial output when
+    the parts' outputs are summed, else 0."""
+    if node.op not in REDUCED:
+        return 0
+    spec = graph.specs[node.outputs[0]]
+    return int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
+
+
 def part_batch(batch: int, k: int) -> int:
     """The largest batch slice of ``batch`` cut into ``k`` parts."""
     return -(-batch // k)
@@ -86,15 +107,17 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
     """``fn`` run in ``k`` parts (by batch slices, or by output columns of a dense layer) through
     ``run_parts(calls)``; each part gets ``share`` bytes of the workspace."""
     share_elems = share // 4
+    reduced = op in REDUCED
 
     def run(attrs, inputs, outputs, ws):
         out = outputs[0]
-        n = out.shape[1] if by_columns else out.shape[0]
+        n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
         m = min(k, n)
         if m < 2:
             fn(attrs, inputs, outputs, ws)
             return
-        calls = []
+        calls, partials = [], []
+        ndim = inputs[0].ndim if reduced else out.ndim
         for i in range(m):
             s = slice(n * i // m, n * (i + 1) // m)
             part_ws = ws[i * share_elems:(i + 1) * share_elems] if ws is not None else None
@@ -102,16 +125,31 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
                 ins = [inputs[0], inputs[1][s]] + [b[s] for b in inputs[2:]]
                 outs = [out[:, s]]
             else:
-                ins = [x[s] if _batched(x, out) else x for x in inputs] if op == "add" \
-                    else [inputs[0][s]] + list(inputs[1:])
-                outs = [o[s] for o in outputs]
+                ins = [x[s] if _batched(x, n, ndim) else x for x in inputs] \
+                    if op in ALL_BATCHED else [inputs[0][s]] + list(inputs[1:])
+                if not reduced:
+                    outs = [o[s] for o in outputs]
+                elif i == 0:
+                    outs = [out]
+                else:
+                    partials.append(_partial(part_ws, out))
+                    outs = [partials[-1]]
             calls.append((fn, (attrs, ins, outs, part_ws)))
         run_parts(calls)
+        for p in partials:  # after every part is done: the sum in part order
+            np.add(out, p, out=out)
     run.__name__ = getattr(fn, "__name__", op)
     run.__wrapped__ = fn
     return run
 
 
-def _batched(x: np.ndarray, out: np.ndarray) -> bool:
-    """An ``add`` input that runs along the output's batch axis (not broadcast over it)."""
-    return x.ndim == out.ndim and x.shape[0] == out.shape[0]
+def _partial(part_ws: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A part's own output (shaped like ``out``) at the end of its workspace share."""
+    v = part_ws[part_ws.size - out.nbytes // 4:].view(out.dtype)
+    v.shape = out.shape
+    return v
+
+
+def _batched(x: np.ndarray, n: int, ndim: int) -> bool:
+    """An input that runs along the batch axis of the op (not broadcast over it)."""
+    return x.ndim == ndim and x.shape[0] == n

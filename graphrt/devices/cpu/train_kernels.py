@@ -1,0 +1,389 @@
+"""The cpu device's kernels of the training step: gradients and the parameter update.
+
+Written like the forward kernels of :mod:`.kernels` (same signature ``fn(attrs, inputs, outputs,
+workspace)``, outputs into planned views, every temporary in the planned workspace whose size the
+``*_workspace`` functions report), and computing what the ops' reference forwards in
+:mod:`graphrt.ops.grad`, :mod:`graphrt.ops.grad_spatial` and :mod:`graphrt.ops.optim` compute, in
+the same order of operations (the numbers differ at most by float rounding: BLAS blocking).
+
+- ``conv2d_grad_input``: with stride 1 (most layers) the forward convolution of ``dy`` with the
+  weights flipped and transposed into the workspace, padded by ``dilation * (kernel - 1) - pad``:
+  the forward's im2col (a gather) and a GEMM of depth O x KH x KW (:func:`.kernels.conv2d`), about
+  twice as fast as the scatter below. Otherwise, per chunk of images (about
+  :data:`GRAD_COLS_BYTES` of columns) and group, one stacked GEMM ``W^T dy`` into workspace
+  columns, then col2im written once: one strided add per kernel offset into the (padded, in the
+  workspace) input gradient.
+- ``conv2d_grad_weight``: per chunk, im2col into the workspace in (K, images x pixels) order and
+  ``dy`` gathered as (O, images x pixels), so that each group is ONE GEMM whose depth is the whole
+  chunk (not a GEMM per image); chunks after the first accumulate through a workspace (O, K).
+- ``max_pool_grad``: over chunks of images that stay in L2 (:data:`POOL_GRAD_BYTES`), per kernel
+  offset over the output positions whose window element lies in the input
+  (:func:`.kernels._pool_offsets`: no padded copy), a comparison with ``y`` into a workspace mask,
+  ``hit > done`` (the first maximum wins), ``dy * hit`` into a contiguous workspace block (a masked
+  copy where dy holds an inf or NaN), and one strided add into dx.
+- ``avg_pool_grad``: ``dy`` over the divisor once into the workspace, then one add per offset.
+- ``relu_grad``: block by block, ``dy * (t > 0)`` (or the slope where ``t <= 0``).
+- ``sgd_update``: momentum, weight decay and the learning rate in one pass of blocks over the
+  parameter with two block temporaries: no per-step arrays the size of the parameter.
+
+The device splits these launches across its threads (:mod:`.split`): the data gradients by batch
+slices, ``conv2d_grad_weight`` by batch slices whose partial sums are added at the end.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir import Graph, Node
+from ...ops import get_op
+from ...ops.optim import learning_rate
+from . import kernels as K
+from .kernels import _flat, _pad_into, _pool_offsets, _pool_pads, _reshaped, _spec
+
+
+def _bools(ws, count: int, offset_bytes: int = 0) -> np.ndarray:
+    return ws.view(np.uint8)[offset_bytes:offset_bytes + count].view(np.bool_)
+
+
+def _round4(nbytes: int) -> int:
+    return -(-nbytes // 4) * 4
+
+
+# ---- convolution ----------------------------------------------------------------------------------
+GRAD_COLS_BYTES = 1 << 20  # columns per chunk of the gradient GEMMs (at most the forward's
+# COLS_BYTES): as fast as 8 MiB at one thread (the GEMM depth is images x pixels) and the workspace
+# is live in the backward pass, when most activations are too
+
+
+def _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, pads, itemsize, weight: bool):
+    """(images per chunk, padded elements per image, workspace elements). The chunk's columns
+    (K x images x pixels for one group) hold about :data:`GRAD_COLS_BYTES`."""
+    t, b, l, r = pads
+    padded = c * (h + t + b) * (w + l + r) if any(pads) else 0
+    k, p, og = c // g * kh * kw, oh * ow, o // g
+    m = max(1, min(n, min(GRAD_COLS_BYTES, K.COLS_BYTES) // (itemsize * k * p)))
+    elems = m * padded + m * k * p
+    if weight:  # dy gathered as (O/g, images x pixels) and the (O/g, K) accumulator
+        elems += m * og * p + og * k
+    return m, padded, elems
+
+
+def _grad_dims(node: Node, graph: Graph, batch: int, x_index: int | None):
+    """(n, c, h, w, o, g, kh, kw, oh, ow, dtype) of a convolution gradient node."""
+    attrs = node.attrs
+    dy = node.inputs[0] if x_index is None else node.inputs[1]
+    (n, o, oh, ow), dtype = _spec(graph, dy, batch)
+    if x_index is None:  # conv2d_grad_input(dy, weight)
+        _, cg, kh, kw = graph.specs[node.inputs[1]].shape
+        c, (h, w) = cg * attrs["groups"], attrs["input_size"]
+    else:  # conv2d_grad_weight(x, dy)
+        _, c, h, w = graph.specs[node.inputs[0]].shape
+        kh, kw = attrs["kernel"]
+    return n, c, h, w, o, attrs["groups"], kh, kw, oh, ow, dtype
+
+
+FLIPPED_AREA = 1.3  # the flipped convolution does (H*W) / (OH*OW) times the GEMM's flops: it pays
+# while that ratio is small (measured, one thread: 1.0 (5x5, pad 2) -> 1.7x faster; LeNet's 12x12
+# input of an 8x8 dy (2.25) -> 2x slower)
+
+
+def _flipped(attrs, h: int, w: int, kh: int, kw: int):
+    """The forward conv2d attributes computing a stride-1 convolution's input gradient from dy
+    (stride 1, pads ``dilation * (kernel - 1) - pad``), or None when the gradient is not such a
+    convolution (strided, or pads beyond the kernel's extent). Cached per geometry."""
+    key = (attrs["stride"], attrs["pads"], attrs["dilation"], attrs["groups"], h, w, kh, kw,
+           FLIPPED_AREA)
+    found = _FLIPPED.get(key, False)
+    if found is not False:
+        return found
+    (dh, dw), (t, b, l, r) = attrs["dilation"], attrs["pads"]
+    eh, ew = dh * (kh - 1), dw * (kw - 1)
+    found = None
+    if attrs["stride"] == (1, 1) and max(t, b) <= eh and max(l, r) <= ew and \
+            h * w <= FLIPPED_AREA * (h + t + b - eh) * (w + l + r - ew):
+        found = get_op("conv2d").normalize_attrs({
+            "pads": (eh - t, eh - b, ew - l, ew - r), "dilation": (dh, dw),
+            "groups": attrs["groups"]})
+    _FLIPPED[key] = found
+    return found
+
+
+_FLIPPED: dict = {}
+
+
+def _flipped_chunk(n: int, cols_per_image: int) -> int:
+    """Images per call of the flipped forward convolution: about :data:`GRAD_COLS_BYTES` of its
+    columns (the forward alone would gather up to ``COLS_BYTES``)."""
+    return max(1, min(n, min(GRAD_COLS_BYTES, K.COLS_BYTES) // max(1, cols_per_image)))
+
+
+def conv_grad_input_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, g, kh, kw, oh, ow, dtype = _grad_dims(node, graph, batch, None)
+    flipped = _flipped(node.attrs, h, w, kh, kw)
+    if flipped is not None:  # the flipped weights, then the forward conv's own workspace
+        m = _flipped_chunk(n, o // g * kh * kw * h * w * dtype.itemsize)
+        conv = K.conv_workspace_of(m, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
+        return _round4(c * (o // g) * kh * kw * dtype.itemsize) + conv
+    _, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
+                                  dtype.itemsize, False)
+    return elems * dtype.itemsize
+
+
+def conv_grad_weight_workspace(node: Node, graph: Graph, batch: int) -> int:
+    n, c, h, w, o, g, kh, kw, oh, ow, dtype = _grad_dims(node, graph, batch, 0)
+    _, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
+                                  dtype.itemsize, True)
+    return elems * dtype.itemsize
+
+
+def _cols_from_dy(wg_t, dyg, cols3):
+    """``cols3`` (m, K, P) = ``wg_t`` (K, O') @ ``dyg`` (m, O', OH, OW), without copying dy."""
+    m, og, oh, ow = dyg.shape
+    dy3 = _reshaped(dyg, (m, og, oh * ow))
+    if dy3 is not None:
+        np.matmul(wg_t, dy3, out=cols3)
+        return
+    for i in range(m):  # planes that do not flatten (a slice along H or W): one GEMM per row
+        cols = _flat(cols3[i], (cols3.shape[1], oh, ow))
+        np.matmul(wg_t, dyg[i].transpose(1, 0, 2), out=cols.transpose(1, 0, 2))
+
+
+def conv2d_grad_input(attrs, inputs, outputs, ws):
+    """dx: per chunk and group one stacked GEMM into the columns, then col2im (see the module)."""
+    dy, w = inputs
+    dx = outputs[0]
+    n, o, oh, ow = dy.shape
+    _, cg, kh, kw = w.shape
+    g = attrs["groups"]
+    og, k, c = o // g, cg * kh * kw, cg * g
+    (sh, sw), (dh, dw), pads = attrs["stride"], attrs["dilation"], attrs["pads"]
+    t, b, l, r = pads
+    h, wd = attrs["input_size"]
+    wsd = ws.view(dy.dtype)
+    flipped = _flipped(attrs, h, wd, kh, kw)
+    if flipped is not None:
+        wt = _flat(wsd[:c * og * kh * kw], (c, og, kh, kw))
+        # wt[gi*cg + ci, oi, i, j] = w[gi*og + oi, ci, kh-1-i, kw-1-j]
+        np.copyto(_flat(wt, (g, cg, og, kh, kw)),
+                  _flat(w, (g, og, cg, kh, kw)).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1])
+        rest = ws.view(np.uint8)[_round4(wt.nbytes):].view(np.float32)
+        m = _flipped_chunk(n, og * kh * kw * h * wd * dy.itemsize)
+        for start in range(0, n, m):  # chunks: the forward's workspace sized for m images
+            K.conv2d(flipped, [dy[start:start + m], wt], [dx[start:start + m]], rest)
+        return
+    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
+    for start in range(0, n, m):
+        stop = min(n, start + m)
+        mm = stop - start
+        if padded:
+            tgt_all = _flat(wsd[:mm * padded], (mm, c, h + t + b, wd + l + r))
+        else:
+            tgt_all = dx[start:stop]
+        tgt_all.fill(0)
+        cols3 = _flat(wsd[m * padded:m * padded + mm * k * oh * ow], (mm, k, oh * ow))
+        cols = _flat(cols3, (mm, cg, kh, kw, oh, ow))
+        for gi in range(g):
+            wg_t = _flat(w[gi * og:(gi + 1) * og], (og, k)).T
+            _cols_from_dy(wg_t, dy[start:stop, gi * og:(gi + 1) * og], cols3)
+            tgt = tgt_all[:, gi * cg:(gi + 1) * cg]
+            for i in range(kh):  # col2im: one kernel offset reaches each pixel at most once
+                for j in range(kw):
+                    view = tgt[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                               j * dw:j * dw + (ow - 1) * sw + 1:sw]
+                    np.add(view, cols[:, :, i, j], out=view)
+        if padded:
+            np.copyto(dx[start:stop], tgt_all[:, :, t:t + h, l:l + wd])
+
+
+def conv2d_grad_weight(attrs, inputs, outputs, ws):
+    """dweight: per chunk and group ONE GEMM over the chunk's images and pixels (see the module)."""
+    x, dy = inputs
+    dwt = outputs[0]
+    n, c, h, wd = x.shape
+    o, oh, ow = dy.shape[1:]
+    g, (kh, kw), pads = attrs["groups"], attrs["kernel"], attrs["pads"]
+    og, cg = o // g, c // g
+    k, p = cg * kh * kw, oh * ow
+    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, x.itemsize, True)
+    wsd = ws.view(x.dtype)
+    at = m * padded
+    cols_buf, at = wsd[at:at + m * k * p], at + m * k * p
+    dyt_buf, at = wsd[at:at + m * og * p], at + m * og * p
+    acc = _flat(wsd[at:at + og * k], (og, k))
+    for start in range(0, n, m):
+        stop = min(n, start + m)
+        mm = stop - start
+        xs = _pad_into(x[start:stop], pads, wsd[:mm * padded]) if padded else x[start:stop]
+        cols = _flat(cols_buf[:k * mm * p], (cg, kh, kw, mm, oh, ow))
+        cols2 = _flat(cols, (k, mm * p))
+        dyt = _flat(dyt_buf[:og * mm * p], (og, mm, oh, ow))
+        for gi in range(g):
+            win = K._windows(xs[:, gi * cg:(gi + 1) * cg], kh, kw, oh, ow, attrs)
+            np.copyto(cols, win.transpose(1, 2, 3, 0, 4, 5))
+            np.copyto(dyt, dy[start:stop, gi * og:(gi + 1) * og].transpose(1, 0, 2, 3))
+            dst = _flat(dwt[gi * og:(gi + 1) * og], (og, k))
+            dyt2 = _flat(dyt, (og, mm * p))
+            if start == 0:
+                np.matmul(dyt2, cols2.T, out=dst)
+            else:
+                np.matmul(dyt2, cols2.T, out=acc)
+                np.add(dst, acc, out=dst)
+
+
+# ---- pooling --------------------------------------------------------------------------------------
+POOL_GRAD_BYTES = 1 << 20  # max_pool_grad: input images per chunk (the chunk stays in L2 over the
+# kernel offsets, each of which re-reads its x, y, dy and dx)
+
+
+def _pool_grad_chunk(n, c, h, w, itemsize) -> int:
+    return max(1, min(n, POOL_GRAD_BYTES // max(1, c * h * w * itemsize)))
+
+
+def max_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """For a chunk of images, two boolean masks shaped like the output (this offset's hits, the
+    windows done) and the masked dy."""
+    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
+    oh, ow = graph.specs[node.inputs[1]].shape[2:]
+    per = _pool_grad_chunk(n, c, h, w, dtype.itemsize) * c * oh * ow
+    return _round4(2 * per) + per * dtype.itemsize
+
+
+def max_pool_grad(attrs, inputs, outputs, ws):
+    x, y, dy = inputs
+    dx = outputs[0]
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2:]
+    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
+    m = _pool_grad_chunk(n, c, h, w, x.itemsize)
+    per = m * c * oh * ow
+    hit_buf, done_buf = _bools(ws, per), _bools(ws, per, per)
+    masked_buf = ws.view(np.uint8)[_round4(2 * per):].view(x.dtype)
+    dx.fill(0)
+    offsets = _pool_offsets(kernel, stride, pads, h, w, oh, ow)
+    for start in range(0, n, m):
+        stop = min(n, start + m)
+        xs, ys, dys, dxs = x[start:stop], y[start:stop], dy[start:stop], dx[start:stop]
+        done = _flat(done_buf[:ys.size], ys.shape)
+        done.fill(False)
+        nan = bool(np.isnan(np.max(ys)))  # max propagates NaN: no temporary like ys
+        finite = bool(np.isfinite(np.max(dys)) and np.isfinite(np.min(dys)))
+        for entry in offsets:
+            if entry is None:
+                continue
+            rows, cols, rs, cs = entry
+            ysub, dsub, xsub = ys[:, :, rows, cols], done[:, :, rows, cols], xs[:, :, rs, cs]
+            hit = _flat(hit_buf[:ysub.size], ysub.shape)
+            np.equal(xsub, ysub, out=hit)
+            if nan:
+                hit |= np.isnan(xsub)  # rare (a NaN in the output): one small temporary is fine
+            np.greater(hit, dsub, out=hit)  # hit and not done: the first maximum of each window
+            np.logical_or(dsub, hit, out=dsub)
+            masked = _flat(masked_buf[:ysub.size], ysub.shape)
+            if finite:  # dy * hit is the reference's where(hit, dy, 0) (up to the sign of 0)
+                np.multiply(dys[:, :, rows, cols], hit, out=masked)
+            else:  # an inf or NaN times 0 is NaN: copy where hit (twice as slow)
+                np.copyto(masked, 0)
+                np.copyto(masked, dys[:, :, rows, cols], where=hit)
+            target = dxs[:, :, rs, cs]
+            np.add(target, masked, out=target)
+
+
+def avg_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """dy over the divisor, shaped like dy."""
+    shape, dtype = _spec(graph, node.inputs[0], batch)
+    return int(np.prod(shape)) * dtype.itemsize
+
+
+def avg_pool_grad(attrs, inputs, outputs, ws):
+    dy, dx = inputs[0], outputs[0]
+    oh, ow = dy.shape[2:]
+    h, w = attrs["input_size"]
+    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
+    share = _flat(ws.view(dy.dtype)[:dy.size], dy.shape)
+    np.divide(dy, K._avg_divisor(attrs, h, w, oh, ow, dy.dtype), out=share)
+    dx.fill(0)
+    for entry in _pool_offsets(kernel, stride, pads, h, w, oh, ow):
+        if entry is None:
+            continue
+        rows, cols, rs, cs = entry
+        target = dx[:, :, rs, cs]
+        np.add(target, share[:, :, rows, cols], out=target)
+
+
+# ---- elementwise ----------------------------------------------------------------------------------
+def relu_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """A boolean block mask and (leaky relu) a block of slopes."""
+    shape, dtype = _spec(graph, node.inputs[0], batch)
+    block = min(K.BLOCK, int(np.prod(shape)))
+    slopes = block * dtype.itemsize if node.attrs["negative_slope"] != 0.0 else 0
+    return _round4(block) + slopes
+
+
+def relu_grad(attrs, inputs, outputs, ws):
+    """``dy * (t > 0)`` (``dy * where(t > 0, 1, slope)``) block by block, as the reference."""
+    dy, t = inputs
+    out = outputs[0]
+    slope = attrs["negative_slope"]
+    block = min(K.BLOCK, out.size)
+    mask_buf = _bools(ws, block)
+    slope_buf = ws.view(np.uint8)[_round4(block):].view(out.dtype) if slope != 0.0 else None
+    for idx in K._blocks(out.shape):
+        ob = out[idx]
+        mask = _flat(mask_buf[:ob.size], ob.shape)
+        np.greater(t[idx], 0, out=mask)
+        if slope == 0.0:
+            np.multiply(dy[idx], mask, out=ob)
+        else:
+            s = _flat(slope_buf[:ob.size], ob.shape)
+            s.fill(slope)
+            np.copyto(s, 1, where=mask)
+            np.multiply(dy[idx], s, out=ob)
+
+
+# ---- optimizer ------------------------------------------------------------------------------------
+def sgd_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """Two blocks of the parameter's dtype."""
+    spec = graph.specs[node.inputs[0]]
+    return 2 * min(K.BLOCK, int(np.prod(spec.shape))) * np.dtype(spec.dtype).itemsize
+
+
+def sgd_update(attrs, inputs, outputs, ws):
+    """The reference's update, block by block: ``g = grad + decay * param``; ``v = momentum * v + g``
+    then ``param -= lr * v`` (PyTorch) or ``v = momentum * v + lr * g; param -= v`` (Caffe)."""
+    param, grad, velocity, it = inputs
+    tp = param.dtype.type
+    lr = tp(learning_rate(attrs, float(it)) * attrs["lr_mult"])
+    decay = attrs["weight_decay"] * attrs["decay_mult"]
+    momentum, caffe = tp(attrs["momentum"]), attrs["convention"] == "caffe"
+    block = min(K.BLOCK, param.size)
+    base = ws.view(param.dtype)
+    t1, t2 = base[:block], base[block:2 * block]
+    for idx in K._blocks(param.shape):
+        pb, gb, vb = param[idx], grad[idx], velocity[idx]
+        g = gb
+        if decay:
+            g = _flat(t1[:pb.size], pb.shape)
+            np.multiply(pb, tp(decay), out=g)
+            np.add(gb, g, out=g)
+        np.multiply(vb, momentum, out=vb)
+        step = _flat(t2[:pb.size], pb.shape)
+        if caffe:
+            np.multiply(g, lr, out=step)
+            np.add(vb, step, out=vb)
+            np.subtract(pb, vb, out=pb)
+        else:
+            np.add(vb, g, out=vb)
+            np.multiply(vb, lr, out=step)
+            np.subtract(pb, step, out=pb)
+
+
+_KERNELS = {
+    "conv2d_grad_input": conv2d_grad_input, "conv2d_grad_weight": conv2d_grad_weight,
+    "max_pool_grad": max_pool_grad, "avg_pool_grad": avg_pool_grad, "relu_grad": relu_grad,
+    "sgd_update": sgd_update,
+}
+TRAIN_KERNELS = {op: K._small_buffers(fn) for op, fn in _KERNELS.items()}
+TRAIN_WORKSPACES = {
+    "conv2d_grad_input": conv_grad_input_workspace, "conv2d_grad_weight": conv_grad_weight_workspace,
+    "max_pool_grad": max_pool_grad_workspace, "avg_pool_grad": avg_pool_grad_workspace,
+    "relu_grad": relu_grad_workspace, "sgd_update": sgd_workspace,
+}

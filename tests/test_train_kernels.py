@@ -1,0 +1,302 @@
+"""The cpu device's training kernels (``graphrt/devices/cpu/train_kernels.py``) against the ops'
+reference forwards (the reference executor's numpy rules) and against naive loops
+(``tests/naive_grad.py``), run as the memory plan runs them: channel-slice views of NaN-filled
+buffers, a workspace of exactly the reported size full of NaN, nothing written outside the output.
+Chunk and block sizes are drawn small as well as at their defaults (every chunking path runs).
+"""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import graphrt
+import naive
+import naive_grad
+from graphrt import Graph
+from graphrt.devices.cpu import device as cpu_device
+from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import train_kernels as T
+from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
+from graphrt.ops import get_op
+from graphrt.testing import relative_error
+from test_conv_algorithms import split_everything
+from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, one_node, pads_attr, pair_attr,
+                              rng_of, tuned, untouched)
+
+NAIVE_TOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def run_kernel(op, inputs, params=(), attrs=None):
+    """(kernel outputs, reference outputs) of ``op`` on channel-slice views with an exactly sized
+    NaN workspace; checks that nothing outside the outputs was written."""
+    g, node, n = one_node(op, inputs, params, attrs)
+    specs = [g.specs[t] for t in node.outputs]
+    expected = [np.zeros(s.concrete(n), s.dtype) for s in specs]
+    get_op(op).forward(node.attrs, [a.copy() for a in inputs] + list(params), expected)
+    size = TRAIN_WORKSPACES[op](node, g, n)
+    assert size > 0 and size % 4 == 0
+    ws = np.full(size // 4, np.nan, np.float32)
+    views = [channel_view(a) for a in inputs]
+    outs = [channel_view(np.full(s.concrete(n), np.nan, s.dtype)) for s in specs]
+    TRAIN_KERNELS[op](node.attrs, views + list(params), outs, ws)
+    for out in outs:
+        if out.ndim == 4:
+            assert untouched(out), f"{op} wrote outside its output slice"
+    for view, a in zip(views, inputs):
+        assert np.array_equal(view, a, equal_nan=True), f"{op} changed an input"
+    return outs[0], expected[0]
+
+
+def check(op, dtype, inputs, params, attrs, naive_out):
+    out, ref = run_kernel(op, inputs, params, attrs)
+    assert out.dtype == ref.dtype
+    err = relative_error(out, ref)
+    assert err < TOL[dtype], f"{op} {attrs}: relative error {err:.3g} against the reference"
+    err = relative_error(out, naive_out)
+    assert err < NAIVE_TOL[dtype], f"{op} {attrs}: relative error {err:.3g} against naive loops"
+
+
+# ---- convolution ----------------------------------------------------------------------------------
+@st.composite
+def conv_grad_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride_a, stride = pair_attr(draw, 1, 3)
+    dil_a, dil = pair_attr(draw, 1, 2)
+    pads_a, pads = pads_attr(draw, (2, 2))
+    eh, ew = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
+    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), 10))
+    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), 10))
+    n = draw(st.integers(1, 5))
+    x = rng.standard_normal((n, groups * cg, h, w)).astype(dtype)
+    wt = rng.standard_normal((groups * og, cg, kh, kw)).astype(dtype)
+    geometry = dict(stride=stride, pads=pads, dilation=dil, groups=groups)
+    dy = rng.standard_normal(naive.conv2d(x, wt, **geometry).shape).astype(dtype)
+    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups}
+    return dtype, x, wt, dy, attrs, geometry
+
+
+@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]))
+def test_conv2d_grad_input(case, tuning, flipped_area):
+    """Both paths: the flipped forward convolution (stride 1: always with a large
+    ``FLIPPED_AREA``) and GEMM + col2im (always with 0)."""
+    dtype, x, wt, dy, attrs, geometry = case
+    expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
+    saved = T.FLIPPED_AREA
+    T.FLIPPED_AREA = saved if flipped_area is None else flipped_area
+    try:
+        with tuned(**tuning):
+            check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
+                  expected)
+    finally:
+        T.FLIPPED_AREA = saved
+
+
+@given(conv_grad_cases(), TUNINGS)
+def test_conv2d_grad_weight(case, tuning):
+    dtype, x, wt, dy, attrs, geometry = case
+    expected = naive_grad.conv2d_grad_weight(x, dy, wt.shape[2:], **geometry)
+    with tuned(**tuning):
+        check("conv2d_grad_weight", dtype, [x, dy], [], {**attrs, "kernel": wt.shape[2:]},
+              expected)
+
+
+# ---- pooling ---------------------------------------------------------------------------------------
+@st.composite
+def pool_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    kernel_a, kernel = pair_attr(draw, 1, 4)
+    stride_a, stride = pair_attr(draw, 1, 3)
+    pads_a, pads = pads_attr(draw, (kernel[0] - 1, kernel[1] - 1))
+    h = draw(st.integers(max(1, kernel[0] - pads[0] - pads[1]), 10))
+    w = draw(st.integers(max(1, kernel[1] - pads[2] - pads[3]), 10))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    ceil = draw(st.booleans())
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    if draw(st.booleans()):  # ties: the first maximum of a window takes the gradient
+        x = np.round(x).astype(dtype)
+    attrs = {"kernel": kernel_a, "stride": stride_a, "pads": pads_a, "ceil_mode": ceil}
+    geometry = dict(kernel=kernel, stride=stride, pads=pads, ceil_mode=ceil)
+    return dtype, x, attrs, geometry, rng
+
+
+@given(pool_cases(), st.sampled_from([None, 1, 300]))
+def test_max_pool_grad(case, chunk_bytes):
+    dtype, x, attrs, geometry, rng = case
+    y = naive.max_pool(x, **geometry).astype(dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    infinite = rng.integers(0, 3) == 0
+    if infinite:  # an inf in dy: the masked-copy path, the same values as the reference's
+        dy.flat[rng.integers(0, dy.size)] = np.inf
+    saved = T.POOL_GRAD_BYTES
+    T.POOL_GRAD_BYTES = chunk_bytes or saved  # chunks of one image, of a few, of all
+    try:
+        if infinite:
+            out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
+            assert np.array_equal(out, ref, equal_nan=True)
+        else:
+            check("max_pool_grad", dtype, [x, y, dy], [], attrs,
+                  naive_grad.max_pool_grad(x, dy, **geometry))
+    finally:
+        T.POOL_GRAD_BYTES = saved
+
+
+@given(pool_cases(), st.booleans())
+def test_avg_pool_grad(case, include_pad):
+    dtype, x, attrs, geometry, rng = case
+    y = naive.avg_pool(x, **geometry, count_include_pad=include_pad)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    check("avg_pool_grad", dtype, [dy], [],
+          {**attrs, "count_include_pad": include_pad, "input_size": x.shape[2:]},
+          naive_grad.avg_pool_grad(dy, x.shape[2:], **geometry, count_include_pad=include_pad))
+
+
+def test_max_pool_grad_nan():
+    """A NaN in a window is its maximum (PyTorch's rule), as in the reference."""
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    x[0, 0, 1, 2] = np.nan
+    attrs = {"kernel": 2, "stride": 2}
+    y = np.full((2, 1, 2, 2), np.nan, np.float32)
+    get_op("max_pool").forward(get_op("max_pool").normalize_attrs(attrs), [x], [y])
+    dy = np.arange(1, 9, dtype=np.float32).reshape(2, 1, 2, 2)
+    out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
+    assert np.array_equal(out, ref) and out[0, 0, 1, 2] == 2
+
+
+# ---- relu ------------------------------------------------------------------------------------------
+@given(st.data(), DTYPES, st.sampled_from([0.0, 0.1, -0.5, 2.0]), TUNINGS)
+def test_relu_grad(data, dtype, slope, tuning):
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=2, max_size=4)))
+    dy = rng.standard_normal(shape).astype(dtype)
+    t = np.round(rng.standard_normal(shape), 1).astype(dtype)  # zeros too: the slope applies
+    with tuned(**tuning):
+        check("relu_grad", dtype, [dy, t], [], {"negative_slope": slope},
+              naive_grad.relu_grad(dy, t, slope))
+
+
+# ---- the SGD update --------------------------------------------------------------------------------
+def test_every_training_kernel_is_tested():
+    tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
+              "relu_grad", "sgd_update"}
+    assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
+    assert not set(TRAIN_KERNELS) & set(K.KERNELS)
+
+
+def sgd_reference(attrs, param, grad, velocity, it):
+    p, v = param.copy(), velocity.copy()
+    get_op("sgd_update").forward(attrs, [p, grad, v, it], [])
+    return p, v
+
+
+@given(st.data(), DTYPES, st.sampled_from(["pytorch", "caffe"]), TUNINGS)
+def test_sgd_update(data, dtype, convention, tuning):
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=4)))
+    param, grad, velocity = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    it = np.array(data.draw(st.integers(0, 30)), np.int64)
+    attrs = get_op("sgd_update").normalize_attrs({
+        "lr": 0.01, "momentum": data.draw(st.sampled_from([0.0, 0.9])),
+        "weight_decay": data.draw(st.sampled_from([0.0, 5e-4])), "lr_mult": 2.0,
+        "decay_mult": data.draw(st.sampled_from([0.0, 1.0])), "policy": "step", "gamma": 0.5,
+        "stepsize": 7, "convention": convention})
+    g = Graph("sgd")
+    names = [g.add_param(f"p{i}", a) for i, a in enumerate([param, grad, velocity])]
+    g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
+    node = g.node("node")
+    with tuned(**tuning):
+        size = TRAIN_WORKSPACES["sgd_update"](node, g, 1)
+        ws = np.full(size // 4, np.nan, np.float32)
+        p, v = param.copy(), velocity.copy()
+        TRAIN_KERNELS["sgd_update"](node.attrs, [p, grad, v, it], [], ws)
+    want_p, want_v = sgd_reference(node.attrs, param, grad, velocity, it)
+    assert np.array_equal(p, want_p) and np.array_equal(v, want_v)  # the same ufuncs in order
+    # independently: torch.optim.SGD's / Caffe's rule written out in float64
+    lr = 0.01 * 0.5 ** (int(it) // 7) * 2.0
+    g64 = grad.astype(np.float64) + attrs["weight_decay"] * attrs["decay_mult"] * param
+    v64 = attrs["momentum"] * velocity.astype(np.float64)
+    v64 = v64 + (lr * g64 if convention == "caffe" else g64)
+    p64 = param - (v64 if convention == "caffe" else lr * v64)
+    assert relative_error(v, v64) < TOL[dtype] * 10 and relative_error(p, p64) < TOL[dtype] * 10
+
+
+# ---- whole training steps: kernels and threads against the reference rules ---------------------------
+def small_training_graph(size: int = 13) -> Graph:
+    """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
+    average pooling, dense layers and a log-softmax output."""
+    rng = np.random.default_rng(0)
+    g = Graph("small_train")
+    x = g.add_input("x", (None, 3, size, size))
+
+    def param(name, shape):
+        return g.add_param(name, (rng.standard_normal(shape) * 0.3).astype(np.float32))
+    y = g.add_node("conv2d", [x, param("w1", (8, 3, 3, 3)), param("b1", (8,))], attrs={"pads": 1})
+    y = g.add_node("relu", [y], attrs={"negative_slope": 0.1})
+    y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "ceil_mode": True})
+    y = g.add_node("conv2d", [y, param("w2", (6, 4, 3, 3)), param("b2", (6,))],
+                   attrs={"pads": (1, 0), "stride": (1, 2), "groups": 2})
+    y = g.add_node("relu", [y])
+    y = g.add_node("avg_pool", [y], attrs={"kernel": 2, "stride": 1, "pads": 1})
+    y = g.add_node("flatten", [y])
+    y = g.add_node("dense", [y, param("fw", (5, g.specs[y].shape[1])), param("fb", (5,))])
+    g.set_outputs([g.add_node("log_softmax", [y])])
+    return g.verify()
+
+
+def _train(graph, threads, steps=3, batch=6):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch,) + graph.specs[graph.inputs[0]].shape[1:]).astype(np.float32)
+    labels = rng.integers(0, 5, batch)
+    trainer = graphrt.Trainer(graph, optimizer=graphrt.optim.SGD(lr=0.05, momentum=0.9,
+                                                                 weight_decay=1e-3),
+                              batch_size=batch, threads=threads)
+    losses = [trainer.step(x, labels) for _ in range(steps)]
+    ops = {launch.op for launch in trainer.exe.program(batch).launches}
+    return losses, {k: v.copy() for k, v in trainer.sync().params.items()}, trainer, ops
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_training_steps_match_the_reference_rules(threads, monkeypatch):
+    """Three SGD steps with the training kernels (split into parts however small the launch, at 3
+    threads) against the same steps with every gradient op and the update run by its reference
+    rule (the device's training kernels taken away)."""
+    with monkeypatch.context() as m:
+        m.setattr(cpu_device, "TRAIN_KERNELS", {})
+        m.setattr(cpu_device, "TRAIN_WORKSPACES", {})
+        want_losses, want, _, _ = _train(small_training_graph(), 1)
+    with split_everything():
+        losses, got, trainer, ops = _train(small_training_graph(), threads)
+    assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
+    if threads > 1:  # every splittable training launch ran in parts
+        parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
+        assert set(T.TRAIN_KERNELS) - {"sgd_update"} <= parted
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+    for name in want:
+        assert relative_error(got[name], want[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_training_kernels_allocate_nothing(threads):
+    """After warm-up every training-kernel launch of a step (split into parts at 2 threads)
+    allocates less than 32 KiB per part (numpy's small ufunc iteration buffers; the tensors here are
+    50 KiB to 1 MiB): its temporaries live in the planned workspace."""
+    with split_everything():
+        _, _, trainer, _ = _train(small_training_graph(48), threads, steps=2)
+    launches = [la for la in trainer.exe.program(6).launches if la.op in T.TRAIN_KERNELS]
+    assert {la.op for la in launches} == set(T.TRAIN_KERNELS)
+    tracemalloc.start()
+    try:
+        for launch in launches:
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+            peak = tracemalloc.get_traced_memory()[1]
+            assert peak - before < threads * 32 * 1024, \
+                f"{launch.node}: {peak - before} bytes allocated"
+    finally:
+        tracemalloc.stop()
