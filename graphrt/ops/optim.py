@@ -48,13 +48,19 @@ def _sgd_infer(attrs, ins, node):
     if grad.shape != param.shape or velocity.shape != param.shape:
         raise spec_error(node, f"sgd_update needs grad and velocity shaped like the parameter {param}, "
                                f"got {grad} and {velocity}")
+    check_schedule(attrs, it, node)
+    return []
+
+
+def check_schedule(attrs, it, node) -> None:
+    """The iteration counter ``it`` is a scalar and the rate policy's own attributes make sense
+    (shared by every update op that reads :func:`learning_rate`)."""
     if it.shape != ():
         raise spec_error(node, f"the iteration counter must be a scalar, got {it}")
     if attrs["policy"] == "step" and attrs["stepsize"] < 1:
         raise spec_error(node, "the 'step' policy needs stepsize >= 1")
     if attrs["policy"] == "poly" and attrs["max_iter"] < 1:
         raise spec_error(node, "the 'poly' policy needs max_iter >= 1")
-    return []
 
 
 def _sgd(attrs, inputs, outputs):

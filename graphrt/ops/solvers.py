@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from ..ir import spec_error
-from .optim import POLICIES, learning_rate
+from .optim import POLICIES, check_schedule, learning_rate
 from .registry import Attr, OpDef, OpPattern, choice, floats, nonnegative, register, to_float, to_int
 
 TYPES = ("SGD", "Nesterov", "Adam")
@@ -33,12 +33,7 @@ def _infer(attrs, ins, node):
     param, grad, h1, h2, it = ins
     if any(s.shape != param.shape for s in (grad, h1, h2)):
         raise spec_error(node, f"solver_update needs grad and histories shaped like {param}")
-    if it.shape != ():
-        raise spec_error(node, f"the iteration counter must be a scalar, got {it}")
-    if attrs["policy"] == "step" and attrs["stepsize"] < 1:
-        raise spec_error(node, "the 'step' policy needs stepsize >= 1")
-    if attrs["policy"] == "poly" and attrs["max_iter"] < 1:
-        raise spec_error(node, "the 'poly' policy needs max_iter >= 1")
+    check_schedule(attrs, it, node)
     return []
 
 
