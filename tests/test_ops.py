@@ -803,3 +803,22 @@ def test_every_op_declares_its_rules(name):
     lo, hi = opdef.arity
     assert lo >= 1 and (hi is None or hi >= lo)
     assert opdef.inplace is None or 0 <= opdef.inplace < lo
+
+
+@pytest.mark.parametrize("op, extra", [("sgd_update", 1), ("solver_update", 2)])
+@pytest.mark.parametrize("attrs, it_shape, says", [
+    ({"policy": "step", "stepsize": 0}, (), "stepsize >= 1"),
+    ({"policy": "poly", "max_iter": 0}, (), "max_iter >= 1"),
+    ({"policy": "fixed"}, (1,), "must be a scalar"),
+])
+def test_update_ops_refuse_a_schedule_that_cannot_run(op, extra, attrs, it_shape, says):
+    """Both optimizer updates check the iteration counter and the rate policy's attributes when the
+    graph is built, naming the node (one shared check: ops/optim.py check_schedule)."""
+    g = Graph("bad schedule")
+    p = g.add_param("p", np.zeros((2, 3)))
+    grad = g.add_input("g", (2, 3), "float64")
+    state = [g.add_param(f"s{i}", np.zeros((2, 3))) for i in range(extra)]
+    it = g.add_param("it", np.zeros(it_shape, np.float64))
+    with pytest.raises(graphrt.GraphrtError, match=says) as err:
+        g.add_node(op, [p, grad, *state, it], name="update", attrs={"lr": 0.1, **attrs})
+    assert "update" in str(err.value)
