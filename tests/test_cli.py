@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +359,14 @@ def test_plan_png_is_produced_and_not_blank(capsys, shared, tmp_path):
 def test_plan_rejects_an_unknown_extension(capsys, shared, tmp_path):
     code, _, err = graphrt_cmd(capsys, "plan", lenet(shared), "-o", tmp_path / "plan.gif")
     assert code == 2 and "extension must be one of .png, .svg, .pdf" in err
+
+
+@pytest.mark.parametrize("module", ["graphrt", "graphrt.cli"])
+def test_python_dash_m_runs_the_command_line(module):
+    """``python -m graphrt`` and ``python -m graphrt.cli`` are the ``graphrt`` command."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: graphrt") and "train" in done.stdout

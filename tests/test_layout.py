@@ -52,7 +52,7 @@ ALLOWED = {
     "graphrt.viz": {"graphrt.ir", "graphrt.ops", "graphrt.frontends", "graphrt.passes", "graphrt.memory",
                     PROTOCOL, "graphrt.scheduler", "graphrt.viz"},
 }
-TOP = {"graphrt", "graphrt.cli"}  # the public API and the command line may import any stage
+TOP = {"graphrt", "graphrt.__main__", "graphrt.cli"}  # the public API and the command line may import any stage
 
 
 def is_top(module: str) -> bool:
