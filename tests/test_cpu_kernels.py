@@ -166,25 +166,33 @@ def check_kernel(op, inputs, params=(), attrs=None, *, tol, inplace=False, axis=
 
 
 # ---- convolution and dense ------------------------------------------------------------------------
-@st.composite
-def conv_cases(draw):
-    rng, dtype = rng_of(draw), draw(DTYPES)
+def conv_geometry(draw, max_side: int, max_batch: int):
+    """A random convolution: the input and weight shapes ``(n, groups*cg, h, w)``,
+    ``(groups*og, cg, kh, kw)``, its attributes as the op takes them and the same geometry as the
+    naive loops take it (strides, pads, dilations and groups drawn; the window always fits)."""
     groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride_a, stride = pair_attr(draw, 1, 3)
     dil_a, dil = pair_attr(draw, 1, 2)
     pads_a, pads = pads_attr(draw, (2, 2))
     eh, ew = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
-    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), 12))
-    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), 12))
-    n = draw(st.integers(1, 4))
-    x = rng.standard_normal((n, groups * cg, h, w)).astype(dtype)
-    params = [rng.standard_normal((groups * og, cg, kh, kw)).astype(dtype)]
+    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), max_side))
+    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), max_side))
+    n = draw(st.integers(1, max_batch))
+    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups}
+    geometry = dict(stride=stride, pads=pads, dilation=dil, groups=groups)
+    return (n, groups * cg, h, w), (groups * og, cg, kh, kw), attrs, geometry
+
+
+@st.composite
+def conv_cases(draw):
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    x_shape, w_shape, attrs, _ = conv_geometry(draw, 12, 4)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    params = [rng.standard_normal(w_shape).astype(dtype)]
     if draw(st.booleans()):
-        params.append(rng.standard_normal(groups * og).astype(dtype))
-    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups,
-             **epilogue(draw)}
-    return dtype, x, params, attrs
+        params.append(rng.standard_normal(w_shape[0]).astype(dtype))
+    return dtype, x, params, {**attrs, **epilogue(draw)}
 
 
 @given(conv_cases(), TUNINGS)

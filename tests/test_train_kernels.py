@@ -24,8 +24,8 @@ from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
 from graphrt.testing import relative_error
 from test_conv_algorithms import split_everything
-from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, one_node, pads_attr, pair_attr,
-                              rng_of, tuned, untouched)
+from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, conv_geometry, one_node, pads_attr,
+                              pair_attr, rng_of, tuned, untouched)
 
 NAIVE_TOL = {"float32": 1e-5, "float64": 1e-10}
 
@@ -64,20 +64,10 @@ def check(op, dtype, inputs, params, attrs, naive_out):
 @st.composite
 def conv_grad_cases(draw):
     rng, dtype = rng_of(draw), draw(DTYPES)
-    groups, cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    stride_a, stride = pair_attr(draw, 1, 3)
-    dil_a, dil = pair_attr(draw, 1, 2)
-    pads_a, pads = pads_attr(draw, (2, 2))
-    eh, ew = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
-    h = draw(st.integers(max(1, eh - pads[0] - pads[1]), 10))
-    w = draw(st.integers(max(1, ew - pads[2] - pads[3]), 10))
-    n = draw(st.integers(1, 5))
-    x = rng.standard_normal((n, groups * cg, h, w)).astype(dtype)
-    wt = rng.standard_normal((groups * og, cg, kh, kw)).astype(dtype)
-    geometry = dict(stride=stride, pads=pads, dilation=dil, groups=groups)
+    x_shape, w_shape, attrs, geometry = conv_geometry(draw, 10, 5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    wt = rng.standard_normal(w_shape).astype(dtype)
     dy = rng.standard_normal(naive.conv2d(x, wt, **geometry).shape).astype(dtype)
-    attrs = {"stride": stride_a, "pads": pads_a, "dilation": dil_a, "groups": groups}
     return dtype, x, wt, dy, attrs, geometry
 
 
