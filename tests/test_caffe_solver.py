@@ -20,6 +20,7 @@ from graphrt.ops import get_op
 from graphrt.ops.optim import learning_rate
 
 from caffe_data_cases import caffe_transform, digits_bytes, read_lmdb_records, write_lmdb
+from example_files import load_example
 
 MODELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "models" / "caffe"
 SOLVER = """net: "lenet_train_test.prototxt"
@@ -209,12 +210,7 @@ def test_caffes_cifar10_quick_solver_and_net_run_unmodified(tmp_path):
     """examples/caffe_cifar10_quick_solver.py: Caffe's own files (the net byte for byte from
     ../shared), a generated mean and LMDBs, a short run."""
     pytest.importorskip("lmdb")
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "caffe_cifar10_quick_solver.py"
-    spec = importlib.util.spec_from_file_location("cifar10_quick_solver_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example, _ = load_example("caffe_cifar10_quick_solver")
     example.prepare(tmp_path, train=200, test=100)
     folder = tmp_path / "examples" / "cifar10"
     assert (folder / "cifar10_quick_train_test.prototxt").read_bytes() == \

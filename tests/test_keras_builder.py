@@ -1,8 +1,6 @@
 """The Keras-like builder (graphrt.frontends.keras): seed models, spellings, layouts, padding, errors."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import json
 import math
 from pathlib import Path
@@ -16,24 +14,7 @@ from graphrt.ir.errors import (AttrError, GraphError, GraphrtError, ShapeError, 
                                WeightError)
 from graphrt.frontends import keras as K
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str):
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, path
-
-
-def line_of(path: Path, text: str, occurrence: int = 1) -> int:
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line]
-    return hits[occurrence - 1]
-
-
-def this_line() -> int:
-    return inspect.currentframe().f_back.f_lineno
+from example_files import line_of, load_example, this_line
 
 
 def softmax_rows_ok(y: np.ndarray) -> None:

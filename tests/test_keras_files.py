@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import zipfile
@@ -15,9 +14,9 @@ import graphrt
 from graphrt.ir.errors import GraphError, ParseError, ShapeError, UnsupportedError, WeightError
 from graphrt.frontends.keras.files import config_to_graph, load_keras
 
-h5py = pytest.importorskip("h5py")
+from example_files import load_example
 
-ROOT = Path(__file__).resolve().parents[1]
+h5py = pytest.importorskip("h5py")
 
 
 def rel_err(a, b) -> float:
@@ -317,10 +316,7 @@ def test_json_configs_are_seeded(kdir):
 
 
 def test_cnn_100_json_matches_the_example(kdir):
-    spec = importlib.util.spec_from_file_location("keras_simple_cnn",
-                                                  ROOT / "examples" / "keras_simple_cnn.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, _ = load_example("keras_simple_cnn")
     built = module.build().to_graph(seed=0)
     loaded = graphrt.load(kdir / "seed_cnn_100.json")
 

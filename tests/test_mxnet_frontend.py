@@ -1,11 +1,9 @@
 """Tests for graphrt.frontends.mxnet: the symbol API, JSON round trips and conversion to a Graph."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +15,7 @@ from graphrt.ir.errors import (AttrError, GraphrtError, ParseError, ShapeError, 
 from graphrt.frontends import mxnet as mx
 from graphrt.frontends.mxnet.io import read_symbol_json
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mxnet_alexnet.py"
-
+from example_files import load_example
 
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -26,10 +23,7 @@ def rel_err(a, b) -> float:
 
 
 def alexnet_example():
-    spec = importlib.util.spec_from_file_location("mxnet_alexnet_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("mxnet_alexnet")[0]
 
 
 def encode_params(named: dict[str, np.ndarray]) -> bytes:

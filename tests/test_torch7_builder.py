@@ -1,8 +1,6 @@
 """The Torch7-style builder (graphrt.frontends.torch7): seed models, pooling, padding, concat, errors."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import math
 from pathlib import Path
 
@@ -13,24 +11,7 @@ import graphrt
 from graphrt.ir.errors import GraphError, ShapeError, UnsupportedError
 from graphrt.frontends import torch7 as nn
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str):
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, path
-
-
-def line_of(path: Path, text: str, occurrence: int = 1) -> int:
-    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line]
-    return hits[occurrence - 1]
-
-
-def this_line() -> int:
-    return inspect.currentframe().f_back.f_lineno
+from example_files import line_of, load_example, this_line
 
 
 def log_softmax_rows_ok(y):
