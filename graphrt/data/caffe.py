@@ -67,7 +67,7 @@ def decode_datum(data: bytes, file: str | None = None) -> tuple[np.ndarray, int]
         if field in (1, 2, 3) and kind == 0:
             dims[field - 1] = value
         elif field == 4 and kind == 2:
-            raw = data[value[0]:value[1]]
+            raw = memoryview(data)[value[0]:value[1]]  # no copy: read straight into the batch
         elif field == 5 and kind == 0:
             label = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 6:
@@ -106,18 +106,32 @@ class LMDBSource(ImageSource):
         real = os.path.realpath(self.path)
         with _ENVS_LOCK:  # LMDB opens an environment once per process: the sources share it
             if real not in _ENVS:
-                try:
-                    _ENVS[real] = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                            subdir=Path(self.path).is_dir(), max_readers=512)
-                except lmdb.Error as err:
-                    raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
-        self._env = _ENVS[real]
-        self._lock = threading.Lock()
-        self._txn = self._env.begin(buffers=False)
+                _ENVS[real] = self._environment(lmdb)
+        self._begin(_ENVS[real])
         self._keys = [k for k in self._txn.cursor().iternext(keys=True, values=False)]
         if not self._keys:
             raise self.error(f"the LMDB source {self.path!r} holds no records")
         return len(self._keys)
+
+    def _environment(self, lmdb):
+        try:
+            return lmdb.open(self.path, readonly=True, lock=False, readahead=False,
+                             subdir=Path(self.path).is_dir(), max_readers=512)
+        except lmdb.Error as err:
+            raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
+
+    def _begin(self, env) -> None:
+        self._env, self._lock, self._txn = env, threading.Lock(), env.begin(buffers=False)
+
+    def _reopen(self) -> None:
+        """A forked worker may not use the parent's environment (LMDB's rule): it closes its
+        inherited copy (the parent's stays open) and opens its own, single-threaded."""
+        import lmdb
+
+        real = os.path.realpath(self.path)
+        _ENVS.pop(real).close()
+        _ENVS[real] = self._environment(lmdb)
+        self._begin(_ENVS[real])
 
     def _raw(self, i: int) -> bytes:
         with self._lock:  # one read transaction; two iterations may read it from two threads
