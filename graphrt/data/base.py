@@ -54,7 +54,7 @@ def default_workers() -> int:
 
 
 class ImageSource:
-    """Batches of a record store; see the module docstring. ``repeat``: cycle over the records
+    """Batches of a record store (``store`` names it in errors); see the module docstring. ``repeat``: cycle over the records
     forever, batches running across the end as Caffe's data layers do (else one pass, the last
     batch partial). ``processes``: decode in worker processes (where ``fork`` exists), else
     threads."""
@@ -72,6 +72,7 @@ class ImageSource:
         self.workers = default_workers() if workers is None else max(1, int(workers))
         self.processes = bool(processes) and FORK
         self.where = where or {}  # layer / file / line for errors
+        self.store = "the source"
         self._count: int | None = None
 
     # ---- what a subclass gives ------------------------------------------------------------------
@@ -122,11 +123,15 @@ class ImageSource:
                 pending.extend(map(pool.submit, itertools.islice(chunks, 1)))
                 yield self._batch(x, labels, rng)
 
-    def _decode_into(self, raws, out: np.ndarray) -> list:
-        """Decode the records ``raws`` into the rows of ``out``; their labels."""
+    def _decode_into(self, chunk: list, raws, out: np.ndarray) -> list:
+        """Decode ``raws``, the records ``chunk``, into the rows of ``out``; their labels."""
         labels = []
-        for k, raw in enumerate(raws):
-            image, label = self._decode(raw)
+        for k, (i, raw) in enumerate(zip(chunk, raws)):
+            try:
+                image, label = self._decode(raw)
+            except GraphrtError as err:  # a corrupt record: name it and its store
+                err.message = f"record {i} of {self.store}: {err.message}"
+                raise err.locate(**self.where)
             if image.shape != out.shape[1:] or image.dtype != out.dtype:
                 raise self.error(f"record {k} of a batch is {image.shape} {image.dtype}, the first "
                                  f"record is {out.shape[1:]} {out.dtype}: the images must share one "
@@ -158,8 +163,8 @@ class _Threads:
 
     def submit(self, chunk: list):
         out = np.empty((len(chunk),) + self.shape, self.dtype)
-        return out, self.pool.submit(self.source._decode_into, [self.source._raw(i) for i in chunk],
-                                     out)
+        return out, self.pool.submit(self.source._decode_into, chunk,
+                                     [self.source._raw(i) for i in chunk], out)
 
     def result(self, handle) -> tuple[np.ndarray, list]:
         out, future = handle
@@ -239,7 +244,7 @@ def _work(source: ImageSource, tasks, results, slots: list) -> None:
         try:
             if failed is not None:
                 raise failed
-            labels, err = source._decode_into(map(source._raw, chunk), slots[slot]), None
+            labels, err = source._decode_into(chunk, map(source._raw, chunk), slots[slot]), None
         except Exception as e:  # a GraphrtError pickles whole; anything else by its message
             labels, err = None, e if isinstance(e, GraphrtError) else \
                 source.error(f"decoding failed: {type(e).__name__}: {e}")

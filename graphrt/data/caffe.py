@@ -93,6 +93,7 @@ class LMDBSource(ImageSource):
     def __init__(self, path, **options):
         super().__init__(**options)
         self.path = str(path)
+        self.store = f"the LMDB source {self.path!r}"
 
     def _open(self) -> int:
         try:
@@ -148,6 +149,7 @@ class ImageListSource(ImageSource):
     def __init__(self, path, root_folder: str = "", size=None, color: bool = True, **options):
         super().__init__(**options)
         self.path, self.root, self.size, self.color = str(path), root_folder, size, color
+        self.store = f"the image list {self.path!r}"
 
     def _open(self) -> int:
         if not Path(self.path).is_file():

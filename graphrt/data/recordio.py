@@ -90,6 +90,7 @@ class RecordIO(ImageSource):
                          transform=transform, shuffle=shuffle, seed=seed, workers=workers,
                          processes=processes, repeat=repeat, where={"file": str(path_rec)})
         self.path_rec, self.path_idx = str(path_rec), path_idx
+        self.store = f"the RecordIO file {self.path_rec!r}"
         self.label_width = int(label_width)
 
     def _open(self) -> int:
