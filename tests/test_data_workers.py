@@ -1,6 +1,7 @@
-"""The data sources' decoding workers: the batches (images, labels and the random windows of a seed)
-are the same bytes whatever the number of workers and whether they are threads or processes, and
-worker processes never outlive an iteration that ends early, raises or is dropped."""
+"""The data sources' windows and decoding workers: the windows are Caffe's per-image draws; the
+batches (images, labels and the random windows of a seed) are the same bytes whatever the number of
+workers and whether they are threads or processes; worker processes never outlive an iteration that
+ends early, raises or is dropped."""
 from __future__ import annotations
 
 import gc
@@ -90,3 +91,20 @@ def test_a_corrupt_record_raises_naming_record_and_store_and_stops_the_workers(t
     with pytest.raises(GraphrtError, match=r"record 12 of the LMDB source '.*db'.*cannot decode"):
         list(src)
     assert _workers() == []
+
+
+@pytest.mark.parametrize("options", [dict(crop_size=5, mirror=True, train=True),
+                                     dict(crop_size=5, train=True), dict(mirror=True, train=True),
+                                     dict(crop_size=5, mirror=True, train=False)])
+def test_windows_are_caffes_per_image_draws_mirror_row_column(options):
+    h, w, n = 9, 11, 13
+    got = Transform(**options).windows(n, h, w, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    train, crop = options["train"], options.get("crop_size", 0)
+    for i in range(n):  # DataTransformer: Rand(2) for the mirror, then Rand(h - crop + 1), Rand(...)
+        mirror = int(rng.integers(2)) if train and options.get("mirror") else 0
+        if train and crop:
+            want = (rng.integers(h - crop + 1), rng.integers(w - crop + 1), mirror)
+        else:
+            want = ((h - (crop or h)) // 2, (w - (crop or w)) // 2, mirror)
+        assert tuple(got[i]) == want, i
