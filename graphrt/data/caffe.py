@@ -37,7 +37,7 @@ def decode_image(data: bytes, color: bool | None = None, size: tuple | None = No
                  bgr: bool = True) -> np.ndarray:
     """An encoded image as (C, H, W) uint8 in BGR order (Caffe's, OpenCV's; ``bgr=False``: RGB,
     MXNet's) (``color`` None keeps the file's own channels; True/False force 3 or 1); ``size``
-    (h, w) resizes bilinearly first."""
+    (h, w) resizes bilinearly first. A read-only view of Pillow's bytes (copied into a batch)."""
     from PIL import Image
 
     try:
@@ -50,13 +50,14 @@ def _decode_image(Image, data, color, size, bgr):
     with Image.open(io.BytesIO(data)) as im:
         if color is None:
             color = im.mode not in ("L", "LA", "I;16", "I", "1")  # grey stays one channel
-        im = im.convert("RGB" if color else "L")
+        if im.mode != ("RGB" if color else "L"):
+            im = im.convert("RGB" if color else "L")
         if size is not None and tuple(size) != (im.height, im.width):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
-        a = np.asarray(im, np.uint8)
-    if not color:
-        return a[None]
-    return np.ascontiguousarray((a[:, :, ::-1] if bgr else a).transpose(2, 0, 1))
+        # Pillow packs the channels in the order asked for: no reversal, no copy until the batch
+        a = np.frombuffer(im.tobytes("raw", ("BGR" if bgr else "RGB") if color else "L"), np.uint8)
+        return a.reshape(im.height, im.width, 3).transpose(2, 0, 1) if color else \
+            a.reshape(1, im.height, im.width)
 
 
 def decode_datum(data: bytes, file: str | None = None) -> tuple[np.ndarray, int]:
