@@ -13,18 +13,21 @@ yielded in reading order whoever decoded them: a run is reproducible, and its ba
 bytes whatever the number and kind of workers.
 
 **Workers.** ``workers`` processes, forked when an iteration starts (as ``DataLoader``'s workers are
-on Linux; threads with ``processes=False`` or where there is no ``fork``). Pillow's PNG decode and
-the per-record Python hold the GIL for much of their work, so threads decode little faster than
-one. A worker takes a batch's record indices from a queue, reads and decodes the records itself
-(:meth:`_reopen` gives it its own database handle) straight into one slot of a ring of shared-memory
-buffers, and answers with the batch number and the labels: no image is ever pickled. The iterating
-thread copies the slot out (one ``memcpy`` per batch: a batch the caller keeps is never overwritten)
-and hands the slot to the next batch. The memory is anonymous (``mmap(-1, n)``, inherited by the
-fork): it has no name that could outlive the processes, and the workers are terminated when an
-iteration ends, stops early, raises, or is garbage-collected. With threads, records are read in the
-iterating thread (database handles are not shared across threads) and each batch decodes on one
-thread into its own array. The default, :func:`default_workers`, leaves half the cores to the
-compute threads.
+on Linux; threads with ``processes=False``, where there is no ``fork``, or in a daemonic process).
+Pillow's PNG decode and the per-record Python hold the GIL for much of their work, so threads decode
+little faster than one. A worker takes a batch's record indices from a queue, reads and decodes the
+records itself (:meth:`_reopen` gives it its own database handle) straight into one slot of a ring
+of shared-memory buffers, and answers with the batch number and the labels: no image is ever
+pickled. The iterating thread copies the slot out (one ``memcpy`` per batch: a batch the caller
+keeps is never overwritten) and hands the slot to the next batch. The memory is anonymous
+(``mmap(-1, n)``, inherited by the fork): it has no name that could outlive the processes, and the
+workers are terminated when an iteration ends, stops early, raises, or is garbage-collected. With
+threads, records are read in the iterating thread (database handles are not shared across threads)
+and each batch decodes on one thread into its own array.
+
+The default, :func:`default_workers`, is half the cores, so that decoding and the compute threads do
+not fight for the cores: one worker decodes some 20,000 32x32 PNG records a second on the 2-core
+development machine, far more than a training step consumes.
 """
 from __future__ import annotations
 
@@ -54,10 +57,10 @@ def default_workers() -> int:
 
 
 class ImageSource:
-    """Batches of a record store (``store`` names it in errors); see the module docstring. ``repeat``: cycle over the records
-    forever, batches running across the end as Caffe's data layers do (else one pass, the last
-    batch partial). ``processes``: decode in worker processes (where ``fork`` exists), else
-    threads."""
+    """Batches of a record store (``store`` names it in errors); see the module docstring.
+    ``repeat``: cycle over the records forever, batches running across the end as Caffe's data
+    layers do (else one pass, the last batch partial). ``workers``: how many decode;
+    ``processes``: as processes (where ``fork`` exists), else threads."""
 
     def __init__(self, *, batch_size: int, names: tuple[str, str, str] = ("data", "window", "label"),
                  transform: Transform | None = None, shuffle: bool = False, seed: int = 0,
@@ -116,7 +119,10 @@ class ImageSource:
         rng = np.random.default_rng([self.seed, 1])
         indices = self.order()
         chunks = iter(lambda: [int(i) for i in itertools.islice(indices, self.batch_size)], [])
-        with (_Processes if self.processes else _Threads)(self, image.shape, image.dtype) as pool:
+        # a daemonic process (a multiprocessing pool's worker) may not have children: threads
+        kind = _Processes if self.processes and not multiprocessing.current_process().daemon \
+            else _Threads
+        with kind(self, image.shape, image.dtype) as pool:
             pending = collections.deque(map(pool.submit, itertools.islice(chunks, pool.ahead)))
             while pending:
                 x, labels = pool.result(pending.popleft())
