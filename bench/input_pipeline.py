@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -156,6 +157,13 @@ def _spread(values: list) -> str:
     return f"{np.median(values):8.0f} images/s (min {min(values):.0f}, max {max(values):.0f})"
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children: both sides join their workers each pass,
+    so a pass's CPU per image counts them too (steadier than images/s on a busy machine)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -175,24 +183,28 @@ def main(argv=None) -> int:
         ours = graphrt_pipeline(db, mean, args.batch, args.workers, args.device, args.threads)
         theirs = torch_pipeline(Path(tmp) / "db_torch", mean, args.batch, args.workers, args.device)
         ours(), theirs()  # warm-up: page cache, imports, first compile
-        rates, ratios = {"graphrt": [], "torch": []}, []
+        rates, cpu, ratios, last = {"graphrt": [], "torch": []}, {"graphrt": [], "torch": []}, [], {}
         for _ in range(args.repeat):  # interleaved: both see the same load
-            rate, ours_bytes, uploads = ours()
-            their_rate, theirs_bytes = theirs()
-            rates["graphrt"].append(rate)
-            rates["torch"].append(their_rate)
-            ratios.append(rate / their_rate)
+            for side, one_pass in (("graphrt", ours), ("torch", theirs)):
+                start = _cpu_seconds()
+                rate, *last[side] = one_pass()  # and bytes per image (and uploads)
+                cpu[side].append((_cpu_seconds() - start) / args.images * 1e6)
+                rates[side].append(rate)
+            ratios.append(rates["graphrt"][-1] / rates["torch"][-1])
             loads.append(os.getloadavg()[0])
     kind = "threads" if args.threads else "processes"
     print(f"{args.images} {args.encoded} 32x32 records, batch {args.batch}, {args.workers} workers "
           f"(graphrt: {kind}), device {args.device}, {args.repeat} interleaved passes each, "
           f"1-minute load average {' '.join(f'{v:.2f}' for v in loads)} (before, after each pair)")
+    (ours_bytes, uploads), (theirs_bytes,) = last["graphrt"], last["torch"]
     print(f"graphrt.data + fused transform : {_spread(rates['graphrt'])}, {ours_bytes:.0f} bytes/image "
-          f"over the bus (uint8 + label + window; {uploads} uploads in the last pass)")
+          f"over the bus (uint8 + label + window; {uploads} uploads a pass)")
     print(f"torch DataLoader (float32)     : {_spread(rates['torch'])}, {theirs_bytes:.0f} bytes/image "
           "(float32 crop + label)")
     print(f"ratio graphrt / DataLoader     : {np.median(ratios):8.2f}x median of the pairs "
           f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"CPU per image, all processes   : graphrt {np.median(cpu['graphrt']):.0f} us, DataLoader "
+          f"{np.median(cpu['torch']):.0f} us (medians)")
     return 0
 
 
