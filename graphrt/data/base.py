@@ -202,7 +202,7 @@ class _Processes:
         self.procs = [ctx.Process(target=_work, args=(source, self.tasks, self.results, self.slots),
                                   name=f"graphrt-decode-{i}", daemon=True)
                       for i in range(source.workers)]
-        self.stop = weakref.finalize(self, _stop, self.procs, self.tasks, self.results)
+        self.stop = weakref.finalize(self, _stop, os.getpid(), self.procs, self.tasks, self.results)
         for p in self.procs:
             p.start()
 
@@ -257,8 +257,11 @@ def _work(source: ImageSource, tasks, results, slots: list) -> None:
         results.put((k, labels, err))
 
 
-def _stop(procs: list, tasks, results) -> None:
-    """Terminate the workers (they hold nothing worth finishing) and close the queues."""
+def _stop(owner: int, procs: list, tasks, results) -> None:
+    """Terminate the workers (they hold nothing worth finishing) and close the queues; nothing in
+    a process forked later (its copy of the pool is not its own)."""
+    if os.getpid() != owner:
+        return
     for p in procs:
         if p.is_alive():
             p.terminate()
