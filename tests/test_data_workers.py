@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from graphrt.data import LMDBSource
 from graphrt.data.base import FORK
 from graphrt.frontends.caffe.transform import Transform
-from graphrt.ir.errors import GraphrtError
+from graphrt.ir.errors import GraphrtError, InputError
 
 from caffe_data_cases import datum, png, write_lmdb
 
@@ -22,9 +23,9 @@ pytest.importorskip("lmdb")
 processes = pytest.mark.skipif(not FORK, reason="worker processes need fork")
 
 
-def _db(path, n=23, corrupt=None):
+def _db(path, n=23, corrupt=None, larger=None):
     """An LMDB of ``n`` PNG-encoded random 1x9x11 images; record ``corrupt`` holds bytes no decoder
-    reads."""
+    reads, record ``larger`` a 1x9x12 image."""
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (n, 1, 9, 11)).astype(np.uint8)
     labels = rng.integers(0, 10, n)
@@ -35,6 +36,13 @@ def _db(path, n=23, corrupt=None):
         env = lmdb.open(str(path))
         with env.begin(write=True) as txn:
             txn.put(b"%08d" % corrupt, datum(None, 1, png(images[corrupt])[:20]))
+        env.close()
+    if larger is not None:
+        import lmdb
+
+        env = lmdb.open(str(path))
+        with env.begin(write=True) as txn:
+            txn.put(b"%08d" % larger, datum(None, 1, png(np.zeros((1, 9, 12), np.uint8))))
         env.close()
     return images, labels
 
@@ -90,6 +98,28 @@ def test_a_corrupt_record_raises_naming_record_and_store_and_stops_the_workers(t
     src = LMDBSource(tmp_path / "db", batch_size=5, workers=2, processes=kind == "processes")
     with pytest.raises(GraphrtError, match=r"record 12 of the LMDB source '.*db'.*cannot decode"):
         list(src)
+    assert _workers() == []
+
+
+@pytest.mark.parametrize("kind", ["threads", pytest.param("processes", marks=processes)])
+def test_an_image_of_another_size_is_refused_naming_record_and_store(tmp_path, kind):
+    _db(tmp_path / "db", larger=7)
+    src = LMDBSource(tmp_path / "db", batch_size=5, workers=2, processes=kind == "processes")
+    with pytest.raises(InputError, match=r"record 7 of the LMDB source '.*db' is \(1, 9, 12\) uint8, "
+                                         r"the first is \(1, 9, 11\) uint8"):
+        list(src)
+
+
+@processes
+def test_a_worker_that_dies_is_an_error_naming_the_store(tmp_path):
+    _db(tmp_path / "db")
+    batches = iter(_source(tmp_path / "db", workers=2, repeat=True))
+    next(batches)
+    for p in _workers():
+        os.kill(p.pid, signal.SIGKILL)
+    with pytest.raises(GraphrtError, match=r"a decoding worker of the LMDB source '.*db' exited"):
+        for _ in batches:
+            pass
     assert _workers() == []
 
 

@@ -139,8 +139,8 @@ class ImageSource:
                 err.message = f"record {i} of {self.store}: {err.message}"
                 raise err.locate(**self.where)
             if image.shape != out.shape[1:] or image.dtype != out.dtype:
-                raise self.error(f"record {k} of a batch is {image.shape} {image.dtype}, the first "
-                                 f"record is {out.shape[1:]} {out.dtype}: the images must share one "
+                raise self.error(f"record {i} of {self.store} is {image.shape} {image.dtype}, the "
+                                 f"first is {out.shape[1:]} {out.dtype}: the images must share one "
                                  "size", InputError)
             out[k] = image
             labels.append(label)
@@ -190,10 +190,9 @@ class _Processes:
     def __init__(self, source: ImageSource, shape: tuple, dtype):
         ctx = multiprocessing.get_context("fork")
         self.ahead = 2 * source.workers
-        nbytes = source.batch_size * int(np.prod(shape)) * np.dtype(dtype).itemsize
-        self.slots = [np.frombuffer(mmap.mmap(-1, max(nbytes, 1)), dtype, nbytes // np.dtype(dtype)
-                                    .itemsize).reshape((source.batch_size,) + shape)
-                      for _ in range(self.ahead)]
+        shape = (source.batch_size,) + tuple(shape)
+        nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        self.slots = [np.ndarray(shape, dtype, mmap.mmap(-1, nbytes)) for _ in range(self.ahead)]
         self.free = list(range(self.ahead))
         self.tasks, self.results = ctx.SimpleQueue(), ctx.Queue()
         self.done: dict = {}
@@ -220,8 +219,8 @@ class _Processes:
             except queue.Empty:
                 dead = [p for p in self.procs if p.exitcode is not None]
                 if dead:
-                    raise self.source.error(f"decoding worker {dead[0].name} exited with code "
-                                            f"{dead[0].exitcode}") from None
+                    raise self.source.error(f"a decoding worker of {self.source.store} exited "
+                                            f"with code {dead[0].exitcode}") from None
                 continue
             self.done[done] = labels, err
         labels, err = self.done.pop(k)
