@@ -25,6 +25,11 @@ workers are terminated when an iteration ends, stops early, raises, or is garbag
 threads, records are read in the iterating thread (database handles are not shared across threads)
 and each batch decodes on one thread into its own array.
 
+Forking a process that runs other threads (the prefetch loader forks from its own thread) is what
+``DataLoader`` does too, and what Python 3.12 warns about: a lock another thread held at the fork
+stays held in the child. The workers only read records and run Pillow and numpy, which take no such
+lock (Python re-creates its own locks in the child); they never log or call BLAS.
+
 The default, :func:`default_workers`, is half the cores, so that decoding and the compute threads do
 not fight for the cores: one worker decodes some 20,000 32x32 PNG records a second on the 2-core
 development machine, far more than a training step consumes.
