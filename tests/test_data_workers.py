@@ -20,7 +20,7 @@ from graphrt.ir.errors import GraphrtError, InputError
 from caffe_data_cases import datum, png, write_lmdb
 
 pytest.importorskip("lmdb")
-processes = pytest.mark.skipif(not FORK, reason="worker processes need fork")
+processes = pytest.mark.skipif(not FORK, reason="worker processes are forked on Linux only")
 
 
 def _db(path, n=23, corrupt=None, larger=None):

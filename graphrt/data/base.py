@@ -13,7 +13,7 @@ yielded in reading order whoever decoded them: a run is reproducible, and its ba
 bytes whatever the number and kind of workers.
 
 **Workers.** ``workers`` processes, forked when an iteration starts (as ``DataLoader``'s workers are
-on Linux; threads with ``processes=False``, where there is no ``fork``, or in a daemonic process).
+on Linux; threads with ``processes=False``, on other systems, or in a daemonic process).
 Pillow's PNG decode and the per-record Python hold the GIL for much of their work, so threads decode
 little faster than one. A worker takes a batch's record indices from a queue, reads and decodes the
 records itself (:meth:`_reopen` gives it its own database handle) straight into one slot of a ring
@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import weakref
 from typing import Iterator
 
@@ -52,7 +53,8 @@ import numpy as np
 from ..frontends.caffe.transform import Transform
 from ..ir.errors import GraphrtError, InputError
 
-FORK = "fork" in multiprocessing.get_all_start_methods()
+# fork is Linux's start method; macOS has it but its system libraries may not survive it
+FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def default_workers() -> int:
@@ -65,7 +67,7 @@ class ImageSource:
     """Batches of a record store (``store`` names it in errors); see the module docstring.
     ``repeat``: cycle over the records forever, batches running across the end as Caffe's data
     layers do (else one pass, the last batch partial). ``workers``: how many decode;
-    ``processes``: as processes (where ``fork`` exists), else threads."""
+    ``processes``: as processes (on Linux), else threads."""
 
     def __init__(self, *, batch_size: int, names: tuple[str, str, str] = ("data", "window", "label"),
                  transform: Transform | None = None, shuffle: bool = False, seed: int = 0,
