@@ -23,26 +23,20 @@ pytest.importorskip("lmdb")
 processes = pytest.mark.skipif(not FORK, reason="worker processes are forked on Linux only")
 
 
-def _db(path, n=23, corrupt=None, larger=None):
-    """An LMDB of ``n`` PNG-encoded random 1x9x11 images; record ``corrupt`` holds bytes no decoder
-    reads, record ``larger`` a 1x9x12 image."""
+def _db(path, n=23, replace=None):
+    """An LMDB of ``n`` PNG-encoded random 1x9x11 images; ``replace``: {record: Datum bytes}
+    written over those records."""
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (n, 1, 9, 11)).astype(np.uint8)
     labels = rng.integers(0, 10, n)
     write_lmdb(path, images, labels, encode=True)
-    if corrupt is not None:
+    if replace:
         import lmdb
 
         env = lmdb.open(str(path))
         with env.begin(write=True) as txn:
-            txn.put(b"%08d" % corrupt, datum(None, 1, png(images[corrupt])[:20]))
-        env.close()
-    if larger is not None:
-        import lmdb
-
-        env = lmdb.open(str(path))
-        with env.begin(write=True) as txn:
-            txn.put(b"%08d" % larger, datum(None, 1, png(np.zeros((1, 9, 12), np.uint8))))
+            for i, record in replace.items():
+                txn.put(b"%08d" % i, record)
         env.close()
     return images, labels
 
@@ -94,7 +88,7 @@ def test_worker_processes_stop_when_the_iteration_ends_early_or_is_dropped(tmp_p
 
 @pytest.mark.parametrize("kind", ["threads", pytest.param("processes", marks=processes)])
 def test_a_corrupt_record_raises_naming_record_and_store_and_stops_the_workers(tmp_path, kind):
-    _db(tmp_path / "db", corrupt=12)
+    _db(tmp_path / "db", replace={12: datum(None, 1, png(np.zeros((1, 9, 11), np.uint8))[:20])})
     src = LMDBSource(tmp_path / "db", batch_size=5, workers=2, processes=kind == "processes")
     with pytest.raises(GraphrtError, match=r"record 12 of the LMDB source '.*db'.*cannot decode"):
         list(src)
@@ -103,7 +97,7 @@ def test_a_corrupt_record_raises_naming_record_and_store_and_stops_the_workers(t
 
 @pytest.mark.parametrize("kind", ["threads", pytest.param("processes", marks=processes)])
 def test_an_image_of_another_size_is_refused_naming_record_and_store(tmp_path, kind):
-    _db(tmp_path / "db", larger=7)
+    _db(tmp_path / "db", replace={7: datum(None, 1, png(np.zeros((1, 9, 12), np.uint8)))})
     src = LMDBSource(tmp_path / "db", batch_size=5, workers=2, processes=kind == "processes")
     with pytest.raises(InputError, match=r"record 7 of the LMDB source '.*db' is \(1, 9, 12\) uint8, "
                                          r"the first is \(1, 9, 11\) uint8"):
