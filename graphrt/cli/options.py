@@ -151,8 +151,8 @@ def _train_parser(sub) -> None:
                                          "or run a Caffe solver.prototxt (as caffe train does)")
     _model_args(train, batch=64)
     train.add_argument("--data", help=".npz with arrays x and y, or 'digits' (not for a solver)")
-    train.add_argument("--workers", type=_positive, help="decoding threads of a solver's data layers "
-                       "(default: half the cores)")
+    train.add_argument("--workers", type=_positive, help="decoding worker processes of a solver's "
+                       "data layers (default: half the cores)")
     train.add_argument("--epochs", type=_positive, default=1, help="passes over the data (default 1)")
     train.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")

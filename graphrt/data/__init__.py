@@ -3,8 +3,8 @@
 and ``Trainer.fit(...)`` take directly. Images cross the bus as the bytes they are stored as; crop,
 mirror, mean and scale run on the device as the graph's first op.
 
-- :mod:`.base`: :class:`ImageSource` (ordered or shuffled reading, decoding on worker threads,
-  batches that run across the end of the records when repeating);
+- :mod:`.base`: :class:`ImageSource` (ordered or shuffled reading, decoding a batch at a time in
+  worker processes, batches that run across the end of the records when repeating);
 - :mod:`.caffe`: Caffe's ``Data`` (LMDB of ``Datum`` records), ``ImageData``, ``HDF5Data`` and
   :func:`net_sources`, the sources of a prototxt's data layers;
 - :mod:`.recordio`: MXNet's ``.rec``/``.idx`` image records (:class:`RecordIO`, as

@@ -37,7 +37,7 @@ def decode_image(data: bytes, color: bool | None = None, size: tuple | None = No
                  bgr: bool = True) -> np.ndarray:
     """An encoded image as (C, H, W) uint8 in BGR order (Caffe's, OpenCV's; ``bgr=False``: RGB,
     MXNet's) (``color`` None keeps the file's own channels; True/False force 3 or 1); ``size``
-    (h, w) resizes bilinearly first."""
+    (h, w) resizes bilinearly first. A read-only view of Pillow's bytes (copied into a batch)."""
     from PIL import Image
 
     try:
@@ -50,13 +50,14 @@ def _decode_image(Image, data, color, size, bgr):
     with Image.open(io.BytesIO(data)) as im:
         if color is None:
             color = im.mode not in ("L", "LA", "I;16", "I", "1")  # grey stays one channel
-        im = im.convert("RGB" if color else "L")
+        if im.mode != ("RGB" if color else "L"):
+            im = im.convert("RGB" if color else "L")
         if size is not None and tuple(size) != (im.height, im.width):
             im = im.resize((size[1], size[0]), Image.BILINEAR)
-        a = np.asarray(im, np.uint8)
-    if not color:
-        return a[None]
-    return np.ascontiguousarray((a[:, :, ::-1] if bgr else a).transpose(2, 0, 1))
+        # Pillow packs the channels in the order asked for: no reversal, no copy until the batch
+        a = np.frombuffer(im.tobytes("raw", ("BGR" if bgr else "RGB") if color else "L"), np.uint8)
+        return a.reshape(im.height, im.width, 3).transpose(2, 0, 1) if color else \
+            a.reshape(1, im.height, im.width)
 
 
 def decode_datum(data: bytes, file: str | None = None) -> tuple[np.ndarray, int]:
@@ -67,7 +68,7 @@ def decode_datum(data: bytes, file: str | None = None) -> tuple[np.ndarray, int]
         if field in (1, 2, 3) and kind == 0:
             dims[field - 1] = value
         elif field == 4 and kind == 2:
-            raw = data[value[0]:value[1]]
+            raw = memoryview(data)[value[0]:value[1]]  # no copy: read straight into the batch
         elif field == 5 and kind == 0:
             label = value - (1 << 64) if value >= 1 << 63 else value
         elif field == 6:
@@ -93,6 +94,7 @@ class LMDBSource(ImageSource):
     def __init__(self, path, **options):
         super().__init__(**options)
         self.path = str(path)
+        self.store = f"the LMDB source {self.path!r}"
 
     def _open(self) -> int:
         try:
@@ -106,18 +108,32 @@ class LMDBSource(ImageSource):
         real = os.path.realpath(self.path)
         with _ENVS_LOCK:  # LMDB opens an environment once per process: the sources share it
             if real not in _ENVS:
-                try:
-                    _ENVS[real] = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                            subdir=Path(self.path).is_dir(), max_readers=512)
-                except lmdb.Error as err:
-                    raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
-        self._env = _ENVS[real]
-        self._lock = threading.Lock()
-        self._txn = self._env.begin(buffers=False)
+                _ENVS[real] = self._environment(lmdb)
+        self._begin(_ENVS[real])
         self._keys = [k for k in self._txn.cursor().iternext(keys=True, values=False)]
         if not self._keys:
             raise self.error(f"the LMDB source {self.path!r} holds no records")
         return len(self._keys)
+
+    def _environment(self, lmdb):
+        try:
+            return lmdb.open(self.path, readonly=True, lock=False, readahead=False,
+                             subdir=Path(self.path).is_dir(), max_readers=512)
+        except lmdb.Error as err:
+            raise self.error(f"cannot open the LMDB source {self.path!r}: {err}") from None
+
+    def _begin(self, env) -> None:
+        self._env, self._lock, self._txn = env, threading.Lock(), env.begin(buffers=False)
+
+    def _reopen(self) -> None:
+        """A forked worker may not use the parent's environment (LMDB's rule): it closes its
+        inherited copy (the parent's stays open) and opens its own, single-threaded."""
+        import lmdb
+
+        real = os.path.realpath(self.path)
+        _ENVS.pop(real).close()
+        _ENVS[real] = self._environment(lmdb)
+        self._begin(_ENVS[real])
 
     def _raw(self, i: int) -> bytes:
         with self._lock:  # one read transaction; two iterations may read it from two threads
@@ -134,6 +150,7 @@ class ImageListSource(ImageSource):
     def __init__(self, path, root_folder: str = "", size=None, color: bool = True, **options):
         super().__init__(**options)
         self.path, self.root, self.size, self.color = str(path), root_folder, size, color
+        self.store = f"the image list {self.path!r}"
 
     def _open(self) -> int:
         if not Path(self.path).is_file():

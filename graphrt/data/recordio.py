@@ -73,8 +73,8 @@ class RecordIO(ImageSource):
     def __init__(self, path_rec, path_idx=None, *, data_shape, batch_size: int, mean_rgb=None,
                  std_rgb=None, scale: float = 1.0, rand_crop: bool = False, rand_mirror: bool = False,
                  shuffle: bool = False, seed: int = 0, workers: int | None = None,
-                 label_width: int = 1, data_name: str = "data", label_name: str = "softmax_label",
-                 repeat: bool = False):
+                 processes: bool = True, label_width: int = 1, data_name: str = "data",
+                 label_name: str = "softmax_label", repeat: bool = False):
         self.data_shape = tuple(int(d) for d in data_shape)
         if len(self.data_shape) != 3:
             raise GraphrtError(f"data_shape must be (C, H, W), got {data_shape}")
@@ -88,8 +88,9 @@ class RecordIO(ImageSource):
                               crop_hw=self.data_shape[1:], random_crop=rand_crop)
         super().__init__(batch_size=batch_size, names=(data_name, f"{data_name}/window", label_name),
                          transform=transform, shuffle=shuffle, seed=seed, workers=workers,
-                         repeat=repeat, where={"file": str(path_rec)})
+                         processes=processes, repeat=repeat, where={"file": str(path_rec)})
         self.path_rec, self.path_idx = str(path_rec), path_idx
+        self.store = f"the RecordIO file {self.path_rec!r}"
         self.label_width = int(label_width)
 
     def _open(self) -> int:
@@ -126,11 +127,10 @@ class RecordIO(ImageSource):
         label = labels[:self.label_width]
         return x, (int(label[0]) if self.label_width == 1 else label)
 
-    def _stack(self, records, rng) -> dict:
-        out = super()._stack(records, rng)
+    def _labels(self, labels: list) -> np.ndarray:
         if self.label_width > 1:
-            out[self.names[2]] = np.stack([r[1] for r in records]).astype(np.float32)
-        return out
+            return np.stack(labels).astype(np.float32)
+        return super()._labels(labels)
 
     def attach(self, graph: Graph, input_name: str | None = None) -> Graph:
         """A copy of ``graph`` whose float input (``data_name`` by default) is made on the device

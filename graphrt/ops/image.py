@@ -63,29 +63,29 @@ def _check_window(attrs, in_specs, i, value) -> None:
                          "mirror 0 or 1)")
 
 
-def gather_windows(x: np.ndarray, window: np.ndarray, ch: int, cw: int) -> tuple:
-    """Index arrays (n, rows, columns) that read each image's crop, mirrored where flagged:
-    ``x[:, c][n, rows, columns]`` is the (N, ch, cw) crop of channel c."""
-    n = np.arange(len(x))[:, None, None]
-    rows = window[:, 0, None, None] + np.arange(ch)[None, :, None]
-    j = np.arange(cw)[None, None, :]
-    k = np.where(window[:, 2, None, None] == 1, cw - 1 - j, j)
-    cols = window[:, 1, None, None] + k
-    return n, rows, cols
+def crops(x: np.ndarray, window: np.ndarray, ch: int, cw: int) -> np.ndarray:
+    """The (N, ..., ch, cw) view-gathered crops of ``x`` (N, ..., H, W) at each image's window
+    (not mirrored): one fancy index into the sliding-window view, a copy of the crops only."""
+    views = np.lib.stride_tricks.sliding_window_view(x, (ch, cw), axis=(-2, -1))
+    return views[np.arange(len(x)), ..., window[:, 0], window[:, 1], :, :]
 
 
 def _forward(attrs, inputs, outputs) -> None:
     x, window = inputs[0], np.asarray(inputs[1])
     out = outputs[0]
-    _, c, ch, cw = out.shape
-    n, rows, cols = gather_windows(x, window, ch, cw)
-    scale = np.float32(attrs["scale"])
+    ch, cw = out.shape[2:]
     mean = inputs[2] if len(inputs) == 3 else None
-    for ci in range(c):
-        v = x[:, ci][n, rows, cols].astype(np.float32)
-        if mean is not None:
-            v -= mean[ci] if mean.ndim == 1 else mean[ci][rows, cols]
-        np.multiply(v, scale, out=out[:, ci])
+    v = crops(x, window, ch, cw)
+    if mean is None:
+        out[...] = v
+    elif mean.ndim == 1:
+        np.subtract(v, mean[:, None, None], out=out, dtype=np.float32)
+    else:  # the mean image read at each crop's place, before the mirror (Caffe's order)
+        np.subtract(v, crops(np.broadcast_to(mean, (len(x),) + mean.shape), window, ch, cw),
+                    out=out, dtype=np.float32)
+    out *= np.float32(attrs["scale"])
+    mirrored = window[:, 2] == 1
+    out[mirrored] = out[mirrored][..., ::-1]
 
 
 def _cost(attrs, ins, outs, batch):

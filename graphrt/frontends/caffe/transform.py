@@ -84,14 +84,17 @@ class Transform:
         ch, cw = self.crop(h, w)
         if ch > h or cw > w:
             raise GraphrtError(f"a {ch}x{cw} crop does not fit {h}x{w} images")
-        random_crop = self.train if self.random_crop is None else self.random_crop
+        random_crop = (ch, cw) != (h, w) and (self.train if self.random_crop is None
+                                               else self.random_crop)
+        mirror = bool(self.train and self.mirror)
         out = np.zeros((n, 3), np.int32)
-        for i in range(n):
-            mirror = int(self.mirror and rng.integers(2)) if self.train else 0
-            if (ch, cw) != (h, w) and random_crop:
-                out[i] = (rng.integers(h - ch + 1), rng.integers(w - cw + 1), mirror)
-            else:
-                out[i] = ((h - ch) // 2, (w - cw) // 2, mirror)
+        out[:, 0], out[:, 1] = (h - ch) // 2, (w - cw) // 2
+        highs = [2] * mirror + [h - ch + 1, w - cw + 1] * random_crop
+        if highs:  # one call, a bound per draw: the generator is read as by the per-image draws
+            draws = rng.integers(np.tile(highs, n)).reshape(n, len(highs))
+            out[:, 2] = draws[:, 0] if mirror else 0
+            if random_crop:
+                out[:, :2] = draws[:, -2:]
         return out
 
 
