@@ -87,6 +87,31 @@ def test_a_chain_of_activations_fuses_into_one_launch(kind):
     assert "elementwise_chain" in ops and not ops & set(UNARY_CODES)
 
 
+EPILOGUES = [("gelu", {}), ("clip", {"min": -0.5, "max": 0.75}), ("selu", {}),
+             ("hard_sigmoid", {"alpha": 0.3, "beta": 0.4}), ("swish", {"beta": 1.5}),
+             ("relu", {"negative_slope": 0.1})]
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+@pytest.mark.parametrize("gemm", ["blas", "kernel"])
+@pytest.mark.parametrize("op,attrs", EPILOGUES, ids=_ids(EPILOGUES))
+def test_activations_fused_into_the_gemm_epilogue(op, attrs, gemm, kind):
+    """conv2d -> op and dense -> op fuse (level 2 on) into the GEMM's epilogue: ``bias_act``
+    after cuBLAS, or our ``gemm`` kernel."""
+    rng = np.random.default_rng(2)
+    g = Graph(op)
+    x = g.add_input("x", (None, 3, 5, 5))
+    y = g.add_node("conv2d", [x, param(g, rng, "w", (4, 3, 3, 3)), param(g, rng, "b", (4,))],
+                   attrs={"pads": 1})
+    y = g.add_node("flatten", [g.add_node(op, [y], attrs=attrs)])
+    y = g.add_node("dense", [y, param(g, rng, "w2", (6, 100)), param(g, rng, "b2", (6,))])
+    g.set_outputs([g.add_node(op, [y], attrs=attrs)])
+    feeds = {"x": _feed(rng, (2, 3, 5, 5), "float32")}
+    exe = compare_with_cpu(g.verify(), feeds, kind, levels=(3,), gemm=gemm, graphs=False)
+    assert {n.op for n in exe.graph.nodes} & {"conv2d", "dense", op} == {"conv2d", "dense"}
+    assert exe.host_nodes == {}
+
+
 # ---- broadcast binary ops ----------------------------------------------------------------------
 @st.composite
 def broadcast_shapes(draw, count: int):

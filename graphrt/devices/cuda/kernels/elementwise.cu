@@ -155,10 +155,11 @@ extern "C" __global__ void pad_nd(
     }
 }
 
-// the conv2d/dense epilogue after a cuBLAS GEMM: y[b][i][j] = act(y + bias[i] or bias[j])
+// the conv2d/dense epilogue after a cuBLAS GEMM: y[b][i][j] = act(y + bias[i] or bias[j]), act a
+// step of gr_unary with parameters slope and act_b
 extern "C" __global__ void bias_act(
         T* y, long long nb, long long m, long long n, long long sb, long long sr, long long sc,
-        const T* bias, int bias_mode, int act, T slope) {
+        const T* bias, int bias_mode, int act, T slope, T act_b) {
     long long total = nb * m * n;
     GR_LOOP(t, total) {
         long long r = gr_div(t, n);
@@ -169,6 +170,6 @@ extern "C" __global__ void bias_act(
         T v = *p;
         if (bias_mode == 1) v = v + bias[i];
         else if (bias_mode == 2) v = v + bias[j];
-        *p = gr_unary(act, v, slope, (T)0, (T)1);
+        *p = gr_unary(act, v, slope, act_b, (T)1);
     }
 }
