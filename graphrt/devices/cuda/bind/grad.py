@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....ops import get_op
 from ..calls import (MAX_BLOCKS, MAX_RANK, THREADS, Call, Unsupported, at_offset, check_dtype,
-                     collapse, copy_call, estrides, grid_1d, num_elements, pad6)
+                     copy_call, estrides, grid_1d, num_elements)
 from ..runtime.gemm import Gemm
 from .gemm import _im2col_grid, _plane_strides, conv_chunk
 from .elementwise import INPUTS_PER_LAUNCH, NARY_CODES, broadcast6, unary_step
@@ -70,14 +71,13 @@ def bind_zeros_like(attrs, inputs, outputs, ws):
 
 
 def bind_unary_grad(attrs, inputs, outputs, ws):
-    from ....ops.activation import OPS
-
     dy, x = inputs
     y = outputs[0]
     dtype = check_dtype(dy, x, y)
     if not dy.shape == x.shape == y.shape:
         raise Unsupported("gradient operands of different shapes")
-    code, a, b, _ = unary_step(attrs["op"], OPS[attrs["op"]].normalize_attrs(dict(attrs["params"])))
+    params = get_op(attrs["op"]).normalize_attrs(dict(attrs["params"]))
+    code, a, b, _ = unary_step(attrs["op"], params)
     shape, (ys, ds, xs) = _rank6(y, dy, x)
     total = num_elements(y.shape)
     return [Call("unary_grad", dtype, grid_1d(total), (THREADS, 1, 1),

@@ -12,9 +12,9 @@ tests. Each op family's binders are in a module of their own:
   ``ew_nary`` (``add`` with coefficients, ``mul``, ``maximum``, ``minimum`` of up to 4 broadcast
   inputs per launch; ``sub``, ``div``, ``pow``, ``prelu``), ``ew_compare`` (``equal``,
   ``greater``, ``less``, ``greater_equal``, ``less_equal`` of float inputs into bool),
-  ``ew_where`` (``where``, a condition of any numeric dtype), ``copy_nd`` (``concat``/``split`` when the plan did not alias
-  them, ``flatten``/``reshape`` of strided views, ``transpose``) and ``pad_nd`` (``zero_pad``,
-  ``pad``).
+  ``ew_where`` (``where``, a condition of any numeric dtype), ``copy_nd`` (``concat``/``split``
+  when the plan did not alias them, ``flatten``/``reshape`` of strided views, ``transpose``) and
+  ``pad_nd`` (``zero_pad``, ``pad``).
 - :mod:`~graphrt.devices.cuda.bind.gemm`: ``conv2d`` (``im2col`` + GEMM; groups, stride, padding,
   dilation; 1x1 convolutions with stride 1 and no padding skip the im2col), ``conv2d_split`` (merged
   sibling convolutions: one GEMM per output, into it), ``dense``, ``matmul``.
@@ -30,8 +30,8 @@ tests. Each op family's binders are in a module of their own:
 - :mod:`~graphrt.devices.cuda.bind.grad`: the training step's gradient ops (convolution's data
   gradient as GEMMs + ``col2im``, its weight gradient as ``im2col`` + GEMMs, dense gradients,
   pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients with
-  ``unary_grad`` and ``binary_grad``, channel sums), ``batch_norm_train`` with its running averages, and ``dropout_train`` (Philox4x32-10 on
-  the device, no host mask).
+  ``unary_grad`` and ``binary_grad``, channel sums), ``batch_norm_train`` with its running
+  averages, and ``dropout_train`` (Philox4x32-10 on the device, no host mask).
 - :mod:`~graphrt.devices.cuda.bind.solvers`: ``solver_update`` (Caffe's SGD, Nesterov and Adam,
   L1 or L2 regularization, the rate from the iteration counter).
 - :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
@@ -51,9 +51,9 @@ from typing import Callable
 import numpy as np
 
 from ..calls import MAX_RANK, Unsupported
-from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES, bind_compare, bind_concat,
-                          bind_copy, bind_nary, bind_pad, bind_split, bind_transpose, bind_unary,
-                          bind_where, bind_zero_pad)
+from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES, bind_compare,
+                          bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
+                          bind_unary, bind_where, bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
