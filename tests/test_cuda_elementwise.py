@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import graphrt
 from graphrt import Graph
 from graphrt.devices.cuda.bind.elementwise import COMPARE_CODES, NARY_CODES, UNARY_CODES
 
@@ -165,6 +166,20 @@ def test_binary_ops_and_their_gradients_match_the_cpu_device(op, kind, data):
     g = _graph(op, shapes, [xs[0][0]] + xs[1:], dtype, range(op == "where", arity))
     feeds = {"x0": xs[0], "dy": _feed(rng, (batch,) + g.specs["dy"].shape[1:], dtype)}
     _on_the_device(g, feeds, kind)
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_more_than_four_inputs(op, kind):
+    """Six inputs: the forward op in two launches (the second continues from the output), the
+    gradient (the kernel takes up to four inputs) on the host, named in the warning."""
+    rng = np.random.default_rng(3)
+    xs = _operands(op, rng, [(2, 3, 4)] + [(3, 1)] * 5, "float32")
+    g = _graph(op, ((3, 4),) + ((3, 1),) * 5, [xs[0][0]] + xs[1:], "float32", [0, 5])
+    feeds = {"x0": xs[0], "dy": _feed(rng, (2, 3, 4), "float32")}
+    with pytest.warns(graphrt.FallbackWarning, match="binary_grad kernel takes up to 4"):
+        exe = compare_with_cpu(g, feeds, kind, levels=(0,))
+    assert {exe.graph.node(n).op for n in exe.host_nodes} == {"binary_grad"}
 
 
 @pytest.mark.parametrize("kind", DEVICES)
