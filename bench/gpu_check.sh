@@ -73,7 +73,7 @@ EOF
 } 2>&1 | tee "$OUT/environment.log"
 
 section "tests (GRAPHRT_DEVICE=cuda)"
-TEST_FILES="tests/test_cuda.py tests/test_cuda_training.py tests/test_testing.py"
+TEST_FILES="tests/test_cuda.py tests/test_cuda_training.py tests/test_cuda_elementwise.py tests/test_testing.py"
 [ -f examples/test_my_model.py ] && TEST_FILES="$TEST_FILES examples/test_my_model.py"
 # graphrt's pytest plugin (the graphrt_equivalence fixture) is an entry point once installed; from
 # source it is loaded by name

@@ -155,7 +155,8 @@ def test_signatures_parse_and_match_the_host_wrappers():
         "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc",
         "ew_grad", "softmax_grad", "class_loss_grad", "channel_sum", "dropout_mask",
         "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
-        "bn_train_grad", "image_transform", "solver_update"}
+        "bn_train_grad", "image_transform", "solver_update", "ew_compare", "ew_where",
+        "unary_grad", "binary_grad"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
                                "bn_train", "bn_train_grad"}
     for name, kinds in SIGNATURES.items():

@@ -45,7 +45,7 @@ def module_source(dtype, *, head: str = "") -> str:
 _KERNEL_RE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{', re.S)
 _TYPES = {"const T*": "ptr", "T*": "ptr", "const void*": "ptr", "const double*": "ptr",
           "double*": "ptr", "const long long*": "ptr", "long long*": "ptr", "T": "T", "int": "int",
-          "long long": "i64", "double": "f64", "float": "f32"}
+          "long long": "i64", "double": "f64", "float": "f32", "unsigned char*": "ptr"}
 
 
 def _ctype(param: str) -> str:

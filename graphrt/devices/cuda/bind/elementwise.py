@@ -1,8 +1,9 @@
 """Binders of the elementwise kernels (``kernels/elementwise.cu``): unary runs (``ew_unary``: relu,
-tanh, sigmoid, scale, dropout, identity, elementwise_chain), add and mul of broadcast inputs
-(``ew_nary``), copies between layouts (``copy_nd``: concat and split where the plan did not alias
-them, flatten and reshape of strided views, transpose, host/device copies) and padding
-(``pad_nd``: zero_pad, pad).
+tanh, sigmoid, scale, dropout, identity, the activations of :mod:`graphrt.ops.activation`,
+elementwise_chain), broadcast binary and n-ary ops (``ew_nary``: add, mul, sub, div, pow, maximum,
+minimum, prelu), comparisons into bool (``ew_compare``), ``where`` (``ew_where``), copies between
+layouts (``copy_nd``: concat and split where the plan did not alias them, flatten and reshape of
+strided views, transpose, host/device copies) and padding (``pad_nd``: zero_pad, pad).
 
 A binder is ``(attrs, inputs, outputs, workspace) -> [Call]``; it raises
 :class:`~graphrt.devices.cuda.calls.Unsupported` where the kernels cannot express the arrays.
@@ -11,21 +12,34 @@ from __future__ import annotations
 
 from ..calls import (MAX_RANK, THREADS, Call, Unsupported, check_dtype, collapse, copy_call, estrides,
                      grid_1d, num_elements, pad6)
+from .train import LABEL_KINDS
 
 STEPS_PER_LAUNCH = 4
 INPUTS_PER_LAUNCH = 4
-UNARY_CODES = {"identity": 0, "dropout": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "scale": 4}
+# gr_unary's op codes (kernels/prelude.cuh); gelu with approximate="tanh" is 9
+UNARY_CODES = {"identity": 0, "dropout": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "scale": 4,
+               "clip": 5, "elu": 6, "selu": 7, "gelu": 8, "erf": 10, "softplus": 11,
+               "softsign": 12, "exp": 13, "log": 14, "sqrt": 15, "abs": 16, "swish": 17,
+               "hard_sigmoid": 18, "hard_swish": 19, "threshold": 20}
+# the attributes a unary step passes as its parameters a, b, c (missing ones: 0, 0, 1)
+UNARY_PARAMS = {"relu": ("negative_slope",), "scale": ("scale", "shift", "power"),
+                "clip": ("min", "max"), "elu": ("alpha",), "selu": ("alpha", "gamma"),
+                "swish": ("beta",), "hard_sigmoid": ("alpha", "beta"), "threshold": ("threshold",)}
+# gr_binary's op codes (kernels/elementwise.cu), also binary_grad's (where: 8)
+NARY_CODES = {"add": 0, "mul": 1, "sub": 2, "div": 3, "pow": 4, "maximum": 5, "minimum": 6,
+              "prelu": 7}
+COMPARE_CODES = {"equal": 0, "greater": 1, "less": 2, "greater_equal": 3, "less_equal": 4}
 
 
-def _step(op: str, attrs) -> tuple:
+def unary_step(op: str, attrs) -> tuple:
+    """``(code, a, b, c)``: unary op ``op`` with its (normalized) attributes as a gr_unary step."""
     code = UNARY_CODES.get(op)
     if code is None:
         raise Unsupported(f"no cuda kernel for the elementwise op {op!r}")
-    if op == "relu":
-        return code, attrs.get("negative_slope", 0.0), 0.0, 1.0
-    if op == "scale":
-        return code, attrs["scale"], attrs["shift"], attrs["power"]
-    return code, 0.0, 0.0, 1.0
+    if op == "gelu" and attrs["approximate"] == "tanh":
+        code = 9
+    params = [attrs.get(name, 0.0) for name in UNARY_PARAMS.get(op, ())]
+    return (code, *params, *(0.0, 0.0, 1.0)[len(params):])
 
 
 def unary_calls(steps, x, y) -> list:
@@ -53,11 +67,11 @@ def unary_calls(steps, x, y) -> list:
 def bind_unary(op):
     def bind(attrs, inputs, outputs, ws):
         if op == "elementwise_chain":
-            steps = [_step(o, a) for o, a in attrs["steps"]]
+            steps = [unary_step(o, a) for o, a in attrs["steps"]]
         elif op in ("dropout", "identity"):
             steps = []
         else:
-            steps = [_step(op, attrs)]
+            steps = [unary_step(op, attrs)]
         return unary_calls(steps, inputs[0], outputs[0])
     return bind
 
@@ -80,16 +94,22 @@ def broadcast_strides(x, out_shape) -> tuple:
     return tuple(out)
 
 
+def broadcast6(y, inputs) -> tuple:
+    """The rank-6 shape of ``y`` with y's strides and each input's, broadcast to y's shape."""
+    strides = [broadcast_strides(x, y.shape) for x in inputs]
+    shape, all_s = collapse(y.shape, estrides(y), *strides)
+    shape, ys = pad6(shape, all_s[0])
+    return shape, ys, [pad6(shape[MAX_RANK - len(s):], s)[1] for s in all_s[1:]]
+
+
 def bind_nary(op):
+    code = NARY_CODES[op]
+
     def bind(attrs, inputs, outputs, ws):
         y = outputs[0]
         dtype = check_dtype(y, *inputs)
         coeffs = list(attrs.get("coeffs") or ()) or [1.0] * len(inputs)
-        mul = 1 if op == "mul" else 0
-        strides = [broadcast_strides(x, y.shape) for x in inputs]
-        shape, all_s = collapse(y.shape, estrides(y), *strides)
-        shape, ys = pad6(shape, all_s[0])
-        xs = [pad6(shape[MAX_RANK - len(s):], s)[1] for s in all_s[1:]]
+        shape, ys, xs = broadcast6(y, inputs)
         total = num_elements(y.shape)
         calls = []
         for start in range(0, len(inputs), INPUTS_PER_LAUNCH):
@@ -102,9 +122,38 @@ def bind_nary(op):
                 else:
                     args += [None, 0, 0, 0, 0, 0, 0, 1.0]
             calls.append(Call("ew_nary", dtype, grid_1d(total), (THREADS, 1, 1),
-                              (y, total, *shape, *ys, len(chunk), mul, int(start > 0), *args)))
+                              (y, total, *shape, *ys, len(chunk), code, int(start > 0), *args)))
         return calls
     return bind
+
+
+def bind_compare(op):
+    code = COMPARE_CODES[op]
+
+    def bind(attrs, inputs, outputs, ws):
+        a, b = inputs
+        y = outputs[0]
+        if y.dtype.name != "bool":
+            raise Unsupported(f"a comparison into {y.dtype}")
+        dtype = check_dtype(a, b)
+        shape, ys, (as_, bs) = broadcast6(y, inputs)
+        total = num_elements(y.shape)
+        return [Call("ew_compare", dtype, grid_1d(total), (THREADS, 1, 1),
+                     (a, b, y, total, code, *shape, *as_, *bs, *ys))]
+    return bind
+
+
+def bind_where(attrs, inputs, outputs, ws):
+    cond, a, b = inputs
+    y = outputs[0]
+    dtype = check_dtype(y, a, b)
+    kind = LABEL_KINDS.get(cond.dtype.name)
+    if kind is None:
+        raise Unsupported(f"a condition of dtype {cond.dtype}")
+    shape, ys, (cs, as_, bs) = broadcast6(y, inputs)
+    total = num_elements(y.shape)
+    return [Call("ew_where", dtype, grid_1d(total), (THREADS, 1, 1),
+                 (cond, kind, a, b, y, total, *shape, *cs, *as_, *bs, *ys))]
 
 
 def _axis_slices(a, axis, sizes):

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import itertools
 
+from ....ops import get_op
 from ..calls import THREADS, Call, Unsupported, at_offset, ceil_div, check_dtype, estrides
 from ..runtime.gemm import Gemm
+from .elementwise import unary_step
 
 COLS_BYTES = 128 << 20  # im2col columns per chunk of images
-ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
 
 
-def act_code(attrs) -> int:
-    """The GEMM epilogue's code of the fused activation; Unsupported (the reference runs the node)
-    for the activations the kernels do not have yet (clip, gelu, hard_swish, ...)."""
-    code = ACT_CODES.get(attrs["activation"])
-    if code is None:
-        raise Unsupported(f"no cuda epilogue for activation {attrs['activation']!r}")
-    return code
+def epilogue(attrs) -> dict:
+    """The fused activation as :class:`Gemm` fields: ``act`` (a step of ``gr_unary``, see
+    :func:`~graphrt.devices.cuda.bind.elementwise.unary_step`), ``slope`` and ``act_b`` (its
+    parameters a and b)."""
+    act = attrs["activation"]
+    if act == "none":
+        return {}
+    params = dict(attrs.get("activation_params", ()))
+    params = {"negative_slope": attrs["negative_slope"]} if act == "relu" else \
+        get_op(act).normalize_attrs(params)
+    code, a, b, _ = unary_step(act, params)
+    return {"act": code, "slope": a, "act_b": b}
 
 
 def _im2col_grid(rows: int, cols: int) -> tuple:
@@ -122,14 +128,13 @@ def _gemm(attrs, dtype, w, bias):
     ``sb``; bias and activation fused."""
     _, cg, kh, kw = w.shape
     k = cg * kh * kw
-    act = act_code(attrs)
-    slope = attrs["negative_slope"]
+    act = epilogue(attrs)
 
     def gemm(rows, dst, batch, b, sb, images):
         p = dst.shape[2] * dst.shape[3]
         return Gemm(dtype, batch, rows.stop - rows.start, p, k, w[rows], (0, k, 1), b, sb,
                     dst[images], _plane_strides(dst), bias=None if bias is None else bias[rows],
-                    bias_mode=0 if bias is None else 1, act=act, slope=slope)
+                    bias_mode=0 if bias is None else 1, **act)
     return gemm
 
 
@@ -145,7 +150,7 @@ def bind_dense(attrs, inputs, outputs, ws):
     ys0, ys1 = estrides(out)
     return [Gemm(dtype, 1, n, o, k, x, (0, xs0, xs1), w, (0, ws1, ws0), out, (0, ys0, ys1),
                  bias=bias, bias_mode=0 if bias is None else 2,
-                 act=act_code(attrs), slope=attrs["negative_slope"])]
+                 **epilogue(attrs))]
 
 
 def bind_matmul(attrs, inputs, outputs, ws):

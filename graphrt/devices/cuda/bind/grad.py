@@ -8,6 +8,9 @@
   (O, images, OH*OW), so each group's gradient is one GEMM over the chunk, accumulated over chunks.
 - ``dense_grad_input`` (``dy @ W``) and ``dense_grad_weight`` (``dy^T @ x``): one GEMM each.
 - ``relu_grad``, ``tanh_grad``, ``sigmoid_grad``, ``scale_grad``, ``zeros_like`` (``ew_grad``);
+  ``unary_grad`` (the activations' derivatives, ``unary_grad``) and ``binary_grad`` (sub, div, pow,
+  maximum, minimum, prelu, where with up to 4 inputs, ``binary_grad``), both in double precision as
+  the reference computes them;
   ``softmax_grad``, ``log_softmax_grad`` (``softmax_grad``, a block per row);
   ``softmax_cross_entropy_grad`` and ``nll_loss_grad`` (``class_loss_grad``); ``reduce_channels``
   (``channel_sum``, a block per channel).
@@ -22,10 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....ops import get_op
 from ..calls import (MAX_BLOCKS, MAX_RANK, THREADS, Call, Unsupported, at_offset, check_dtype,
-                     collapse, copy_call, estrides, grid_1d, num_elements, pad6)
+                     copy_call, estrides, grid_1d, num_elements)
 from ..runtime.gemm import Gemm
 from .gemm import _im2col_grid, _plane_strides, conv_chunk
+from .elementwise import INPUTS_PER_LAUNCH, NARY_CODES, broadcast6, unary_step
 from .norm import _nchw, _rows
 from .train import LABEL_KINDS
 
@@ -33,9 +38,8 @@ from .train import LABEL_KINDS
 # ---- elementwise ----------------------------------------------------------------------------
 def _rank6(y, *others):
     """Shape and strides (y's, then each of ``others``) of views of y's shape, rank 6."""
-    shape, all_s = collapse(y.shape, estrides(y), *(estrides(o) for o in others))
-    shape, ys = pad6(shape, all_s[0])
-    return shape, [ys] + [pad6(shape[MAX_RANK - len(s):], s)[1] for s in all_s[1:]]
+    shape, ys, xs = broadcast6(y, others)
+    return shape, [ys, *xs]
 
 
 def _ew_grad_call(op: int, dy, t, y, a=0.0, b=0.0, c=0.0, d=0.0) -> Call:
@@ -64,6 +68,40 @@ def bind_ew_grad(op):
 def bind_zeros_like(attrs, inputs, outputs, ws):
     y = outputs[0]
     return [_ew_grad_call(5, y, y, y)]
+
+
+def bind_unary_grad(attrs, inputs, outputs, ws):
+    dy, x = inputs
+    y = outputs[0]
+    dtype = check_dtype(dy, x, y)
+    if not dy.shape == x.shape == y.shape:
+        raise Unsupported("gradient operands of different shapes")
+    params = get_op(attrs["op"]).normalize_attrs(dict(attrs["params"]))
+    code, a, b, _ = unary_step(attrs["op"], params)
+    shape, (ys, ds, xs) = _rank6(y, dy, x)
+    total = num_elements(y.shape)
+    return [Call("unary_grad", dtype, grid_1d(total), (THREADS, 1, 1),
+                 (dy, x, y, total, *shape, *ds, *xs, *ys, code, a, b))]
+
+
+def bind_binary_grad(attrs, inputs, outputs, ws):
+    dy, xs = inputs[0], inputs[1:]
+    y = outputs[0]
+    dtype = check_dtype(dy, y)
+    if len(xs) > INPUTS_PER_LAUNCH:
+        raise Unsupported(f"binary_grad of {len(xs)} inputs (the kernel takes up to "
+                          f"{INPUTS_PER_LAUNCH})")
+    kinds = [LABEL_KINDS.get(np.dtype(x.dtype).name) for x in xs]
+    if None in kinds:
+        raise Unsupported(f"inputs of dtypes {', '.join(str(x.dtype) for x in xs)}")
+    shape, ys, (ds, *ss) = broadcast6(y, [dy, *xs])
+    args = []
+    for k in range(INPUTS_PER_LAUNCH):
+        args += [xs[k], kinds[k], *ss[k]] if k < len(xs) else [None, 0, *(0,) * MAX_RANK]
+    code = 8 if attrs["op"] == "where" else NARY_CODES[attrs["op"]]
+    total = num_elements(y.shape)
+    return [Call("binary_grad", dtype, grid_1d(total), (THREADS, 1, 1),
+                 (dy, y, total, code, attrs["operand"], len(xs), *shape, *ds, *ys, *args))]
 
 
 def bind_softmax_grad(op):
@@ -306,7 +344,7 @@ def bind_dropout_train(attrs, inputs, outputs, ws):
 
 BINDERS = {
     **{op: bind_ew_grad(op) for op in ("relu_grad", "tanh_grad", "sigmoid_grad", "scale_grad")},
-    "zeros_like": bind_zeros_like,
+    "zeros_like": bind_zeros_like, "unary_grad": bind_unary_grad, "binary_grad": bind_binary_grad,
     "softmax_grad": bind_softmax_grad("softmax_grad"),
     "log_softmax_grad": bind_softmax_grad("log_softmax_grad"),
     "softmax_cross_entropy_grad": bind_loss_grad("softmax_cross_entropy_grad"),

@@ -8,10 +8,13 @@ tests. Each op family's binders are in a module of their own:
 
 - :mod:`~graphrt.devices.cuda.bind.elementwise`: ``ew_unary`` (a run of up to 4 unary steps over a
   strided tensor of rank <= 6: ``relu``, ``tanh``, ``sigmoid``, ``scale``, ``dropout``,
-  ``identity``, ``elementwise_chain``), ``ew_nary`` (``add`` with coefficients and ``mul`` of up to
-  4 broadcast inputs per launch), ``copy_nd`` (``concat``/``split`` when the plan did not alias
-  them, ``flatten``/``reshape`` of strided views, ``transpose``) and ``pad_nd`` (``zero_pad``,
-  ``pad``).
+  ``identity``, the activations of :mod:`graphrt.ops.activation`, ``elementwise_chain``),
+  ``ew_nary`` (``add`` with coefficients, ``mul``, ``maximum``, ``minimum`` of up to 4 broadcast
+  inputs per launch; ``sub``, ``div``, ``pow``, ``prelu``), ``ew_compare`` (``equal``,
+  ``greater``, ``less``, ``greater_equal``, ``less_equal`` of float inputs into bool),
+  ``ew_where`` (``where``, a condition of any numeric dtype), ``copy_nd`` (``concat``/``split``
+  when the plan did not alias them, ``flatten``/``reshape`` of strided views, ``transpose``) and
+  ``pad_nd`` (``zero_pad``, ``pad``).
 - :mod:`~graphrt.devices.cuda.bind.gemm`: ``conv2d`` (``im2col`` + GEMM; groups, stride, padding,
   dilation; 1x1 convolutions with stride 1 and no padding skip the im2col), ``conv2d_split`` (merged
   sibling convolutions: one GEMM per output, into it), ``dense``, ``matmul``.
@@ -26,9 +29,9 @@ tests. Each op family's binders are in a module of their own:
   iteration counter, and the counter itself).
 - :mod:`~graphrt.devices.cuda.bind.grad`: the training step's gradient ops (convolution's data
   gradient as GEMMs + ``col2im``, its weight gradient as ``im2col`` + GEMMs, dense gradients,
-  pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients, channel
-  sums), ``batch_norm_train`` with its running averages, and ``dropout_train`` (Philox4x32-10 on
-  the device, no host mask).
+  pooling/LRN/batch-norm backward, softmax and loss gradients, elementwise gradients with
+  ``unary_grad`` and ``binary_grad``, channel sums), ``batch_norm_train`` with its running
+  averages, and ``dropout_train`` (Philox4x32-10 on the device, no host mask).
 - :mod:`~graphrt.devices.cuda.bind.solvers`: ``solver_update`` (Caffe's SGD, Nesterov and Adam,
   L1 or L2 regularization, the rate from the iteration counter).
 - :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
@@ -48,8 +51,9 @@ from typing import Callable
 import numpy as np
 
 from ..calls import MAX_RANK, Unsupported
-from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
-                          bind_unary, bind_zero_pad)
+from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES, bind_compare,
+                          bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
+                          bind_unary, bind_where, bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
@@ -59,9 +63,9 @@ from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bin
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 
 BINDERS: dict[str, Callable] = {
-    **{op: bind_unary(op) for op in ("relu", "tanh", "sigmoid", "scale", "dropout", "identity",
-                                     "elementwise_chain")},
-    "add": bind_nary("add"), "mul": bind_nary("mul"),
+    **{op: bind_unary(op) for op in (*UNARY_CODES, "elementwise_chain")},
+    **{op: bind_nary(op) for op in NARY_CODES}, **{op: bind_compare(op) for op in COMPARE_CODES},
+    "where": bind_where,
     "concat": bind_concat, "split": bind_split, "flatten": bind_copy, "reshape": bind_copy,
     "transpose": bind_transpose, "copy_to_device": bind_copy, "copy_to_host": bind_copy,
     "zero_pad": bind_zero_pad, "pad": bind_pad,
@@ -165,6 +169,25 @@ def _image(node, ins, outs):
     return _floats(outs + ins[2:])
 
 
+def _compare(node, ins, outs):
+    if outs[0].dtype != "bool":
+        return f"a comparison into {outs[0].dtype}"
+    return _floats(ins)
+
+
+def _where(node, ins, outs):
+    if ins[0].dtype not in LABEL_KINDS:
+        return f"a condition of dtype {ins[0].dtype}"
+    return _floats(ins[1:] + outs)
+
+
+def _binary_grad(node, ins, outs):
+    if len(ins) > 1 + INPUTS_PER_LAUNCH:
+        return f"{len(ins) - 1} inputs (the binary_grad kernel takes up to {INPUTS_PER_LAUNCH})"
+    kinds = [s.dtype for s in ins[1:] if s.dtype not in LABEL_KINDS]
+    return f"inputs of dtype {', '.join(kinds)}" if kinds else _floats(ins[:1] + outs)
+
+
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
@@ -177,6 +200,7 @@ CHECKS = {
     "max_pool_grad": _ranked(4, 4), "avg_pool_grad": _ranked(4, 4), "lrn_grad": _ranked(4, 4),
     "batch_norm_train": _ranked(2, 4), "batch_norm_train_grad": _ranked(2, 4),
     "image_transform": _image, "solver_update": _solver,
+    **{op: _compare for op in COMPARE_CODES}, "where": _where, "binary_grad": _binary_grad,
 }
 
 

@@ -22,13 +22,28 @@ extern "C" __global__ void ew_unary(
     }
 }
 
-// add: y = c0*x0 + x1 (c == 1) or + c*x ..., left to right; mul: y = x0 * x1 * ...
-// accumulate: continue from y (inputs after the first four)
+// acc (op) v, the ops of ew_nary: 0 add (c * v), 1 mul, 2 sub, 3 div, 4 pow, 5 maximum,
+// 6 minimum, 7 prelu (acc = x, v = slope)
+GR_DEVICE T gr_binary(int op, T acc, T v, T c) {
+    switch (op) {
+    case 1: return gr_mul(acc, v);
+    case 2: return acc - v;
+    case 3: return acc / v;
+    case 4: return gr_pow(acc, v);
+    case 5: return gr_max(acc, v);
+    case 6: return gr_min(acc, v);
+    case 7: return acc > (T)0 ? acc : gr_mul(acc, v);
+    default: return acc + (c == (T)1 ? v : gr_mul(c, v));
+    }
+}
+
+// y = x0 (op) x1 (op) ... left to right over broadcast inputs (ops of gr_binary; add starts from
+// c0 * x0); accumulate: continue from y (inputs after the first four)
 extern "C" __global__ void ew_nary(
         T* y, long long total,
         long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
         long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5,
-        int nin, int mul, int accumulate,
+        int nin, int op, int accumulate,
         const T* x0, long long s00, long long s01, long long s02, long long s03, long long s04,
         long long s05, T c0,
         const T* x1, long long s10, long long s11, long long s12, long long s13, long long s14,
@@ -50,15 +65,49 @@ extern "C" __global__ void ew_nary(
             acc = y[oy];
         } else {
             T v = xs[0][gr_offset(i, n, st[0])];
-            acc = mul ? v : gr_mul(v, cs[0]);
+            acc = op == 0 ? gr_mul(v, cs[0]) : v;
             k = 1;
         }
-        for (; k < nin; ++k) {
-            T v = xs[k][gr_offset(i, n, st[k])];
-            if (mul) acc = gr_mul(acc, v);
-            else acc = acc + (cs[k] == (T)1 ? v : gr_mul(cs[k], v));
-        }
+        for (; k < nin; ++k) acc = gr_binary(op, acc, xs[k][gr_offset(i, n, st[k])], cs[k]);
         y[oy] = acc;
+    }
+}
+
+// y = a (op) b as bool (one byte) over broadcast views: 0 equal, 1 greater, 2 less,
+// 3 greater_equal, 4 less_equal
+extern "C" __global__ void ew_compare(
+        const T* a, const T* b, unsigned char* y, long long total, int op,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long as0, long long as1, long long as2, long long as3, long long as4, long long as5,
+        long long bs0, long long bs1, long long bs2, long long bs3, long long bs4, long long bs5,
+        long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5) {
+    GR_ARRAY6(n);
+    GR_ARRAY6(as);
+    GR_ARRAY6(bs);
+    GR_ARRAY6(ys);
+    GR_LOOP(i, total) {
+        const T u = a[gr_offset(i, n, as)], v = b[gr_offset(i, n, bs)];
+        bool r = op == 0 ? u == v : op == 1 ? u > v : op == 2 ? u < v : op == 3 ? u >= v : u <= v;
+        y[gr_offset(i, n, ys)] = (unsigned char)r;
+    }
+}
+
+// y = a where cond is nonzero, else b, over broadcast views; cond of any kind of gr_label
+extern "C" __global__ void ew_where(
+        const void* cond, int kind, const T* a, const T* b, T* y, long long total,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long cs0, long long cs1, long long cs2, long long cs3, long long cs4, long long cs5,
+        long long as0, long long as1, long long as2, long long as3, long long as4, long long as5,
+        long long bs0, long long bs1, long long bs2, long long bs3, long long bs4, long long bs5,
+        long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5) {
+    GR_ARRAY6(n);
+    GR_ARRAY6(cs);
+    GR_ARRAY6(as);
+    GR_ARRAY6(bs);
+    GR_ARRAY6(ys);
+    GR_LOOP(i, total) {
+        const bool c = gr_label(cond, gr_offset(i, n, cs), kind) != 0.0;
+        y[gr_offset(i, n, ys)] = c ? a[gr_offset(i, n, as)] : b[gr_offset(i, n, bs)];
     }
 }
 
@@ -106,10 +155,11 @@ extern "C" __global__ void pad_nd(
     }
 }
 
-// the conv2d/dense epilogue after a cuBLAS GEMM: y[b][i][j] = act(y + bias[i] or bias[j])
+// the conv2d/dense epilogue after a cuBLAS GEMM: y[b][i][j] = act(y + bias[i] or bias[j]), act a
+// step of gr_unary with parameters slope and act_b
 extern "C" __global__ void bias_act(
         T* y, long long nb, long long m, long long n, long long sb, long long sr, long long sc,
-        const T* bias, int bias_mode, int act, T slope) {
+        const T* bias, int bias_mode, int act, T slope, T act_b) {
     long long total = nb * m * n;
     GR_LOOP(t, total) {
         long long r = gr_div(t, n);
@@ -120,6 +170,6 @@ extern "C" __global__ void bias_act(
         T v = *p;
         if (bias_mode == 1) v = v + bias[i];
         else if (bias_mode == 2) v = v + bias[j];
-        *p = gr_unary(act, v, slope, (T)0, (T)1);
+        *p = gr_unary(act, v, slope, act_b, (T)1);
     }
 }

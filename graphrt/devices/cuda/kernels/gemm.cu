@@ -13,7 +13,7 @@ extern "C" __global__ void gemm(
         const T* B, long long sbb, long long sbr, long long sbc,
         T* C, long long scb, long long scr, long long scc,
         int M, int N, int K, int batch, T alpha, T beta, const T* bias, int bias_mode, int act,
-        T slope) {
+        T slope, T act_b) {
     __shared__ T As[GR_TK][GR_TM + 1];
     __shared__ T Bs[GR_TK][GR_TN + 1];
     const int tid = threadIdx.x;
@@ -70,7 +70,7 @@ extern "C" __global__ void gemm(
                 if (beta != (T)0) val = val + beta * (*p);
                 if (bias_mode == 1) val = val + bias[i];
                 else if (bias_mode == 2) val = val + bias[j];
-                *p = gr_unary(act, val, slope, (T)0, (T)1);
+                *p = gr_unary(act, val, slope, act_b, (T)1);
             }
         }
     }

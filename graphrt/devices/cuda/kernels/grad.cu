@@ -30,6 +30,69 @@ extern "C" __global__ void ew_grad(
     }
 }
 
+// unary_grad: y = dy * f'(x) for the unary step op of gr_unary (5 to 20), computed in double as
+// the reference does (y may be dy)
+extern "C" __global__ void unary_grad(
+        const T* dy, const T* x, T* y, long long total,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long ds0, long long ds1, long long ds2, long long ds3, long long ds4, long long ds5,
+        long long xs0, long long xs1, long long xs2, long long xs3, long long xs4, long long xs5,
+        long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5,
+        int op, double a, double b) {
+    GR_ARRAY6(n);
+    GR_ARRAY6(ds);
+    GR_ARRAY6(xs);
+    GR_ARRAY6(ys);
+    GR_LOOP(i, total) {
+        const double d = gr_unary_derivative(op, (double)x[gr_offset(i, n, xs)], a, b);
+        y[gr_offset(i, n, ys)] = (T)((double)dy[gr_offset(i, n, ds)] * d);
+    }
+}
+
+// binary_grad: y = the gradient of input ``operand`` of ew_nary's op (2 sub, 3 div, 4 pow,
+// 5 maximum, 6 minimum: to the first input that attains the extreme, 7 prelu) or of where (8)
+// given dy, over broadcast views of the nin inputs (of any kind of gr_label), in double as the
+// reference computes it
+extern "C" __global__ void binary_grad(
+        const T* dy, T* y, long long total, int op, int operand, int nin,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long ds0, long long ds1, long long ds2, long long ds3, long long ds4, long long ds5,
+        long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5,
+        const void* x0, int k0, long long s00, long long s01, long long s02, long long s03,
+        long long s04, long long s05,
+        const void* x1, int k1, long long s10, long long s11, long long s12, long long s13,
+        long long s14, long long s15,
+        const void* x2, int k2, long long s20, long long s21, long long s22, long long s23,
+        long long s24, long long s25,
+        const void* x3, int k3, long long s30, long long s31, long long s32, long long s33,
+        long long s34, long long s35) {
+    GR_ARRAY6(n);
+    GR_ARRAY6(ds);
+    GR_ARRAY6(ys);
+    const long long st[4][6] = {{GR_LIST6(s0)}, {GR_LIST6(s1)}, {GR_LIST6(s2)}, {GR_LIST6(s3)}};
+    const void* xs[4] = {x0, x1, x2, x3};
+    const int kinds[4] = {k0, k1, k2, k3};
+    GR_LOOP(i, total) {
+        double v[4];
+        for (int k = 0; k < nin; ++k) v[k] = gr_label(xs[k], gr_offset(i, n, st[k]), kinds[k]);
+        const double g = (double)dy[gr_offset(i, n, ds)], a = v[0], b = v[1];
+        double r;
+        if (op == 2) r = operand == 0 ? g : -g;
+        else if (op == 3) r = operand == 0 ? g / b : -g * a / (b * b);
+        else if (op == 4) r = operand == 0 ? g * b * pow(a, b - 1.0) : g * pow(a, b) * log(a);
+        else if (op == 7) r = operand == 0 ? g * (a > 0.0 ? 1.0 : b) : g * gr_min(a, 0.0);
+        else if (op == 8) r = g * ((a != 0.0) == (operand == 1) ? 1.0 : 0.0);
+        else {  // maximum, minimum
+            double e = a;
+            for (int k = 1; k < nin; ++k) e = op == 5 ? gr_max(e, v[k]) : gr_min(e, v[k]);
+            bool first = v[operand] == e;
+            for (int k = 0; k < operand; ++k) first = first && !(v[k] == e);
+            r = g * (first ? 1.0 : 0.0);
+        }
+        y[gr_offset(i, n, ys)] = (T)r;
+    }
+}
+
 // softmax_grad: dx = (dy - sum(dy * y)) * y; log_softmax_grad: dx = dy - exp(y) * sum(dy); rows
 // (outer, inner) of length L along the axis, one block (a power of two <= 256 threads) per row;
 // dx may be dy (each thread reads its elements before writing them, after the row's sum)

@@ -43,8 +43,9 @@ class Gemm:
     beta: float = 0.0
     bias: Any = None
     bias_mode: int = 0
-    act: int = 0
+    act: int = 0  # the activation, a step of gr_unary with parameters slope and act_b
     slope: float = 0.0
+    act_b: float = 0.0
 
     def as_kernel(self) -> Call:
         """Our ``gemm`` kernel: x walks column tiles; y (row tiles) and z (the batch) stop at
@@ -53,7 +54,8 @@ class Gemm:
                 min(self.batch, calls.MAX_GRID_YZ))
         return Call("gemm", self.dtype, grid, (256, 1, 1), (
             self.a, *self.sa, self.b, *self.sb, self.c, *self.sc, self.m, self.n, self.k,
-            self.batch, self.alpha, self.beta, self.bias, self.bias_mode, self.act, self.slope))
+            self.batch, self.alpha, self.beta, self.bias, self.bias_mode, self.act, self.slope,
+            self.act_b))
 
     def epilogue(self) -> Call | None:
         """The bias + activation after a library GEMM (None when there is none)."""
@@ -62,7 +64,7 @@ class Gemm:
         total = self.batch * self.m * self.n
         return Call("bias_act", self.dtype, grid_1d(total), (THREADS, 1, 1), (
             self.c, self.batch, self.m, self.n, *self.sc, self.bias, self.bias_mode, self.act,
-            self.slope))
+            self.slope, self.act_b))
 
 
 @dataclasses.dataclass(frozen=True)
