@@ -155,7 +155,9 @@ def test_signatures_parse_and_match_the_host_wrappers():
         "bn_coeffs", "channel_affine", "softmax", "class_loss", "sgd_update", "counter_inc",
         "ew_grad", "softmax_grad", "class_loss_grad", "channel_sum", "dropout_mask",
         "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
-        "bn_train_grad", "image_transform", "solver_update"}
+        "bn_train_grad", "image_transform", "solver_update", "reduce_rows", "reduce_grad_rows",
+        "arg_rows", "ln_stats", "ln_rows", "ln_param_grad", "cast_nd", "embedding_gather",
+        "embedding_scatter"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
                                "bn_train", "bn_train_grad"}
     for name, kinds in SIGNATURES.items():

@@ -53,7 +53,12 @@ from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_spli
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
+from .adjoint import BINDERS as ADJOINT_BINDERS
+from .adjoint import conv2d_transpose_workspace_bytes
 from .image import bind_image_transform
+from .index import BINDERS as INDEX_BINDERS
+from .reduce import BINDERS as REDUCE_BINDERS
+from .reduce import ln_workspace_bytes
 from .solvers import bind_solver
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
@@ -74,6 +79,7 @@ BINDERS: dict[str, Callable] = {
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
     **GRAD_BINDERS,
     "image_transform": bind_image_transform, "solver_update": bind_solver,
+    **INDEX_BINDERS, **REDUCE_BINDERS, **ADJOINT_BINDERS,
 }
 
 
@@ -165,6 +171,28 @@ def _image(node, ins, outs):
     return _floats(outs + ins[2:])
 
 
+def _cast(node, ins, outs):
+    if ins[0].dtype not in LABEL_KINDS:
+        return f"a cast from {ins[0].dtype}"
+    return _floats(outs)  # (of the input's rank)
+
+
+def _indices(position: int):
+    """An op with integer (or float) indices at input ``position``, floats elsewhere."""
+    def check(node, ins, outs):
+        idx = ins[position]
+        if idx.dtype not in LABEL_KINDS:
+            return f"indices of dtype {idx.dtype}"
+        if len(idx.shape) > MAX_RANK:
+            return f"rank-{len(idx.shape)} indices (the kernels take up to {MAX_RANK})"
+        return _floats([s for i, s in enumerate(ins) if i != position] + outs)
+    return check
+
+
+def _arg_reduce(node, ins, outs):
+    return _floats(ins) or (None if outs[0].dtype == "int64" else f"indices of dtype {outs[0].dtype}")
+
+
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
@@ -177,6 +205,8 @@ CHECKS = {
     "max_pool_grad": _ranked(4, 4), "avg_pool_grad": _ranked(4, 4), "lrn_grad": _ranked(4, 4),
     "batch_norm_train": _ranked(2, 4), "batch_norm_train_grad": _ranked(2, 4),
     "image_transform": _image, "solver_update": _solver,
+    "cast": _cast, "embedding": _indices(0), "embedding_grad": _indices(1),
+    "arg_reduce": _arg_reduce, "conv2d_transpose": _ranked(4, 4),
 }
 
 
@@ -199,6 +229,14 @@ def workspace_bytes(node, graph, batch: int) -> int:
         o, oh, ow = dy.shape[1:]
         return conv_grad_workspace_bytes(node.op, n, c, o, kh, kw, oh, ow,
                                          np.dtype(dy.dtype).itemsize)
+    if node.op in ("layer_norm", "layer_norm_grad"):
+        x = specs[node.inputs[0 if node.op == "layer_norm" else 1]]
+        return ln_workspace_bytes(x.concrete(batch), node.attrs)
+    if node.op == "conv2d_transpose":
+        x = specs[node.inputs[0]]
+        return conv2d_transpose_workspace_bytes(
+            x.concrete(batch), specs[node.inputs[1]].shape, specs[node.outputs[0]].concrete(batch),
+            np.dtype(x.dtype).itemsize)
     if node.op == "batch_norm":
         x = specs[node.inputs[0]]
         return 2 * x.shape[1] * np.dtype(x.dtype).itemsize

@@ -1,0 +1,256 @@
+"""The cuda device's structural ops on the CUDA stand-in against the cpu device (relative error as
+DESIGN.md defines it, below 1e-5): ``slice``, ``expand``, ``tile``, ``cast``, ``reduce``,
+``reduce_like``, ``reduce_grad``, ``arg_reduce``, ``layer_norm`` and its gradients,
+``embedding`` and ``embedding_grad``, ``conv2d_transpose`` and ``matmul_grad``. Each graph is one
+node (with its inputs as batched graph inputs or parameters) that must be placed on the device.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import graphrt
+from graphrt import Graph
+from graphrt.testing import relative_error
+from tools.cuda_emulator import installed
+
+from cuda_cases import RTOL, make_device, requires_cxx
+from test_grad_ops import rng_of
+from test_spatial_index_ops import deconv_cases
+
+pytestmark = requires_cxx
+SHAPES = st.lists(st.integers(1, 5), min_size=1, max_size=4)
+FEW = settings(max_examples=12)
+
+
+def run_both(op, args, attrs, batched=(True,), rtol=None) -> None:
+    """One ``op`` node over ``args`` (a batched graph input where ``batched`` says so, else a
+    parameter) on the cpu device and on the cuda device, where no node may go to the host."""
+    g = Graph(op)
+    names = []
+    for i, a in enumerate(args):
+        if i < len(batched) and batched[i]:
+            names.append(g.add_input(f"in{i}", (None,) + a.shape[1:], a.dtype.name))
+        else:
+            names.append(g.add_param(f"p{i}", a))
+    g.set_outputs([g.add_node(op, names, name="node", attrs=attrs)])
+    g.verify()
+    feeds = {n: a for n, a in zip(names, args) if n in g.inputs}
+    n = args[0].shape[0]
+    want = graphrt.compile(g, device="cpu", batch_size=n, opt_level=0)(feeds)
+    with installed(), warnings.catch_warnings():
+        warnings.simplefilter("error", graphrt.FallbackWarning)
+        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=n, opt_level=0)
+        assert exe.host_nodes == {}
+        for _ in range(2):
+            got = exe(feeds)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            if want.dtype.kind in "iub":
+                np.testing.assert_array_equal(got, want)
+            else:  # NaN where the cpu device has NaN (a row of zero variance), close elsewhere
+                nan = np.isnan(want)
+                np.testing.assert_array_equal(np.isnan(got), nan)
+                err = relative_error(got[~nan], want[~nan]) if not nan.all() else 0.0
+                assert err < (rtol or RTOL), f"{op} {attrs}: relative error {err:.3g}"
+
+
+def _array(rng, shape, dtype="float32"):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---- copies of strided views ---------------------------------------------------------------------
+@FEW
+@given(st.data(), SHAPES)
+def test_slice(data, shape):
+    rng = rng_of(data.draw)
+    x = _array(rng, [2] + shape)
+    axes = data.draw(st.lists(st.integers(1, len(shape)), unique=True, min_size=1))
+    starts = [data.draw(st.integers(-x.shape[a], x.shape[a] - 1)) for a in axes]
+    ends = [(s % x.shape[a]) + data.draw(st.integers(1, x.shape[a] - s % x.shape[a]))
+            for s, a in zip(starts, axes)]
+    run_both("slice", [x], {"starts": starts, "ends": ends, "axes": axes})
+
+
+@FEW
+@given(st.data(), SHAPES)
+def test_tile(data, shape):
+    rng = rng_of(data.draw)
+    x = _array(rng, [3] + shape)
+    repeats = [1] + [data.draw(st.integers(1, 3)) for _ in shape]
+    run_both("tile", [x], {"repeats": repeats})
+
+
+@FEW
+@given(st.data(), SHAPES)
+def test_expand(data, shape):
+    rng = rng_of(data.draw)
+    small = [data.draw(st.sampled_from([1, d])) for d in shape]
+    x = _array(rng, [3] + small)
+    run_both("expand", [x], {"shape": [-1] + shape})
+
+
+@pytest.mark.parametrize("source", ["int32", "int64", "uint8", "bool", "float64", "float32"])
+@pytest.mark.parametrize("to", ["float32", "float64"])
+def test_cast_to_floats(source, to):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 4, 5)) * 100).astype(source)
+    run_both("cast", [x], {"to": to})
+
+
+def test_a_cast_to_an_integer_stays_on_the_host():
+    from graphrt.devices.cuda.bind.registry import unsupported
+
+    g = Graph("cast")
+    g.set_outputs([g.add_node("cast", [g.add_input("x", (None, 3))], name="c", attrs={"to": "int32"})])
+    assert "int32" in unsupported(g.node("c"), g.verify())
+
+
+# ---- reductions ---------------------------------------------------------------------------------
+MODES = ["sum", "mean", "max", "min", "prod", "l1", "l2", "sumsq", "logsum", "logsumexp"]
+
+
+@st.composite
+def reduce_cases(draw, batch_axis=True):
+    rng = rng_of(draw)
+    shape = [draw(st.integers(1, 3))] + draw(SHAPES)
+    lo = 0 if batch_axis else 1
+    axes = draw(st.lists(st.integers(lo, len(shape) - 1), unique=True, min_size=lo))
+    mode = draw(st.sampled_from(MODES))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    x = rng.standard_normal(shape)
+    if mode in ("logsum", "prod"):
+        x = np.abs(x) + 0.5
+    if mode in ("max", "min"):
+        x = np.round(x * 2)  # ties
+    if draw(st.booleans()):  # some negative axes
+        axes = [a - len(shape) for a in axes]
+    return x.astype(dtype), {"mode": mode, "axes": axes, "keepdims": draw(st.booleans())}
+
+
+@settings(max_examples=30)
+@given(reduce_cases())
+def test_reduce(case):
+    x, attrs = case
+    run_both("reduce", [x], attrs)
+
+
+@settings(max_examples=30)
+@given(reduce_cases(batch_axis=False))
+def test_reduce_grad(case):
+    """``reduce_grad`` after the ``reduce`` it differentiates (so max and min see their ties)."""
+    x, attrs = case
+    g = Graph("reduce_grad")
+    xi = g.add_input("x", (None,) + x.shape[1:], x.dtype.name)
+    y = g.add_node("reduce", [xi], name="y", attrs=attrs)
+    dy = g.add_input("dy", (None,) + g.specs[y].shape[1:], x.dtype.name)
+    g.set_outputs([g.add_node("reduce_grad", [dy, xi, y], name="node", attrs=attrs)])
+    feeds = {"x": x, "dy": np.random.default_rng(1).standard_normal(
+        (x.shape[0],) + g.verify().specs[dy].shape[1:]).astype(x.dtype)}
+    want = graphrt.compile(g, device="cpu", batch_size=len(x), opt_level=0)(feeds)
+    with installed():
+        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=len(x), opt_level=0)
+        assert exe.host_nodes == {}
+        assert relative_error(exe(feeds), want) < RTOL
+
+
+@FEW
+@given(st.data(), SHAPES)
+def test_reduce_like(data, shape):
+    """dy summed over x's broadcast axes: a batched x, and a parameter without the batch axis."""
+    rng = rng_of(data.draw)
+    small = [data.draw(st.sampled_from([1, d])) for d in shape]
+    dy = _array(rng, [3] + shape)
+    run_both("reduce_like", [dy, _array(rng, [3] + small)], {}, batched=(True, True))
+    run_both("reduce_like", [dy, _array(rng, small)], {}, batched=(True, False))
+
+
+@settings(max_examples=30)
+@given(st.data(), SHAPES)
+def test_arg_reduce(data, shape):
+    rng = rng_of(data.draw)
+    x = np.round(rng.standard_normal([2] + shape)).astype(data.draw(st.sampled_from(
+        ["float32", "float64"])))  # ties
+    if data.draw(st.booleans()):
+        x.flat[data.draw(st.integers(0, x.size - 1))] = np.nan
+    attrs = {"mode": data.draw(st.sampled_from(["max", "min"])),
+             "axis": data.draw(st.integers(-len(shape), len(shape))),
+             "keepdims": data.draw(st.booleans()), "select_last_index": data.draw(st.booleans())}
+    run_both("arg_reduce", [x], attrs)
+
+
+# ---- layer norm ---------------------------------------------------------------------------------
+@st.composite
+def layer_norm_cases(draw):
+    rng = rng_of(draw)
+    shape = [draw(st.integers(1, 3))] + draw(SHAPES)
+    axes = sorted(draw(st.lists(st.integers(1, len(shape) - 1), unique=True, min_size=1))) \
+        if len(shape) > 1 else []
+    if not axes:
+        shape, axes = shape + [5], [len(shape)]
+    attrs = {"axes": axes, "eps": draw(st.sampled_from([1e-5, 0.1])),
+             "eps_inside_sqrt": draw(st.booleans()), "normalize_variance": draw(st.booleans())}
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    params = [rng.standard_normal([shape[a] for a in axes]).astype(dtype)
+              for _ in range(draw(st.integers(0, 2)))]
+    return x, params, attrs
+
+
+@settings(max_examples=30)
+@given(layer_norm_cases())
+def test_layer_norm(case):
+    x, params, attrs = case
+    run_both("layer_norm", [x] + params, attrs)
+
+
+@settings(max_examples=30)
+@given(layer_norm_cases(), st.sampled_from(["x", "scale", "bias"]))
+def test_layer_norm_grad(case, wrt):
+    x, params, attrs = case
+    dy = np.random.default_rng(2).standard_normal(x.shape).astype(x.dtype)
+    run_both("layer_norm_grad", [dy, x] + params[:1], {**attrs, "wrt": wrt},
+             batched=(True, True))
+
+
+# ---- embedding ----------------------------------------------------------------------------------
+@FEW
+@given(st.data(), st.sampled_from(["int64", "int32", "float32"]), st.integers(1, 7),
+       st.integers(1, 4))
+def test_embedding_and_its_gradient(data, index_dtype, rows, d):
+    rng = rng_of(data.draw)
+    shape = [3] + data.draw(st.lists(st.integers(1, 4), max_size=2))
+    idx = rng.integers(0, rows, shape).astype(index_dtype)  # repeated rows
+    if index_dtype == "float32":
+        idx = idx + 0.5  # truncated
+    run_both("embedding", [idx, _array(rng, (rows, d))], {})
+    dy = _array(rng, shape + [d])
+    run_both("embedding_grad", [dy, idx], {"rows": rows}, batched=(True, True))
+
+
+# ---- GEMM adjoints ------------------------------------------------------------------------------
+@FEW
+@given(deconv_cases())
+def test_conv2d_transpose(case):
+    args, attrs = case
+    run_both("conv2d_transpose", args, attrs, rtol=1e-4 if args[0].dtype == np.float32 else None)
+
+
+MATMUL_SHAPES = [((4,), (4, 3)), ((2, 4), (4,)), ((2, 4), (4, 3)), ((2, 3, 4), (4, 5)),
+                 ((2, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 2)), ((2, 3, 4), (1, 4, 2))]
+
+
+@pytest.mark.parametrize("operand", [0, 1])
+@pytest.mark.parametrize("shapes", MATMUL_SHAPES, ids=str)
+def test_matmul_grad(shapes, operand):
+    """Both operands' gradients, batched or not, with numpy's broadcasting and 1-D promotions."""
+    rng = np.random.default_rng(3)
+    a, b = _array(rng, shapes[0]), _array(rng, shapes[1])
+    dy = _array(rng, np.matmul(a, b).shape)
+    batched = (len(shapes[0]) > 2, len(shapes[1]) > 2 and shapes[1][0] == shapes[0][0], True)
+    if not batched[0]:
+        batched = (False, False, False)
+    run_both("matmul_grad", [a, b, dy], {"operand": operand}, batched=batched)
