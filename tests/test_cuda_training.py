@@ -124,7 +124,8 @@ def test_seed_model_training_steps_match_the_cpu_device(name, kind):
     """Three SGD steps (momentum, weight decay) of each seed model (the large ones at batch 2, in
     float64: see FLOAT64): plain, plain timed, then captured into one CUDA graph and launched. Every step's loss and, after each, every parameter
     (weights, velocities' effect, running statistics) match the cpu device's; numpy never sees a
-    device array; per step the ledger counts the two inputs in and the loss out, nothing else."""
+    device array; per step the ledger counts one copy in (inputs and labels packed together) and
+    the loss out, nothing else."""
     g = _seed_graph(name)
     g = as_float64(g) if name in FLOAT64 else g
     batch = BATCH.get(name, 4)
@@ -141,7 +142,27 @@ def test_seed_model_training_steps_match_the_cpu_device(name, kind):
     assert mode.startswith("graph") and why.startswith("captured"), why
     s = dev.exe.ledger.summary()
     assert (s["HtoD"]["invocations"], s["DtoH"]["invocations"], s["DtoD"]["invocations"]) == \
-        (6, 3, 0)
+        (3, 3, 0)
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_step_uploads_inputs_and_labels_in_one_copy(kind):
+    """Trainer.step packs the batch and its labels into one page-locked buffer (the layout of the
+    arena's input block, as the prefetch pipeline does) and uploads it in one copy, also for a final
+    partial batch and when steps follow each other without a read-back in between."""
+    g = _seed_graph("keras_simple_ann")
+    cpu, dev = _trainers(g, kind, 4)
+    batches = _batches(g, 4, 3, seed=2)
+    batches[-1] = (batches[-1][0][:3], batches[-1][1][:3])
+    dev.exe.ledger.reset()
+    for x, y in batches:
+        _assert_same_loss(cpu.step(x, y), dev.step(x, y))
+    s = dev.exe.ledger.summary()
+    assert (s["HtoD"]["invocations"], s["DtoD"]["invocations"]) == (3, 0)
+    for x, y in _batches(g, 4, 3, seed=3):  # no read-back: the buffer waits for its last upload
+        cpu.exe(cpu._feeds(x, y))
+        dev.exe(dev._feeds(x, y), outputs="device", copy=False)
+    _assert_same_parameters(cpu, dev)
 
 
 # ---- fit: captured, the loss read every loss_every steps ---------------------------------------
