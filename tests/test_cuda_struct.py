@@ -20,7 +20,7 @@ from tools.cuda_emulator import installed
 
 from cuda_cases import RTOL, make_device, requires_cxx
 from test_grad_ops import rng_of
-from test_spatial_index_ops import deconv_cases
+from test_spatial_index_ops import CTMS, deconv_cases
 
 pytestmark = requires_cxx
 SHAPES = st.lists(st.integers(1, 5), min_size=1, max_size=4)
@@ -258,3 +258,48 @@ def test_matmul_grad(shapes, operand):
     if not batched[0]:
         batched = (False, False, False)
     run_both("matmul_grad", [a, b, dy], {"operand": operand}, batched=batched)
+
+
+# ---- resize -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("ctm", CTMS)
+@settings(max_examples=5)
+@given(data=st.data())
+def test_resize_and_its_gradient(data, mode, ctm):
+    """Every coordinate transformation and rounding, explicit scales, 1 to 3 spatial axes."""
+    rng = rng_of(data.draw)
+    spatial = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))
+    sizes = [data.draw(st.integers(1, 7)) for _ in spatial]
+    attrs = {"sizes": sizes, "mode": mode,
+             "coordinate_transformation_mode": ctm,
+             "nearest_mode": data.draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil",
+                                                        "floor", "ceil"])),
+             "cubic_coeff_a": data.draw(st.sampled_from([-0.75, -0.5])),
+             "exclude_outside": data.draw(st.booleans())}
+    if data.draw(st.booleans()):  # explicit scales, not always the sizes' ratio
+        attrs["scales"] = [o / i * data.draw(st.sampled_from([1.0, 1.1]))
+                           for o, i in zip(sizes, spatial)]
+    dtype = data.draw(st.sampled_from(["float32", "float64"]))
+    x = rng.standard_normal([2, data.draw(st.integers(1, 3))] + spatial).astype(dtype)
+    run_both("resize", [x], attrs)
+    dy = rng.standard_normal(list(x.shape[:2]) + sizes).astype(dtype)
+    run_both("resize_grad", [dy], {**attrs, "input_size": spatial})
+
+
+def test_resize_into_a_concat_slice():
+    """The resize's output is a channel slice of the concat's (the plan aliases it), which the
+    last GEMM cannot write: a copy from the workspace."""
+    rng = np.random.default_rng(4)
+    g = Graph("resize_concat")
+    x = g.add_input("x", (None, 2, 3, 4))
+    y = g.add_node("resize", [x], name="up", attrs={"sizes": [6, 5], "mode": "linear"})
+    z = g.add_node("conv2d", [x, g.add_param("w", _array(rng, (3, 2, 1, 1)))], name="conv")
+    z = g.add_node("resize", [z], name="up2", attrs={"sizes": [6, 5]})
+    g.set_outputs([g.add_node("concat", [y, z], name="cat", attrs={"axis": 1})])
+    feeds = {"x": _array(rng, (2, 2, 3, 4))}
+    want = graphrt.compile(g.verify(), device="cpu", batch_size=2, opt_level=3)(feeds)
+    with installed():
+        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=2, opt_level=3)
+        assert exe.host_nodes == {}
+        assert exe.graph.node("cat").attrs.get("alias")  # its inputs are slices of its output
+        assert relative_error(exe(feeds), want) < RTOL

@@ -59,6 +59,8 @@ from .image import bind_image_transform
 from .index import BINDERS as INDEX_BINDERS
 from .reduce import BINDERS as REDUCE_BINDERS
 from .reduce import ln_workspace_bytes
+from .resize import BINDERS as RESIZE_BINDERS
+from .resize import resize_workspace_bytes
 from .solvers import bind_solver
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
@@ -79,7 +81,7 @@ BINDERS: dict[str, Callable] = {
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
     **GRAD_BINDERS,
     "image_transform": bind_image_transform, "solver_update": bind_solver,
-    **INDEX_BINDERS, **REDUCE_BINDERS, **ADJOINT_BINDERS,
+    **INDEX_BINDERS, **REDUCE_BINDERS, **ADJOINT_BINDERS, **RESIZE_BINDERS,
 }
 
 
@@ -232,6 +234,10 @@ def workspace_bytes(node, graph, batch: int) -> int:
     if node.op in ("layer_norm", "layer_norm_grad"):
         x = specs[node.inputs[0 if node.op == "layer_norm" else 1]]
         return ln_workspace_bytes(x.concrete(batch), node.attrs)
+    if node.op in ("resize", "resize_grad"):
+        x, y = specs[node.inputs[0]], specs[node.outputs[0]]
+        src, dst = x.concrete(batch), y.concrete(batch)
+        return resize_workspace_bytes(src[:2], src[2:], dst[2:], np.dtype(x.dtype).itemsize)
     if node.op == "conv2d_transpose":
         x = specs[node.inputs[0]]
         return conv2d_transpose_workspace_bytes(

@@ -58,3 +58,56 @@ extern "C" __global__ void embedding_scatter(
         out[r * os0 + d * os1] = (T)acc;
     }
 }
+
+// resize's (n_out, n_in) weights of one axis (row r: output position r), as ops/resize.py's
+// axis_matrix: the input coordinate of r by ctm (0 half_pixel, 1 pytorch_half_pixel,
+// 2 half_pixel_symmetric, 3 align_corners over length, 4 asymmetric, 5 tf_half_pixel_for_nn),
+// then mode 0 nearest (rounding 0 round_prefer_floor, 1 round_prefer_ceil, 2 floor, 3 ceil),
+// 1 linear or 2 cubic (Keys' kernel of parameter a; exclude drops the taps outside the input and
+// renormalizes); taps outside the input read its edge. One thread per row, m contiguous.
+extern "C" __global__ void resize_weights(
+        T* m, long long n_in, long long n_out, double scale, double length, int ctm, int mode,
+        int rounding, double a, int exclude) {
+    GR_LOOP(r, n_out) {
+        T* row = m + r * n_in;
+        for (long long i = 0; i < n_in; ++i) row[i] = (T)0;
+        const double rd = (double)r;
+        double x;
+        if (ctm == 3) x = length > 1.0 ? rd * (double)(n_in - 1) / (length - 1.0) : 0.0;
+        else if (ctm == 4) x = rd / scale;
+        else if (ctm == 5) x = (rd + 0.5) / scale;
+        else if (ctm == 1 && n_out == 1) x = 0.0;
+        else {
+            x = (rd + 0.5) / scale - 0.5;
+            if (ctm == 2) x += (double)n_in / 2.0 * (1.0 - (double)n_out / (scale * (double)n_in));
+        }
+        if (mode == 0) {
+            double v = rounding == 0 ? ceil(x - 0.5) : rounding == 1 ? floor(x + 0.5)
+                     : rounding == 2 ? floor(x) : ceil(x);
+            v = v < 0.0 ? 0.0 : v > (double)(n_in - 1) ? (double)(n_in - 1) : v;
+            row[(long long)v] = (T)1;
+            continue;
+        }
+        const double x0 = floor(x), t = x - x0;
+        const int taps = mode == 1 ? 2 : 4, first = mode == 1 ? 0 : -1;
+        double w[4];
+        long long idx[4];
+        double total = 0.0;
+        for (int k = 0; k < taps; ++k) {
+            idx[k] = (long long)x0 + first + k;
+            if (mode == 1) {
+                w[k] = k == 0 ? 1.0 - t : t;
+            } else {
+                const double d = k == 0 ? 1.0 + t : k == 1 ? t : k == 2 ? 1.0 - t : 2.0 - t;
+                w[k] = d <= 1.0 ? ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+                                : ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+            }
+            if (exclude && (idx[k] < 0 || idx[k] >= n_in)) w[k] = 0.0;
+            total += w[k];
+        }
+        for (int k = 0; k < taps; ++k) {
+            const long long i = idx[k] < 0 ? 0 : idx[k] >= n_in ? n_in - 1 : idx[k];
+            row[i] = (T)((double)row[i] + (exclude ? w[k] / total : w[k]));
+        }
+    }
+}
