@@ -30,7 +30,8 @@ FEW = settings(max_examples=12)
 def run_both(op, args, attrs, batched=(True,), rtol=None, exact=False) -> None:
     """One ``op`` node over ``args`` (a batched graph input where ``batched`` says so, else a
     parameter) on the cpu device and on the cuda device, where no node may go to the host; the
-    outputs equal (``exact``, and always for integers) or within ``rtol``."""
+    outputs equal (``exact``, and always for integers) or within ``rtol``, the output buffer filled
+    with NaN (-1) before each run."""
     g = Graph(op)
     names = []
     for i, a in enumerate(args):
@@ -48,6 +49,9 @@ def run_both(op, args, attrs, batched=(True,), rtol=None, exact=False) -> None:
         exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=n, opt_level=0)
         assert exe.host_nodes == {}
         for _ in range(2):
+            for _, view in exe.program(n).outputs:  # garbage where a kernel writes nothing
+                exe.device.to_device(np.full(view.shape, -1 if want.dtype.kind in "iub" else np.nan,
+                                             view.dtype), view)
             got = exe(feeds)
             assert got.dtype == want.dtype and got.shape == want.shape
             if exact or want.dtype.kind in "iub":
@@ -303,3 +307,23 @@ def test_resize_into_a_concat_slice():
         assert exe.host_nodes == {}
         assert exe.graph.node("cat").attrs.get("alias")  # its inputs are slices of its output
         assert relative_error(exe(feeds), want) < RTOL
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@settings(max_examples=10)
+@given(data=st.data())
+def test_pad_grad(data, mode):
+    """Reflect, edge and wrap padding's gradient, with crops (negative pads) on some axes."""
+    rng = rng_of(data.draw)
+    shape = [2] + data.draw(st.lists(st.integers(3, 6), min_size=1, max_size=4))
+    rank = len(shape)
+    # reflect pads stay below the axis left after cropping one on each side; the others may wrap
+    limit = (lambda d: d - 3) if mode == "reflect" else (lambda d: 2 * d + 1)
+    pads = [0] * (2 * rank)
+    for a in range(1, rank):
+        for side in (a, a + rank):
+            pads[side] = data.draw(st.integers(-1, limit(shape[a])))
+    cropped = [d - max(0, -pads[a]) - max(0, -pads[a + rank]) for a, d in enumerate(shape)]
+    padded = [c + max(0, pads[a]) + max(0, pads[a + rank]) for a, c in enumerate(cropped)]
+    dy = rng.standard_normal(padded).astype(data.draw(st.sampled_from(["float32", "float64"])))
+    run_both("pad_grad", [dy], {"pads": pads, "mode": mode, "input_shape": shape[1:]})

@@ -2,7 +2,8 @@
 ``copy_nd`` of strided views of the input (a slice's window; a stride of 0 along the axes that
 ``expand`` broadcasts and along ``tile``'s repeat axes), ``cast`` is ``cast_nd`` (any numeric or
 bool input to float32 or float64: a cast to an integer type stays on the host), ``embedding`` is
-``embedding_gather`` and ``embedding_grad`` ``embedding_scatter`` (kernels in ``kernels/index.cu``).
+``embedding_gather`` and ``embedding_grad`` ``embedding_scatter``, ``pad_grad`` (reflect, edge and
+wrap padding's gradient) one ``pad_grad_axis`` per padded axis (kernels in ``kernels/index.cu``).
 
 An index outside [0, rows) gives a row of NaN in ``embedding`` and adds nothing in
 ``embedding_grad``: a kernel cannot raise (the cpu device raises an InputError).
@@ -15,6 +16,7 @@ from ....ops.index import slice_bounds
 from ..calls import (THREADS, Call, Unsupported, check_dtype, copy_call, estrides, grid_1d,
                      num_elements, pad6, view_copy_call)
 from .elementwise import broadcast_strides
+from .grad import bind_zeros_like
 from .train import LABEL_KINDS
 
 
@@ -100,5 +102,41 @@ def bind_embedding_grad(attrs, inputs, outputs, ws):
         *estrides(out), *n, *s, *ds))]
 
 
+PAD_MODES = ("reflect", "edge", "wrap")
+
+
+def bind_pad_grad(attrs, inputs, outputs, ws):
+    """dx is zero where the pads cropped the input; inside, dy summed back along each padded axis
+    in turn (from one workspace buffer into the other, the last axis into dx)."""
+    dy, dx = inputs[0], outputs[0]
+    dtype = check_dtype(dy, dx)
+    rank, pads = dy.ndim, attrs["pads"]
+    inner = dx[tuple(slice(max(0, -lo), n - max(0, -hi))
+                     for n, lo, hi in zip(dx.shape, pads[:rank], pads[rank:]))]
+    calls = bind_zeros_like({}, [], [dx], ws) if inner.shape != dx.shape else []
+    axes = [a for a in range(rank) if pads[a] > 0 or pads[a + rank] > 0]
+    if not axes:
+        return calls + [copy_call(dy, inner)]
+    space, big = ws.view(dtype), num_elements(dy.shape)
+    cur, shape = dy, list(dy.shape)
+    for k, axis in enumerate(axes):
+        m, shape[axis] = shape[axis], inner.shape[axis]
+        dst = inner if k == len(axes) - 1 else \
+            space[(k % 2) * big:(k % 2) * big + num_elements(shape)].reshape(shape)
+        n, ys = pad6(dst.shape, estrides(dst))
+        total = num_elements(shape)
+        calls.append(Call("pad_grad_axis", dtype, grid_1d(total), (THREADS, 1, 1), (
+            cur, dst, total, *n, *pad6(cur.shape, estrides(cur))[1], *ys, axis + 6 - rank, m,
+            max(0, pads[axis]), PAD_MODES.index(attrs["mode"]))))
+        cur = dst
+    return calls
+
+
+def pad_grad_workspace_bytes(dy_shape, itemsize) -> int:
+    """Two buffers of dy's size (the sums after each padded axis but the last)."""
+    return 2 * num_elements(dy_shape) * itemsize
+
+
 BINDERS = {"slice": bind_slice, "expand": bind_expand, "tile": bind_tile, "cast": bind_cast,
-           "embedding": bind_embedding, "embedding_grad": bind_embedding_grad}
+           "embedding": bind_embedding, "embedding_grad": bind_embedding_grad,
+           "pad_grad": bind_pad_grad}

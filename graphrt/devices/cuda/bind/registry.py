@@ -57,6 +57,7 @@ from .adjoint import BINDERS as ADJOINT_BINDERS
 from .adjoint import conv2d_transpose_workspace_bytes
 from .image import bind_image_transform
 from .index import BINDERS as INDEX_BINDERS
+from .index import pad_grad_workspace_bytes
 from .reduce import BINDERS as REDUCE_BINDERS
 from .reduce import ln_workspace_bytes
 from .resize import BINDERS as RESIZE_BINDERS
@@ -234,6 +235,9 @@ def workspace_bytes(node, graph, batch: int) -> int:
     if node.op in ("layer_norm", "layer_norm_grad"):
         x = specs[node.inputs[0 if node.op == "layer_norm" else 1]]
         return ln_workspace_bytes(x.concrete(batch), node.attrs)
+    if node.op == "pad_grad":
+        dy = specs[node.inputs[0]]
+        return pad_grad_workspace_bytes(dy.concrete(batch), np.dtype(dy.dtype).itemsize)
     if node.op in ("resize", "resize_grad"):
         x, y = specs[node.inputs[0]], specs[node.outputs[0]]
         src, dst = x.concrete(batch), y.concrete(batch)

@@ -111,3 +111,41 @@ extern "C" __global__ void resize_weights(
         }
     }
 }
+
+// pad_grad along one axis: y[.., i, ..] = the sum of x[.., o, ..] over the positions o < m of the
+// padded axis that copy input position i (numpy's pad: mode 0 reflect, 1 edge, 2 wrap, after lo
+// positions in front), in order; x and y of sizes n (y's, the axis i < n[axis]), strides xs, ys
+extern "C" __global__ void pad_grad_axis(
+        const T* x, T* y, long long total,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long xs0, long long xs1, long long xs2, long long xs3, long long xs4, long long xs5,
+        long long ys0, long long ys1, long long ys2, long long ys3, long long ys4, long long ys5,
+        int axis, long long m, long long lo, int mode) {
+    GR_ARRAY6(n);
+    GR_ARRAY6(xs);
+    GR_ARRAY6(ys);
+    GR_LOOP(t, total) {
+        long long r = t, ox = 0, oy = 0, i = 0;
+        for (int d = 5; d >= 0; --d) {
+            const long long q = gr_div(r, n[d]), c = r - q * n[d];
+            r = q;
+            oy += c * ys[d];
+            if (d == axis) i = c;
+            else ox += c * xs[d];
+        }
+        const long long len = n[axis];
+        double acc = 0.0;
+        for (long long o = 0; o < m; ++o) {
+            long long j = o - lo;
+            if (mode == 1) j = j < 0 ? 0 : j >= len ? len - 1 : j;
+            else if (mode == 2) j = ((j % len) + len) % len;
+            else if (len > 1) {
+                const long long period = 2 * (len - 1);
+                j = ((j % period) + period) % period;
+                if (j >= len) j = period - j;
+            } else j = 0;
+            if (j == i) acc += (double)x[ox + o * xs[axis]];
+        }
+        y[oy] = (T)acc;
+    }
+}
