@@ -33,6 +33,15 @@ tests. Each op family's binders are in a module of their own:
   L1 or L2 regularization, the rate from the iteration counter).
 - :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
   mirrored, mean-subtracted, scaled and cast in one pass).
+- :mod:`~graphrt.devices.cuda.bind.index`: ``slice``, ``expand``, ``tile`` (``copy_nd`` of strided
+  views), ``cast`` (``cast_nd``), ``embedding``, ``embedding_grad``, ``pad_grad``.
+- :mod:`~graphrt.devices.cuda.bind.reduce`: ``reduce``, ``reduce_like``, ``reduce_grad``,
+  ``arg_reduce``, ``layer_norm``, ``layer_norm_grad`` (rows of kept x reduced axes).
+- :mod:`~graphrt.devices.cuda.bind.resize`: ``resize``, ``resize_grad`` (a GEMM per spatial axis).
+- :mod:`~graphrt.devices.cuda.bind.adjoint`: ``conv2d_transpose``, ``matmul_grad`` (GEMMs).
+
+``all_reduce`` stays on the host (:data:`HOST_ONLY`): its reduction is the process group's
+communicator (torch.distributed's), called from the host.
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -98,11 +107,14 @@ def bind(op: str, attrs, inputs, outputs, ws) -> list:
 FLOATS = ("float32", "float64")
 
 
+HOST_ONLY = {"all_reduce": "the reduction is the process group's communicator, a host call"}
+
+
 def unsupported(node, graph) -> str | None:
     """Why the kernels cannot run ``node`` (None: they can), from its op, attributes and tensor
     specs; the ``place`` pass puts such a node on the host."""
     if node.op not in BINDERS:
-        return f"no cuda kernel for {node.op}"
+        return HOST_ONLY.get(node.op, f"no cuda kernel for {node.op}")
     ins = [graph.specs[t] for t in node.inputs]
     outs = [graph.specs[t] for t in node.outputs]
     check = CHECKS.get(node.op)
