@@ -93,11 +93,15 @@ def test_tile(data, shape):
 
 @FEW
 @given(st.data(), SHAPES)
-def test_expand(data, shape):
+def test_expand_and_its_gradient_reduce_like(data, shape):
+    """x broadcast to ``shape``; dy summed over x's broadcast axes (``reduce_like``), for a batched
+    x and for a parameter without the batch axis."""
     rng = rng_of(data.draw)
     small = [data.draw(st.sampled_from([1, d])) for d in shape]
-    x = _array(rng, [3] + small)
-    run_both("expand", [x], {"shape": [-1] + shape})
+    run_both("expand", [_array(rng, [3] + small)], {"shape": [-1] + shape})
+    dy = _array(rng, [3] + shape)
+    run_both("reduce_like", [dy, _array(rng, [3] + small)], {}, batched=(True, True))
+    run_both("reduce_like", [dy, _array(rng, small)], {}, batched=(True, False))
 
 
 @pytest.mark.parametrize("source", ["int32", "int64", "uint8", "bool", "float64", "float32"])
@@ -163,17 +167,6 @@ def test_reduce_grad(data, mode):
         exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=len(x), opt_level=0)
         assert exe.host_nodes == {}
         assert relative_error(exe(feeds), want) < RTOL
-
-
-@FEW
-@given(st.data(), SHAPES)
-def test_reduce_like(data, shape):
-    """dy summed over x's broadcast axes: a batched x, and a parameter without the batch axis."""
-    rng = rng_of(data.draw)
-    small = [data.draw(st.sampled_from([1, d])) for d in shape]
-    dy = _array(rng, [3] + shape)
-    run_both("reduce_like", [dy, _array(rng, [3] + small)], {}, batched=(True, True))
-    run_both("reduce_like", [dy, _array(rng, small)], {}, batched=(True, False))
 
 
 @settings(max_examples=30)
