@@ -3,6 +3,7 @@ DESIGN.md defines it, below 1e-5): ``slice``, ``expand``, ``tile``, ``cast``, ``
 ``reduce_like``, ``reduce_grad``, ``arg_reduce``, ``layer_norm`` and its gradients,
 ``embedding`` and ``embedding_grad``, ``conv2d_transpose`` and ``matmul_grad``. Each graph is one
 node (with its inputs as batched graph inputs or parameters) that must be placed on the device.
+Every test runs on the stand-in, and on a real GPU where there is one (``bench/gpu_check.sh``).
 """
 from __future__ import annotations
 
@@ -16,15 +17,21 @@ from hypothesis import strategies as st
 import graphrt
 from graphrt import Graph
 from graphrt.testing import relative_error
-from tools.cuda_emulator import installed
-
-from cuda_cases import RTOL, make_device, requires_cxx
+from cuda_cases import DEVICES, RTOL, make_device, on_device_kind
 from test_grad_ops import rng_of
 from test_spatial_index_ops import CTMS, deconv_cases
 
-pytestmark = requires_cxx
+KIND: list = []  # the device kind the module's tests run on now (the fixture below sets it)
 SHAPES = st.lists(st.integers(1, 5), min_size=1, max_size=4)
 FEW = settings(max_examples=12)
+
+
+@pytest.fixture(scope="module", autouse=True, params=DEVICES)
+def kind(request):
+    """The stand-in (installed as ``cupy`` for the module's tests) or the real GPU."""
+    with on_device_kind(request.param):
+        KIND[:] = [request.param]
+        yield request.param
 
 
 def run_both(op, args, attrs, batched=(True,), rtol=None, exact=False) -> None:
@@ -44,23 +51,23 @@ def run_both(op, args, attrs, batched=(True,), rtol=None, exact=False) -> None:
     feeds = {n: a for n, a in zip(names, args) if n in g.inputs}
     n = args[0].shape[0]
     want = graphrt.compile(g, device="cpu", batch_size=n, opt_level=0)(feeds)
-    with installed(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("error", graphrt.FallbackWarning)
-        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=n, opt_level=0)
-        assert exe.host_nodes == {}
-        for _ in range(2):
-            for _, view in exe.program(n).outputs:  # garbage where a kernel writes nothing
-                exe.device.to_device(np.full(view.shape, -1 if want.dtype.kind in "iub" else np.nan,
-                                             view.dtype), view)
-            got = exe(feeds)
-            assert got.dtype == want.dtype and got.shape == want.shape
-            if exact or want.dtype.kind in "iub":
-                np.testing.assert_array_equal(got, want)
-            else:  # NaN where the cpu device has NaN (a row of zero variance), close elsewhere
-                nan = np.isnan(want)
-                np.testing.assert_array_equal(np.isnan(got), nan)
-                err = relative_error(got[~nan], want[~nan]) if not nan.all() else 0.0
-                assert err < (rtol or RTOL), f"{op} {attrs}: relative error {err:.3g}"
+        exe = graphrt.compile(g, device=make_device(KIND[0]), batch_size=n, opt_level=0)
+    assert exe.host_nodes == {}
+    for _ in range(2):
+        for _, view in exe.program(n).outputs:  # garbage where a kernel writes nothing
+            exe.device.to_device(np.full(view.shape, -1 if want.dtype.kind in "iub" else np.nan,
+                                         view.dtype), view)
+        got = exe(feeds)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if exact or want.dtype.kind in "iub":
+            np.testing.assert_array_equal(got, want)
+        else:  # NaN where the cpu device has NaN (a row of zero variance), close elsewhere
+            nan = np.isnan(want)
+            np.testing.assert_array_equal(np.isnan(got), nan)
+            err = relative_error(got[~nan], want[~nan]) if not nan.all() else 0.0
+            assert err < (rtol or RTOL), f"{op} {attrs}: relative error {err:.3g}"
 
 
 def _array(rng, shape, dtype="float32"):
@@ -163,10 +170,9 @@ def test_reduce_grad(data, mode):
     feeds = {"x": x, "dy": np.random.default_rng(1).standard_normal(
         (x.shape[0],) + g.verify().specs[dy].shape[1:]).astype(x.dtype)}
     want = graphrt.compile(g, device="cpu", batch_size=len(x), opt_level=0)(feeds)
-    with installed():
-        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=len(x), opt_level=0)
-        assert exe.host_nodes == {}
-        assert relative_error(exe(feeds), want) < RTOL
+    exe = graphrt.compile(g, device=make_device(KIND[0]), batch_size=len(x), opt_level=0)
+    assert exe.host_nodes == {}
+    assert relative_error(exe(feeds), want) < RTOL
 
 
 @settings(max_examples=30)
@@ -295,11 +301,10 @@ def test_resize_into_a_concat_slice():
     g.set_outputs([g.add_node("concat", [y, z], name="cat", attrs={"axis": 1})])
     feeds = {"x": _array(rng, (2, 2, 3, 4))}
     want = graphrt.compile(g.verify(), device="cpu", batch_size=2, opt_level=3)(feeds)
-    with installed():
-        exe = graphrt.compile(g, device=make_device("stand_in"), batch_size=2, opt_level=3)
-        assert exe.host_nodes == {}
-        assert exe.graph.node("cat").attrs.get("alias")  # its inputs are slices of its output
-        assert relative_error(exe(feeds), want) < RTOL
+    exe = graphrt.compile(g, device=make_device(KIND[0]), batch_size=2, opt_level=3)
+    assert exe.host_nodes == {}
+    assert exe.graph.node("cat").attrs.get("alias")  # its inputs are slices of its output
+    assert relative_error(exe(feeds), want) < RTOL
 
 
 @pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
