@@ -157,7 +157,7 @@ def test_signatures_parse_and_match_the_host_wrappers():
         "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
         "bn_train_grad", "image_transform", "solver_update", "reduce_rows", "reduce_grad_rows",
         "arg_rows", "ln_stats", "ln_rows", "ln_param_grad", "cast_nd", "embedding_gather",
-        "embedding_scatter", "resize_weights", "pad_grad_axis"}
+        "embedding_rows", "embedding_scatter", "resize_weights", "pad_grad_axis"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
                                "bn_train", "bn_train_grad"}
     for name, kinds in SIGNATURES.items():

@@ -2,7 +2,7 @@
 ``copy_nd`` of strided views of the input (a slice's window; a stride of 0 along the axes that
 ``expand`` broadcasts and along ``tile``'s repeat axes), ``cast`` is ``cast_nd`` (any numeric or
 bool input to float32 or float64: a cast to an integer type stays on the host), ``embedding`` is
-``embedding_gather`` and ``embedding_grad`` ``embedding_scatter``, ``pad_grad`` (reflect, edge and
+``embedding_gather`` and ``embedding_grad`` ``embedding_rows`` + ``embedding_scatter``, ``pad_grad`` (reflect, edge and
 wrap padding's gradient) one ``pad_grad_axis`` per padded axis (kernels in ``kernels/index.cu``).
 
 An index outside [0, rows) gives a row of NaN in ``embedding`` and adds nothing in
@@ -92,14 +92,26 @@ def bind_embedding(attrs, inputs, outputs, ws):
 
 
 def bind_embedding_grad(attrs, inputs, outputs, ws):
+    """Each row's index list (a stable counting sort on one thread, in the workspace), then one
+    thread per element of the gradient sums its row's dy in index order."""
     dy, idx = inputs
     out = outputs[0]
     dtype = check_dtype(dy, out)
     n, s, (ds,) = _index_layout(idx, dy)
     rows, d = out.shape
-    return [Call("embedding_scatter", dtype, grid_1d(rows * d), (THREADS, 1, 1), (
-        idx, kind(idx), dy, out, rows, d, num_elements(idx.shape), estrides(dy)[-1],
-        *estrides(out), *n, *s, *ds))]
+    count = num_elements(idx.shape)
+    lists = ws.view(np.int64)
+    start, cursor, order = lists[:rows + 1], lists[rows + 1:2 * rows + 1], \
+        lists[2 * rows + 1:2 * rows + 1 + count]
+    return [Call("embedding_rows", dtype, (1, 1, 1), (1, 1, 1), (
+                idx, kind(idx), rows, count, start, cursor, order, *n, *s)),
+            Call("embedding_scatter", dtype, grid_1d(rows * d), (THREADS, 1, 1), (
+                start, order, dy, out, rows, d, estrides(dy)[-1], *estrides(out), *n, *ds))]
+
+
+def embedding_grad_workspace_bytes(rows: int, count: int) -> int:
+    """embedding_rows' lists: row starts, cursors and the sorted positions (int64)."""
+    return 8 * (2 * rows + 1 + count)
 
 
 PAD_MODES = ("reflect", "edge", "wrap")

@@ -56,7 +56,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..calls import MAX_RANK, Unsupported
+from ..calls import MAX_RANK, Unsupported, num_elements
 from .elementwise import (bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
@@ -66,7 +66,7 @@ from .adjoint import BINDERS as ADJOINT_BINDERS
 from .adjoint import conv2d_transpose_workspace_bytes
 from .image import bind_image_transform
 from .index import BINDERS as INDEX_BINDERS
-from .index import pad_grad_workspace_bytes
+from .index import embedding_grad_workspace_bytes, pad_grad_workspace_bytes
 from .reduce import BINDERS as REDUCE_BINDERS
 from .reduce import ln_workspace_bytes
 from .resize import BINDERS as RESIZE_BINDERS
@@ -247,6 +247,9 @@ def workspace_bytes(node, graph, batch: int) -> int:
     if node.op in ("layer_norm", "layer_norm_grad"):
         x = specs[node.inputs[0 if node.op == "layer_norm" else 1]]
         return ln_workspace_bytes(x.concrete(batch), node.attrs)
+    if node.op == "embedding_grad":
+        idx = specs[node.inputs[1]]
+        return embedding_grad_workspace_bytes(node.attrs["rows"], num_elements(idx.concrete(batch)))
     if node.op == "pad_grad":
         dy = specs[node.inputs[0]]
         return pad_grad_workspace_bytes(dy.concrete(batch), np.dtype(dy.dtype).itemsize)

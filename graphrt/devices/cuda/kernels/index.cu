@@ -36,25 +36,46 @@ extern "C" __global__ void embedding_gather(
     }
 }
 
-// out[r, d] = the sum of dy[i, d] over the indices i with idx[i] == r, in index order (a gather:
-// one thread per element of out, no atomics); indices outside [0, rows) add nothing
-extern "C" __global__ void embedding_scatter(
-        const void* idx, int kind, const T* dy, T* out, long long rows, long long D,
-        long long count, long long dsd, long long os0, long long os1,
+// embedding_grad's index lists: the positions i of the indices equal to row r are
+// order[start[r] .. start[r + 1]), in index order (a counting sort, stable; cursor: rows scratch
+// entries); indices outside [0, rows) are left out. One thread: O(count + rows).
+extern "C" __global__ void embedding_rows(
+        const void* idx, int kind, long long rows, long long count, long long* start,
+        long long* cursor, long long* order,
         long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
-        long long is0, long long is1, long long is2, long long is3, long long is4, long long is5,
-        long long ds0, long long ds1, long long ds2, long long ds3, long long ds4, long long ds5) {
+        long long is0, long long is1, long long is2, long long is3, long long is4, long long is5) {
     GR_ARRAY6(n);
     GR_ARRAY6(is);
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    for (long long r = 0; r <= rows; ++r) start[r] = 0;
+    for (long long i = 0; i < count; ++i) {
+        const double v = gr_label(idx, gr_offset(i, n, is), kind);
+        if (v > -1.0 && v < (double)rows) start[(long long)v + 1] += 1;
+    }
+    for (long long r = 0; r < rows; ++r) {
+        start[r + 1] += start[r];
+        cursor[r] = start[r];
+    }
+    for (long long i = 0; i < count; ++i) {
+        const double v = gr_label(idx, gr_offset(i, n, is), kind);
+        if (v > -1.0 && v < (double)rows) order[cursor[(long long)v]++] = i;
+    }
+}
+
+// out[r, d] = the sum of dy[i, d] over the positions i of row r's index list (embedding_rows), in
+// index order: one thread per element of out, no atomics
+extern "C" __global__ void embedding_scatter(
+        const long long* start, const long long* order, const T* dy, T* out, long long rows,
+        long long D, long long dsd, long long os0, long long os1,
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+        long long ds0, long long ds1, long long ds2, long long ds3, long long ds4, long long ds5) {
+    GR_ARRAY6(n);
     GR_ARRAY6(ds);
     GR_LOOP(t, rows * D) {
         const long long r = gr_div(t, D), d = t - r * D;
         double acc = 0.0;
-        for (long long i = 0; i < count; ++i) {
-            const double v = gr_label(idx, gr_offset(i, n, is), kind);
-            if (v > -1.0 && v < (double)rows && (long long)v == r)
-                acc += (double)dy[gr_offset(i, n, ds) + d * dsd];
-        }
+        for (long long k = start[r]; k < start[r + 1]; ++k)
+            acc += (double)dy[gr_offset(order[k], n, ds) + d * dsd];
         out[r * os0 + d * os1] = (T)acc;
     }
 }
