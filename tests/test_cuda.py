@@ -159,7 +159,7 @@ def test_signatures_parse_and_match_the_host_wrappers():
         "arg_rows", "ln_stats", "ln_rows", "ln_param_grad", "cast_nd", "embedding_gather",
         "embedding_rows", "embedding_scatter", "resize_weights", "pad_grad_axis"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
-                               "bn_train", "bn_train_grad"}
+                               "bn_train", "bn_train_grad", "reduce_rows"}
     for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ....ops.reduce import MODES, reduced_axes
-from ..calls import (THREADS, Call, Unsupported, check_dtype, collapse, estrides, grid_1d,
-                     num_elements, pad6)
+from ..calls import (MAX_BLOCKS, THREADS, Call, Unsupported, check_dtype, collapse, estrides,
+                     grid_1d, num_elements, pad6)
 
 
 def rows(shape, axes, *strides) -> tuple:
@@ -35,13 +35,22 @@ def _aligned(y, rank: int, axes) -> tuple:
     return tuple(next(ys) if (y.ndim == rank or d not in axes) else 0 for d in range(rank))
 
 
-def reduce_call(mode: str, x, y, axes) -> Call:
-    """``y`` = ``mode`` of ``x`` over ``axes`` (``y`` with or without the reduced axes)."""
+def _row_blocks(outer: int, inner: int) -> tuple:
+    """reduce_rows' grid and block: a block per row, of a power of two (32 to 256) threads."""
+    threads = 32
+    while threads < min(inner, THREADS):
+        threads *= 2
+    return (max(1, min(outer, MAX_BLOCKS)), 1, 1), (threads, 1, 1)
+
+
+def reduce_call(mode: str, x, y, axes, y_strides=None) -> Call:
+    """``y`` = ``mode`` of ``x`` over ``axes`` (``y`` with or without the reduced axes, or with
+    ``y_strides`` aligned with x's axes)."""
     dtype = check_dtype(x, y)
     axes = tuple(axes)
-    outer, inner, on, rn, (xo, yo), (xr, _) = rows(x.shape, axes, estrides(x),
-                                                   _aligned(y, x.ndim, axes))
-    return Call("reduce_rows", dtype, grid_1d(outer), (THREADS, 1, 1),
+    ys = _aligned(y, x.ndim, axes) if y_strides is None else y_strides
+    outer, inner, on, rn, (xo, yo), (xr, _) = rows(x.shape, axes, estrides(x), ys)
+    return Call("reduce_rows", dtype, *_row_blocks(outer, inner),
                 (x, y, outer, inner, *on, *xo, *yo, *rn, *xr, MODES.index(mode)))
 
 
@@ -55,11 +64,7 @@ def bind_reduce_like(attrs, inputs, outputs, ws):
     lead = dy.ndim - out.ndim
     axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(out.shape)
                                       if d == 1 and dy.shape[lead + i] != 1)
-    dtype = check_dtype(dy, out)
-    outer, inner, on, rn, (xo, yo), (xr, _) = rows(dy.shape, axes, estrides(dy),
-                                                   (0,) * lead + estrides(out))
-    return [Call("reduce_rows", dtype, grid_1d(outer), (THREADS, 1, 1),
-                 (dy, out, outer, inner, *on, *xo, *yo, *rn, *xr, 0))]
+    return [reduce_call("sum", dy, out, axes, (0,) * lead + estrides(out))]
 
 
 def bind_reduce_grad(attrs, inputs, outputs, ws):

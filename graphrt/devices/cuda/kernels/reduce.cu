@@ -2,11 +2,24 @@
 // (compiled after prelude.cuh with T typedef'd to float or double: see ../sources.py). A tensor is
 // walked as rows: the row index r < outer runs over the kept axes (sizes on, C order) and the
 // index j < inner within a row over the reduced axes (sizes rn); each operand has its own strides
-// for both (elements). One thread per row (or per element of the result), loops in C order and
-// sums in double, so results are deterministic and need no atomics.
+// for both (elements). One block per row (reduce_rows: a fixed tree over its threads' shares) or
+// one thread per row or element of the result (loops in C order); sums in double, results
+// deterministic, no atomics.
+
+// combine two partial results of reduce_rows' mode: max/min keep a NaN, prod multiplies, the
+// others add
+GR_DEVICE double gr_combine(int mode, double a, double b) {
+    if (mode == 2 || mode == 3) {
+        if (a != a || b != b) return a != a ? a : b;
+        return mode == 2 ? (a > b ? a : b) : (a < b ? a : b);
+    }
+    return mode == 4 ? a * b : a + b;
+}
 
 // y[r] = mode over row r of x: 0 sum, 1 mean, 2 max, 3 min (a NaN wins both), 4 prod, 5 l1,
-// 6 l2, 7 sumsq, 8 logsum, 9 logsumexp (m + log(sum exp(x - m)), m the max, 0 when not finite)
+// 6 l2, 7 sumsq, 8 logsum, 9 logsumexp (m + log(sum exp(x - m)), m the max, 0 when not finite).
+// One block (a power of two <= 256 threads) per row: each thread combines its strided share of
+// the row, then the block's tree
 extern "C" __global__ void reduce_rows(
         const T* x, T* y, long long outer, long long inner,
         long long on0, long long on1, long long on2, long long on3, long long on4, long long on5,
@@ -20,44 +33,37 @@ extern "C" __global__ void reduce_rows(
     GR_ARRAY6(yo);
     GR_ARRAY6(rn);
     GR_ARRAY6(xr);
-    GR_LOOP(r, outer) {
+    __shared__ double red[256];
+    const int tid = threadIdx.x;
+    for (long long r = blockIdx.x; r < outer; r += gridDim.x) {
         const T* row = x + gr_offset(r, on, xo);
-        double m = 0.0;
-        if (mode == 9) {
-            m = -gr_inf(0.0);
-            for (long long j = 0; j < inner; ++j) {
+        double m = 0.0;  // logsumexp's max (phase 0)
+        for (int phase = mode == 9 ? 0 : 1; phase < 2; ++phase) {
+            const int op = phase == 0 ? 2 : (mode >= 2 && mode <= 4) ? mode : 0;
+            double acc = op == 2 ? -gr_inf(0.0) : op == 3 ? gr_inf(0.0) : op == 4 ? 1.0 : 0.0;
+            for (long long j = tid; j < inner; j += blockDim.x) {
                 const double v = (double)row[gr_offset(j, rn, xr)];
-                if (v != v || v > m) m = v;
-                if (m != m) break;
+                acc = gr_combine(op, acc, phase == 0 ? v : mode == 5 ? fabs(v)
+                                 : (mode == 6 || mode == 7) ? v * v : mode == 9 ? exp(v - m) : v);
             }
-            if (m != m || m == gr_inf(0.0) || m == -gr_inf(0.0)) m = 0.0;
-        }
-        double acc = mode == 2 ? -gr_inf(0.0) : mode == 3 ? gr_inf(0.0) : mode == 4 ? 1.0 : 0.0;
-        for (long long j = 0; j < inner; ++j) {
-            const double v = (double)row[gr_offset(j, rn, xr)];
-            if (mode == 2) {
-                if (v != v || v > acc) acc = v;
-                if (acc != acc) break;
-            } else if (mode == 3) {
-                if (v != v || v < acc) acc = v;
-                if (acc != acc) break;
-            } else if (mode == 4) {
-                acc *= v;
-            } else if (mode == 5) {
-                acc += fabs(v);
-            } else if (mode == 6 || mode == 7) {
-                acc += v * v;
-            } else if (mode == 9) {
-                acc += exp(v - m);
-            } else {
-                acc += v;
+            red[tid] = acc;
+            __syncthreads();
+            for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+                if (tid < s) red[tid] = gr_combine(op, red[tid], red[tid + s]);
+                __syncthreads();
+            }
+            acc = red[0];
+            __syncthreads();
+            if (phase == 0) {
+                m = (acc != acc || acc == gr_inf(0.0) || acc == -gr_inf(0.0)) ? 0.0 : acc;
+            } else if (tid == 0) {
+                if (mode == 1) acc = acc / (double)(inner > 1 ? inner : 1);
+                else if (mode == 6) acc = sqrt(acc);
+                else if (mode == 8) acc = log(acc);
+                else if (mode == 9) acc = m + log(acc);
+                y[gr_offset(r, on, yo)] = (T)acc;
             }
         }
-        if (mode == 1) acc = acc / (double)(inner > 1 ? inner : 1);
-        else if (mode == 6) acc = sqrt(acc);
-        else if (mode == 8) acc = log(acc);
-        else if (mode == 9) acc = m + log(acc);
-        y[gr_offset(r, on, yo)] = (T)acc;
     }
 }
 
