@@ -123,7 +123,8 @@ def test_a_cast_to_an_integer_stays_on_the_host():
     from graphrt.devices.cuda.bind.registry import unsupported
 
     g = Graph("cast")
-    g.set_outputs([g.add_node("cast", [g.add_input("x", (None, 3))], name="c", attrs={"to": "int32"})])
+    x = g.add_input("x", (None, 3))
+    g.set_outputs([g.add_node("cast", [x], name="c", attrs={"to": "int32"})])
     assert "int32" in unsupported(g.node("c"), g.verify())
 
 

@@ -2,8 +2,9 @@
 ``copy_nd`` of strided views of the input (a slice's window; a stride of 0 along the axes that
 ``expand`` broadcasts and along ``tile``'s repeat axes), ``cast`` is ``cast_nd`` (any numeric or
 bool input to float32 or float64: a cast to an integer type stays on the host), ``embedding`` is
-``embedding_gather`` and ``embedding_grad`` ``embedding_rows`` + ``embedding_scatter``, ``pad_grad`` (reflect, edge and
-wrap padding's gradient) one ``pad_grad_axis`` per padded axis (kernels in ``kernels/index.cu``).
+``embedding_gather`` and ``embedding_grad`` ``embedding_rows`` + ``embedding_scatter``,
+``pad_grad`` (reflect, edge and wrap padding's gradient) one ``pad_grad_axis`` per padded axis
+(kernels in ``kernels/index.cu``).
 
 An index outside [0, rows) gives a row of NaN in ``embedding`` and adds nothing in
 ``embedding_grad``: a kernel cannot raise (the cpu device raises an InputError).

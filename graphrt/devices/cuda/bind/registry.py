@@ -205,7 +205,9 @@ def _indices(position: int):
 
 
 def _arg_reduce(node, ins, outs):
-    return _floats(ins) or (None if outs[0].dtype == "int64" else f"indices of dtype {outs[0].dtype}")
+    if outs[0].dtype != "int64":
+        return f"indices of dtype {outs[0].dtype}"
+    return _floats(ins)
 
 
 CHECKS = {
