@@ -12,8 +12,9 @@
 # send it along with the working tree.
 #
 # 1. environment: GPU, driver, CuPy, PyTorch, cuda-bindings, device properties;
-# 2. the tests with the cuda device as the default (GRAPHRT_DEVICE=cuda: every op, seed model and
-#    random graph against the cpu device, capture and replay, zero-copy in and out, streams);
+# 2. the tests with the cuda device as the default (GRAPHRT_DEVICE=cuda: every op, the structural
+#    ones of tests/test_cuda_struct.py too, seed model and random graph against the cpu device,
+#    capture and replay, zero-copy in and out, streams);
 # 3. the ledger: 10 iterations of exe(x) and of exe.stream -> 10 HtoD and 10 DtoH copies, and the
 #    run mode (CUDA graph or plain) each quick model settles on;
 # 4. bench/seed_models.py --device cuda: graphrt against PyTorch eager and torch.compile on the
@@ -73,7 +74,7 @@ EOF
 } 2>&1 | tee "$OUT/environment.log"
 
 section "tests (GRAPHRT_DEVICE=cuda)"
-TEST_FILES="tests/test_cuda.py tests/test_cuda_training.py tests/test_cuda_elementwise.py tests/test_testing.py"
+TEST_FILES="tests/test_cuda.py tests/test_cuda_training.py tests/test_cuda_elementwise.py tests/test_cuda_struct.py tests/test_testing.py"
 [ -f examples/test_my_model.py ] && TEST_FILES="$TEST_FILES examples/test_my_model.py"
 # graphrt's pytest plugin (the graphrt_equivalence fixture) is an entry point once installed; from
 # source it is loaded by name

@@ -156,9 +156,11 @@ def test_signatures_parse_and_match_the_host_wrappers():
         "ew_grad", "softmax_grad", "class_loss_grad", "channel_sum", "dropout_mask",
         "dropout_step", "col2im", "pool2d_grad", "lrn_grad", "bn_train", "bn_count",
         "bn_train_grad", "image_transform", "solver_update", "ew_compare", "ew_where",
-        "unary_grad", "binary_grad"}
+        "unary_grad", "binary_grad", "reduce_rows", "reduce_grad_rows",
+        "arg_rows", "ln_stats", "ln_rows", "ln_param_grad", "cast_nd", "embedding_gather",
+        "embedding_rows", "embedding_scatter", "resize_weights", "pad_grad_axis"}
     assert BARRIER_KERNELS == {"gemm", "softmax", "class_loss", "softmax_grad", "channel_sum",
-                               "bn_train", "bn_train_grad"}
+                               "bn_train", "bn_train_grad", "reduce_rows"}
     for name, kinds in SIGNATURES.items():
         assert len(kinds) == len(params[name])
 

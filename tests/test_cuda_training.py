@@ -124,7 +124,8 @@ def test_seed_model_training_steps_match_the_cpu_device(name, kind):
     """Three SGD steps (momentum, weight decay) of each seed model (the large ones at batch 2, in
     float64: see FLOAT64): plain, plain timed, then captured into one CUDA graph and launched. Every step's loss and, after each, every parameter
     (weights, velocities' effect, running statistics) match the cpu device's; numpy never sees a
-    device array; per step the ledger counts the two inputs in and the loss out, nothing else."""
+    device array; per step the ledger counts one copy in (inputs and labels packed together) and
+    the loss out, nothing else."""
     g = _seed_graph(name)
     g = as_float64(g) if name in FLOAT64 else g
     batch = BATCH.get(name, 4)
@@ -141,7 +142,27 @@ def test_seed_model_training_steps_match_the_cpu_device(name, kind):
     assert mode.startswith("graph") and why.startswith("captured"), why
     s = dev.exe.ledger.summary()
     assert (s["HtoD"]["invocations"], s["DtoH"]["invocations"], s["DtoD"]["invocations"]) == \
-        (6, 3, 0)
+        (3, 3, 0)
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_step_uploads_inputs_and_labels_in_one_copy(kind):
+    """Trainer.step packs the batch and its labels into one page-locked buffer (the layout of the
+    arena's input block, as the prefetch pipeline does) and uploads it in one copy, also for a final
+    partial batch and when steps follow each other without a read-back in between."""
+    g = _seed_graph("keras_simple_ann")
+    cpu, dev = _trainers(g, kind, 4)
+    batches = _batches(g, 4, 3, seed=2)
+    batches[-1] = (batches[-1][0][:3], batches[-1][1][:3])
+    dev.exe.ledger.reset()
+    for x, y in batches:
+        _assert_same_loss(cpu.step(x, y), dev.step(x, y))
+    s = dev.exe.ledger.summary()
+    assert (s["HtoD"]["invocations"], s["DtoD"]["invocations"]) == (3, 0)
+    for x, y in _batches(g, 4, 3, seed=3):  # no read-back: the buffer waits for its last upload
+        cpu.exe(cpu._feeds(x, y))
+        dev.exe(dev._feeds(x, y), outputs="device", copy=False)
+    _assert_same_parameters(cpu, dev)
 
 
 # ---- fit: captured, the loss read every loss_every steps ---------------------------------------
@@ -305,3 +326,43 @@ def test_as_float64_rebuilds_the_graph_in_double():
     x = np.random.default_rng(0).standard_normal((2, 4, 11, 10)).astype(np.float32)
     y32, y64 = graphrt.run_reference(g, x), graphrt.run_reference(g64, x.astype(np.float64))
     assert y64.dtype == np.float64 and relative_error(y32, y64) < 1e-5
+
+
+def _token_net() -> Graph:
+    """Token ids -> embedding -> layer norm -> a transposed convolution over (D, T) -> slice,
+    tile and resize -> mean over the sequence -> matmul -> logits: a training step of the
+    structural ops (their gradients embedding_grad, layer_norm_grad, pad, reduce_grad,
+    resize_grad, matmul_grad, reduce_like...)."""
+    rng = np.random.default_rng(6)
+    g = Graph("tokens")
+    ids = g.add_input("ids", (None, 6), "int64")
+    y = g.add_node("embedding", [ids, param(g, rng, "table", (9, 4))], name="embed")
+    y = g.add_node("layer_norm", [y, param(g, rng, "ln_s", (4,)), param(g, rng, "ln_b", (4,))],
+                   name="ln", attrs={"axes": [-1]})
+    y = g.add_node("reshape", [y], name="img", attrs={"shape": [1, 6, 4]})
+    y = g.add_node("conv2d_transpose", [y, param(g, rng, "up", (1, 2, 2, 2)),
+                                        param(g, rng, "up_b", (2,))],
+                   name="deconv", attrs={"stride": (1, 1)})  # (N, 2, 7, 5)
+    y = g.add_node("slice", [y], name="crop", attrs={"starts": [1], "ends": [6], "axes": [2]})
+    y = g.add_node("tile", [y], name="rep", attrs={"repeats": [1, 1, 1, 2]})
+    y = g.add_node("resize", [y], name="resize", attrs={"sizes": [4, 6], "mode": "linear"})
+    y = g.add_node("reduce", [y], name="pool", attrs={"mode": "mean", "axes": [2], "keepdims": False})
+    y = g.add_node("reshape", [y], name="flat", attrs={"shape": [12]})
+    y = g.add_node("matmul", [y, param(g, rng, "w_out", (12, 5))], name="proj")
+    g.set_outputs([g.add_node("add", [y, param(g, rng, "bias", (5,))], name="logits")])
+    return g.verify()
+
+
+@pytest.mark.parametrize("kind", DEVICES)
+def test_a_model_of_the_structural_ops_trains_on_the_device(kind):
+    """Every node of the training step on the device (nothing on the host), three SGD steps
+    matching the cpu device's losses and parameters, one upload per step."""
+    g = _token_net()
+    cpu, dev = _trainers(g, kind, 4)
+    rng = np.random.default_rng(7)
+    dev.exe.ledger.reset()
+    for step in range(3):
+        x, y = rng.integers(0, 9, (4, 6)), rng.integers(0, 5, 4)
+        _assert_same_loss(cpu.step(x, y), dev.step(x, y), f"step {step}")
+    _assert_same_parameters(cpu, dev, "tokens")
+    assert dev.exe.ledger.summary()["HtoD"]["invocations"] == 3

@@ -96,7 +96,8 @@ def _tile(attrs, inputs, outputs):
 
 
 def _tile_backward(ctx, node, dys):
-    """dy viewed as (N, r1, d1, r2, d2, ...), summed over the repeat axes."""
+    """dy viewed as (N, r1, d1, r2, d2, ...), summed over the repeat axes (an axis repeated once
+    stays one axis, which keeps the view's rank low: the cuda kernels take up to 6)."""
     if not ctx.wants(0) or dys[0] is None:
         return [None]
     x = ctx.spec(node.inputs[0])
@@ -106,10 +107,14 @@ def _tile_backward(ctx, node, dys):
     if reps[0] != 1:  # only an unbatched tensor repeats its first axis; reshape keeps that axis
         raise UnsupportedError(f"the gradient of tile {reps} along the first axis",
                                node=node.name, op=node.op)
-    split = [v for r, d in zip(reps[1:], x.shape[1:]) for v in (r, d)]
+    split, axes = [], []
+    for r, d in zip(reps[1:], x.shape[1:]):
+        if r > 1:
+            axes.append(1 + len(split))
+            split.append(r)
+        split.append(d)
     y = ctx.add("reshape", [dys[0]], {"shape": split})
-    return [ctx.add("reduce", [y], {"mode": "sum", "keepdims": False,
-                                    "axes": tuple(1 + 2 * i for i in range(len(reps) - 1))})]
+    return [ctx.add("reduce", [y], {"mode": "sum", "keepdims": False, "axes": tuple(axes)})]
 
 
 TILE = register(OpDef(

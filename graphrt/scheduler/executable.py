@@ -28,7 +28,7 @@ from ..passes import host_nodes, optimize, place_on
 from ..ops import get_op
 from ..ops.reference import check_feeds
 from .ledger import Ledger
-from .prefetch import SLOTS, Prefetcher
+from .prefetch import SLOTS, Prefetcher, Staging
 from .program import Program
 
 #: outputs that are batch means (losses, accuracy): a chunked run averages them by chunk size
@@ -84,6 +84,8 @@ class Executable:
             self.arena = None
             self._plan()
         self._host_buffers: dict = {}
+        self._staging: Staging | None = None  # the packed upload of exe(x)'s host inputs
+        self._staged = None  # the event after the last upload from it (it may be refilled)
         self.check_finite = check_finite
         # one step at a time: a second thread waits; the thread that is streaming may not step
         self._busy = threading.RLock()
@@ -200,7 +202,12 @@ class Executable:
 
     def _step(self, feeds: dict, batch: int, copy: bool, outputs: str = "host") -> list:
         program = self.program(batch)
+        packed = self._packed_inputs(program, feeds)
+        if packed:
+            self._upload_packed(program, {name: feeds[name] for name in packed}, batch)
         for name, slot in program.inputs:
+            if name in packed:
+                continue
             start = time.perf_counter()
             self.device.to_device(feeds[name], slot)
             kind = "DtoD" if hasattr(feeds[name], "__cuda_array_interface__") else "HtoD"
@@ -209,6 +216,32 @@ class Executable:
         if outputs == "device":
             return self.device_outputs(program, copy)
         return self.fetch_outputs(program, copy=copy)
+
+    def _packed_inputs(self, program: Program, feeds: dict) -> list:
+        """The host inputs that go to the device in one copy: all of them, where there are several
+        (a training step's data and labels) and the arena is device memory (on the cpu device the
+        arena is host memory, where packing would only copy each input twice)."""
+        names = [name for name, _ in program.inputs
+                 if not hasattr(feeds[name], "__cuda_array_interface__")]
+        if len(names) < 2 or program.packed is None or len(names) != len(program.inputs) \
+                or isinstance(program.packed, np.ndarray):
+            return []
+        return names
+
+    def _upload_packed(self, program: Program, feeds: dict, batch: int) -> None:
+        """Host inputs packed into a page-locked staging buffer laid out like the arena's input
+        block, as ``exe.stream`` packs a batch, and uploaded in one copy; the buffer is refilled
+        only after the previous upload from it has completed."""
+        start = time.perf_counter()
+        if self._staging is None:
+            self._staging = Staging(self, 1)
+        elif self._staged is not None:
+            self._staged.synchronize()
+        self._staging.fill(0, feeds, batch)
+        raw = self._staging.raw[0]
+        self.device.to_device(raw, program.packed)
+        self._staged = self.device.compute_stream().record_event()
+        self.ledger.record("HtoD", raw.nbytes, time.perf_counter() - start, items=batch)
 
     def device_outputs(self, program: Program, copy: bool) -> list:
         """The step's outputs as device arrays for the caller: after the caller's stream is

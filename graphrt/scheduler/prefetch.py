@@ -40,7 +40,7 @@ _STOPPED = object()
 SLOTS = 2
 
 
-class _Staging:
+class Staging:
     """A ring of host buffers laid out like the arena's packed input block: each holds a batch of
     every input (data and labels together) and goes to the device in one copy."""
 
@@ -59,6 +59,13 @@ class _Staging:
             self.raw.append(raw)
             self.buffers.append(bufs)
             self.free.put(i)
+        self.specs = exe.source.specs
+
+    def fill(self, idx: int, feeds: dict, n: int) -> None:
+        """Copy a batch of ``n`` items (every input) into buffer ``idx``."""
+        for name, value in feeds.items():
+            staged = self.buffers[idx][name]
+            np.copyto(staged[:n] if self.specs[name].batched else staged, value)
 
 
 class Prefetcher:
@@ -69,7 +76,7 @@ class Prefetcher:
         if outputs not in ("host", "device"):
             raise InputError(f"outputs must be 'host' or 'device', got {outputs!r}")
         self.exe, self.batches, self.copy, self.outputs = exe, batches, copy, outputs
-        self.staging = _Staging(exe, depth + 1)
+        self.staging = Staging(exe, depth + 1)
         self.ready: queue.Queue = queue.Queue()
         self.slot_free = [queue.Queue() for _ in range(SLOTS)]
         for q in self.slot_free:
@@ -104,10 +111,7 @@ class Prefetcher:
                 idx = self._get(self.staging.free)
                 if idx is None:
                     return
-                staged = self.staging.buffers[idx]
-                for name, value in feeds.items():
-                    np.copyto(staged[name][:n] if self.exe.source.specs[name].batched else staged[name],
-                              value)
+                self.staging.fill(idx, feeds, n)
                 slot_event = self._get(self.slot_free[k % SLOTS], allow_none=True)
                 if self.stop.is_set():
                     return

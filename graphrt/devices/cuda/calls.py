@@ -117,11 +117,17 @@ def check_dtype(*arrays) -> np.dtype:
 
 def copy_call(x, y) -> Call:
     """``y[...] = x`` in C order (shapes may differ, sizes not)."""
+    return view_copy_call(x, x.shape, estrides(x), y)
+
+
+def view_copy_call(x, shape, strides, y) -> Call:
+    """``y[...] = `` the view of ``x``'s memory with ``shape`` and ``strides`` (elements; 0 repeats
+    an element: a broadcast or a tiling), in C order."""
     dtype = check_dtype(x, y)
     total = num_elements(y.shape)
-    if num_elements(x.shape) != total:
+    if num_elements(shape) != total:
         raise Unsupported("copy of different sizes")
-    xn, (xs,) = collapse(x.shape, estrides(x))
+    xn, (xs,) = collapse(shape, strides)
     yn, (ys,) = collapse(y.shape, estrides(y))
     xn, xs = pad6(xn, xs)
     yn, ys = pad6(yn, ys)

@@ -19,7 +19,7 @@ import numpy as np
 
 CTYPES = {"float32": "float", "float64": "double"}
 FAMILIES = ("elementwise", "conv", "gemm", "pool", "norm", "softmax", "loss", "optim", "grad",
-            "grad_spatial", "image", "solvers")
+            "grad_spatial", "image", "solvers", "reduce", "index")
 
 
 def read_source(name: str) -> str:
@@ -29,8 +29,8 @@ def read_source(name: str) -> str:
 
 PRELUDE = read_source("prelude.cuh")
 SOURCES = {family: read_source(f"{family}.cu") for family in FAMILIES}
-ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM, GRAD, GRAD_SPATIAL, IMAGE, SOLVERS = (
-    SOURCES[f] for f in FAMILIES)
+(ELEMENTWISE, CONV, GEMM, POOL, NORM, SOFTMAX, LOSS, OPTIM, GRAD, GRAD_SPATIAL, IMAGE, SOLVERS,
+ REDUCE, INDEX) = (SOURCES[f] for f in FAMILIES)
 _ALL = "".join(SOURCES.values())
 
 

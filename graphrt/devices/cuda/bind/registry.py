@@ -36,6 +36,15 @@ tests. Each op family's binders are in a module of their own:
   L1 or L2 regularization, the rate from the iteration counter).
 - :mod:`~graphrt.devices.cuda.bind.image`: ``image_transform`` (a data source's uint8 batch cropped,
   mirrored, mean-subtracted, scaled and cast in one pass).
+- :mod:`~graphrt.devices.cuda.bind.index`: ``slice``, ``expand``, ``tile`` (``copy_nd`` of strided
+  views), ``cast`` (``cast_nd``), ``embedding``, ``embedding_grad``, ``pad_grad``.
+- :mod:`~graphrt.devices.cuda.bind.reduce`: ``reduce``, ``reduce_like``, ``reduce_grad``,
+  ``arg_reduce``, ``layer_norm``, ``layer_norm_grad`` (rows of kept x reduced axes).
+- :mod:`~graphrt.devices.cuda.bind.resize`: ``resize``, ``resize_grad`` (a GEMM per spatial axis).
+- :mod:`~graphrt.devices.cuda.bind.adjoint`: ``conv2d_transpose``, ``matmul_grad`` (GEMMs).
+
+``all_reduce`` stays on the host (:data:`HOST_ONLY`): its reduction is the process group's
+communicator (torch.distributed's), called from the host.
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -50,14 +59,22 @@ from typing import Callable
 
 import numpy as np
 
-from ..calls import MAX_RANK, Unsupported
+from ..calls import MAX_RANK, Unsupported, num_elements
 from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES, bind_compare,
                           bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
                           bind_unary, bind_where, bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
+from .adjoint import BINDERS as ADJOINT_BINDERS
+from .adjoint import conv2d_transpose_workspace_bytes
 from .image import bind_image_transform
+from .index import BINDERS as INDEX_BINDERS
+from .index import embedding_grad_workspace_bytes, pad_grad_workspace_bytes
+from .reduce import BINDERS as REDUCE_BINDERS
+from .reduce import ln_workspace_bytes
+from .resize import BINDERS as RESIZE_BINDERS
+from .resize import resize_workspace_bytes
 from .solvers import bind_solver
 from .norm import bind_batch_norm, bind_channel_affine, bind_lrn, bind_pool, bind_softmax
 from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
@@ -78,6 +95,7 @@ BINDERS: dict[str, Callable] = {
     "accuracy": bind_loss("accuracy"), "sgd_update": bind_sgd, "step_counter": bind_counter,
     **GRAD_BINDERS,
     "image_transform": bind_image_transform, "solver_update": bind_solver,
+    **INDEX_BINDERS, **REDUCE_BINDERS, **ADJOINT_BINDERS, **RESIZE_BINDERS,
 }
 
 
@@ -93,11 +111,14 @@ def bind(op: str, attrs, inputs, outputs, ws) -> list:
 FLOATS = ("float32", "float64")
 
 
+HOST_ONLY = {"all_reduce": "the reduction is the process group's communicator, a host call"}
+
+
 def unsupported(node, graph) -> str | None:
     """Why the kernels cannot run ``node`` (None: they can), from its op, attributes and tensor
     specs; the ``place`` pass puts such a node on the host."""
     if node.op not in BINDERS:
-        return f"no cuda kernel for {node.op}"
+        return HOST_ONLY.get(node.op, f"no cuda kernel for {node.op}")
     ins = [graph.specs[t] for t in node.inputs]
     outs = [graph.specs[t] for t in node.outputs]
     check = CHECKS.get(node.op)
@@ -188,6 +209,30 @@ def _binary_grad(node, ins, outs):
     return f"inputs of dtype {', '.join(kinds)}" if kinds else _floats(ins[:1] + outs)
 
 
+def _cast(node, ins, outs):
+    if ins[0].dtype not in LABEL_KINDS:
+        return f"a cast from {ins[0].dtype}"
+    return _floats(outs)  # (of the input's rank)
+
+
+def _indices(position: int):
+    """An op with integer (or float) indices at input ``position``, floats elsewhere."""
+    def check(node, ins, outs):
+        idx = ins[position]
+        if idx.dtype not in LABEL_KINDS:
+            return f"indices of dtype {idx.dtype}"
+        if len(idx.shape) > MAX_RANK:
+            return f"rank-{len(idx.shape)} indices (the kernels take up to {MAX_RANK})"
+        return _floats([s for i, s in enumerate(ins) if i != position] + outs)
+    return check
+
+
+def _arg_reduce(node, ins, outs):
+    if outs[0].dtype != "int64":
+        return f"indices of dtype {outs[0].dtype}"
+    return _floats(ins)
+
+
 CHECKS = {
     "max_pool": _ranked(4, 4), "avg_pool": _ranked(4, 4), "lrn": _ranked(4, 4),
     "conv2d": _ranked(4, 4), "conv2d_split": _ranked(4, 4), "dense": _ranked(2, 2),
@@ -201,6 +246,8 @@ CHECKS = {
     "batch_norm_train": _ranked(2, 4), "batch_norm_train_grad": _ranked(2, 4),
     "image_transform": _image, "solver_update": _solver,
     **{op: _compare for op in COMPARE_CODES}, "where": _where, "binary_grad": _binary_grad,
+    "cast": _cast, "embedding": _indices(0), "embedding_grad": _indices(1),
+    "arg_reduce": _arg_reduce, "conv2d_transpose": _ranked(4, 4),
 }
 
 
@@ -223,6 +270,24 @@ def workspace_bytes(node, graph, batch: int) -> int:
         o, oh, ow = dy.shape[1:]
         return conv_grad_workspace_bytes(node.op, n, c, o, kh, kw, oh, ow,
                                          np.dtype(dy.dtype).itemsize)
+    if node.op in ("layer_norm", "layer_norm_grad"):
+        x = specs[node.inputs[0 if node.op == "layer_norm" else 1]]
+        return ln_workspace_bytes(x.concrete(batch), node.attrs)
+    if node.op == "embedding_grad":
+        idx = specs[node.inputs[1]]
+        return embedding_grad_workspace_bytes(node.attrs["rows"], num_elements(idx.concrete(batch)))
+    if node.op == "pad_grad":
+        dy = specs[node.inputs[0]]
+        return pad_grad_workspace_bytes(dy.concrete(batch), np.dtype(dy.dtype).itemsize)
+    if node.op in ("resize", "resize_grad"):
+        x, y = specs[node.inputs[0]], specs[node.outputs[0]]
+        src, dst = x.concrete(batch), y.concrete(batch)
+        return resize_workspace_bytes(src[:2], src[2:], dst[2:], np.dtype(x.dtype).itemsize)
+    if node.op == "conv2d_transpose":
+        x = specs[node.inputs[0]]
+        return conv2d_transpose_workspace_bytes(
+            x.concrete(batch), specs[node.inputs[1]].shape, specs[node.outputs[0]].concrete(batch),
+            np.dtype(x.dtype).itemsize)
     if node.op == "batch_norm":
         x = specs[node.inputs[0]]
         return 2 * x.shape[1] * np.dtype(x.dtype).itemsize
