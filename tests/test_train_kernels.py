@@ -71,20 +71,24 @@ def conv_grad_cases(draw):
     return dtype, x, wt, dy, attrs, geometry
 
 
-@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]))
-def test_conv2d_grad_input(case, tuning, flipped_area):
-    """Both paths: the flipped forward convolution (stride 1: always with a large
-    ``FLIPPED_AREA``) and GEMM + col2im (always with 0)."""
+@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]),
+       st.sampled_from([0, None, 10**9]))
+def test_conv2d_grad_input(case, tuning, flipped_area, nhwc_depth):
+    """Every path: the flipped forward convolution (stride 1: always with a large
+    ``FLIPPED_AREA``), gathered channels-last (always with ``FLIPPED_NHWC_DEPTH`` 0) or NCHW (never
+    with a huge one), and GEMM + col2im (always with ``FLIPPED_AREA`` 0)."""
     dtype, x, wt, dy, attrs, geometry = case
     expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
-    saved = T.FLIPPED_AREA
-    T.FLIPPED_AREA = saved if flipped_area is None else flipped_area
+    saved = T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH
+    T.FLIPPED_AREA = saved[0] if flipped_area is None else flipped_area
+    T.FLIPPED_NHWC_DEPTH = saved[1] if nhwc_depth is None else nhwc_depth
+    T._FLIPPED.clear()  # cached per geometry with FLIPPED_AREA in its key; cleared all the same
     try:
         with tuned(**tuning):
             check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
                   expected)
     finally:
-        T.FLIPPED_AREA = saved
+        T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH = saved
 
 
 @given(conv_grad_cases(), TUNINGS)

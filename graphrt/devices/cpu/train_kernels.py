@@ -8,8 +8,9 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
 
 - ``conv2d_grad_input``: with stride 1 (most layers) the forward convolution of ``dy`` with the
   weights flipped and transposed into the workspace, padded by ``dilation * (kernel - 1) - pad``:
-  the forward's im2col (a gather) and a GEMM of depth O x KH x KW (:func:`.kernels.conv2d`), about
-  twice as fast as the scatter below. Otherwise, per chunk of images (about
+  the forward's im2col (a gather) and a GEMM of depth O x KH x KW (:func:`.kernels.conv2d`; gathered
+  channels-last by :mod:`.nhwc` from a depth of :data:`FLIPPED_NHWC_DEPTH`), about twice as fast
+  as the scatter below. Otherwise, per chunk of images (about
   :data:`GRAD_COLS_BYTES` of columns) and group, one stacked GEMM ``W^T dy`` into workspace
   columns, then col2im written once: one strided add per kernel offset into the (padded, in the
   workspace) input gradient.
@@ -120,6 +121,17 @@ def _flipped(attrs, h: int, w: int, kh: int, kw: int):
 _FLIPPED: dict = {}
 
 
+FLIPPED_NHWC_DEPTH = 768  # the flipped convolution gathers channels-last (:mod:`.nhwc`) when its
+# GEMM depth O' x KH x KW is at least this (measured, one thread, interleaved: CIFAR-10 quick's 5x5
+# layers, depth 800 and 1600, 0.83x and 0.69x the NCHW im2col's time; the Keras CNN's 3x3 layers,
+# depth 288 and 576, 0.97x to 1.5x); 0 always, a huge number never
+
+
+def _flipped_nhwc(og: int, kh: int, kw: int) -> bool:
+    """The flipped convolution (input channels O', kernel KH x KW) gathers channels-last."""
+    return og * kh * kw >= FLIPPED_NHWC_DEPTH
+
+
 def _flipped_chunk(n: int, cols_per_image: int) -> int:
     """Images per call of the flipped forward convolution: about :data:`GRAD_COLS_BYTES` of its
     columns (the forward alone would gather up to ``COLS_BYTES``)."""
@@ -131,7 +143,11 @@ def conv_grad_input_workspace(node: Node, graph: Graph, batch: int) -> int:
     flipped = _flipped(node.attrs, h, w, kh, kw)
     if flipped is not None:  # the flipped weights, then the forward conv's own workspace
         m = _flipped_chunk(n, o // g * kh * kw * h * w * dtype.itemsize)
-        conv = K.conv_workspace_of(m, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
+        if _flipped_nhwc(o // g, kh, kw):
+            conv = nhwc.workspace_elems(m, o, oh, ow, c, g, kh, kw, h, w, flipped["pads"],
+                                        dtype.itemsize, 0) * dtype.itemsize
+        else:
+            conv = K.conv_workspace_of(m, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
         return _round4(c * (o // g) * kh * kw * dtype.itemsize) + conv
     _, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
                                   dtype.itemsize, False)
@@ -187,8 +203,12 @@ def conv2d_grad_input(attrs, inputs, outputs, ws):
                   _flat(w, (g, og, cg, kh, kw)).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1])
         rest = ws.view(np.uint8)[_round4(wt.nbytes):].view(np.float32)
         m = _flipped_chunk(n, og * kh * kw * h * wd * dy.itemsize)
+        channels_last = _flipped_nhwc(og, kh, kw)
         for start in range(0, n, m):  # chunks: the forward's workspace sized for m images
-            K.conv2d(flipped, [dy[start:start + m], wt], [dx[start:start + m]], rest)
+            if channels_last:  # nhwc.conv takes the workspace in the layer's dtype
+                nhwc.conv(flipped, dy[start:start + m], wt, dx[start:start + m], rest.view(dy.dtype))
+            else:
+                K.conv2d(flipped, [dy[start:start + m], wt], [dx[start:start + m]], rest)
         return
     m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
     for start in range(0, n, m):
