@@ -174,10 +174,22 @@ def test_relu_grad(data, dtype, slope, tuning):
               naive_grad.relu_grad(dy, t, slope))
 
 
+# ---- bias gradients ----------------------------------------------------------------------------------
+@given(st.data(), DTYPES)
+def test_reduce_channels(data, dtype):
+    """(N, C, ...) of 2 to 5 axes, odd sizes, a channel slice of a wider buffer (strided), large
+    values of both signs (cancellation): against math.fsum per channel and the reference."""
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=2, max_size=5)))
+    scale = data.draw(st.sampled_from([1.0, 1e4]))
+    dy = (rng.standard_normal(shape) * scale + data.draw(st.sampled_from([0.0, 3.0]))).astype(dtype)
+    check("reduce_channels", dtype, [dy], [], {}, naive_grad.reduce_channels(dy))
+
+
 # ---- the SGD update --------------------------------------------------------------------------------
 def test_every_training_kernel_is_tested():
     tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
-              "relu_grad", "sgd_update"}
+              "relu_grad", "reduce_channels", "sgd_update"}
     assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
     assert not set(TRAIN_KERNELS) & set(K.KERNELS)
 
@@ -268,7 +280,7 @@ def test_training_steps_match_the_reference_rules(threads, monkeypatch):
     assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
     if threads > 1:  # every splittable training launch ran in parts
         parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
-        assert set(T.TRAIN_KERNELS) - {"sgd_update"} <= parted
+        assert set(T.TRAIN_KERNELS) - {"sgd_update", "reduce_channels"} <= parted  # not split
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for name in want:
         assert relative_error(got[name], want[name]) < 1e-5, name
