@@ -25,7 +25,10 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
   offset over the output positions whose window element lies in the input
   (:func:`.kernels._pool_offsets`: no padded copy), a comparison with ``y`` into a workspace mask,
   ``hit > done`` (the first maximum wins), ``dy * hit`` into a contiguous workspace block (a masked
-  copy where dy holds an inf or NaN), and one strided add into dx.
+  copy where dy holds an inf or NaN), and one strided add into dx. When y has no NaN and dy is
+  finite (the common case), four ufuncs per offset instead of five: the dy still to hand out is
+  kept in the workspace and zeroed where a maximum took it (0.83x the time on CIFAR-10 quick's
+  overlapping 3x3/2 pool, the same on 2x2/2 pools).
 - ``avg_pool_grad``: ``dy`` over the divisor once into the workspace, then one add per offset.
 - ``relu_grad``: block by block, ``dy * (t > 0)`` (or the slope where ``t <= 0``).
 - ``reduce_channels`` (bias gradients): per-image channel sums in the input's dtype over contiguous
@@ -294,11 +297,11 @@ def _pool_grad_chunk(n, c, h, w, itemsize) -> int:
 
 def max_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
     """For a chunk of images, two boolean masks shaped like the output (this offset's hits, the
-    windows done) and the masked dy."""
+    windows done), the masked dy and the dy still to hand out."""
     (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
     oh, ow = graph.specs[node.inputs[1]].shape[2:]
     per = _pool_grad_chunk(n, c, h, w, dtype.itemsize) * c * oh * ow
-    return _round4(2 * per) + per * dtype.itemsize
+    return _round4(2 * per) + 2 * per * dtype.itemsize
 
 
 def max_pool_grad(attrs, inputs, outputs, ws):
@@ -310,7 +313,8 @@ def max_pool_grad(attrs, inputs, outputs, ws):
     m = _pool_grad_chunk(n, c, h, w, x.itemsize)
     per = m * c * oh * ow
     hit_buf, done_buf = _bools(ws, per), _bools(ws, per, per)
-    masked_buf = ws.view(np.uint8)[_round4(2 * per):].view(x.dtype)
+    masked_buf = ws.view(np.uint8)[_round4(2 * per):].view(x.dtype)[:per]
+    rest_buf = ws.view(np.uint8)[_round4(2 * per):].view(x.dtype)[per:2 * per]
     dx.fill(0)
     offsets = _pool_offsets(kernel, stride, pads, h, w, oh, ow)
     for start in range(0, n, m):
@@ -320,6 +324,9 @@ def max_pool_grad(attrs, inputs, outputs, ws):
         done.fill(False)
         nan = bool(np.isnan(np.max(ys)))  # max propagates NaN: no temporary like ys
         finite = bool(np.isfinite(np.max(dys)) and np.isfinite(np.min(dys)))
+        if finite and not nan:
+            _max_pool_grad_finite(offsets, xs, ys, dys, dxs, hit_buf, masked_buf, rest_buf)
+            continue
         for entry in offsets:
             if entry is None:
                 continue
@@ -339,6 +346,26 @@ def max_pool_grad(attrs, inputs, outputs, ws):
                 np.copyto(masked, dys[:, :, rows, cols], where=hit)
             target = dxs[:, :, rs, cs]
             np.add(target, masked, out=target)
+
+
+def _max_pool_grad_finite(offsets, xs, ys, dys, dxs, hit_buf, masked_buf, rest_buf):
+    """The common case (no NaN in y, dy finite) in four ufuncs per kernel offset instead of five:
+    ``rest`` holds the dy still to hand out, zeroed (``rest - rest * 1``, exact) in the window
+    whose maximum took it, so a later tie takes 0 — the first maximum wins, as the reference."""
+    rest = _flat(rest_buf[:ys.size], ys.shape)
+    np.copyto(rest, dys)
+    for entry in offsets:
+        if entry is None:
+            continue
+        rows, cols, rs, cs = entry
+        ysub, xsub, rsub = ys[:, :, rows, cols], xs[:, :, rs, cs], rest[:, :, rows, cols]
+        hit = _flat(hit_buf[:ysub.size], ysub.shape)
+        np.equal(xsub, ysub, out=hit)
+        masked = _flat(masked_buf[:ysub.size], ysub.shape)
+        np.multiply(rsub, hit, out=masked)
+        np.subtract(rsub, masked, out=rsub)
+        target = dxs[:, :, rs, cs]
+        np.add(target, masked, out=target)
 
 
 def avg_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
