@@ -1,8 +1,8 @@
 """Training-step memory on the cpu device: each parameter's update runs as soon as its gradient and
 the parameter's last reader allow, so the gradient's arena range is free from there on (not at the
-end of the backward); buffers live at the same step never share bytes; and the planned step of the
-LeNets stays below PyTorch's own step peak (torch.profiler, measured here, as bench/train_models.py
-does)."""
+end of the backward); buffers live at the same step never share bytes; and the planned step of
+LeNet and CIFAR-10 quick stays below PyTorch's own step peak (torch.profiler, measured here, as
+bench/train_models.py does), at one and two threads."""
 from __future__ import annotations
 
 import importlib.util
@@ -68,10 +68,13 @@ def _train_models():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_lenet_training_arena_is_below_pytorchs_step_peak(threads):
+@pytest.mark.parametrize("model", ["torch_lenet", "caffe_cifar10_quick_train"])
+def test_training_arena_is_below_pytorchs_step_peak(model, threads):
     pytest.importorskip("torch")
     tm = _train_models()
-    build, batch, _ = tm.MODELS["torch_lenet"]
+    build, batch, needs_shared = tm.MODELS[model]
+    if needs_shared and not tm.SHARED.exists():
+        pytest.skip("needs ../shared")
     graph = build()
     trainer = _trainer(graph, batch, threads)
     _check_updates_run_early(trainer)

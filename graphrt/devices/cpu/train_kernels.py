@@ -288,8 +288,10 @@ def conv2d_grad_weight(attrs, inputs, outputs, ws):
 
 
 # ---- pooling --------------------------------------------------------------------------------------
-POOL_GRAD_BYTES = 1 << 20  # max_pool_grad: input images per chunk (the chunk stays in L2 over the
-# kernel offsets, each of which re-reads its x, y, dy and dx)
+POOL_GRAD_BYTES = 3 << 18  # max_pool_grad: input images per chunk (the chunk stays in L2 over the
+# kernel offsets, each of which re-reads its x, y, dy and dx). 768 KiB: the workspace (masks and two
+# dy-shaped blocks) is then about what 1 MiB chunks took with one dy-shaped block; it is live at
+# CIFAR-10 quick's peak step
 
 
 def _pool_grad_chunk(n, c, h, w, itemsize) -> int:
