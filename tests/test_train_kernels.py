@@ -72,23 +72,25 @@ def conv_grad_cases(draw):
 
 
 @given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]),
-       st.sampled_from([0, None, 10**9]))
-def test_conv2d_grad_input(case, tuning, flipped_area, nhwc_depth):
+       st.sampled_from([0, None, 10**9]), st.sampled_from([0, None, 10**9]))
+def test_conv2d_grad_input(case, tuning, flipped_area, nhwc_depth, col2im_nhwc):
     """Every path: the flipped forward convolution (stride 1: always with a large
     ``FLIPPED_AREA``), gathered channels-last (always with ``FLIPPED_NHWC_DEPTH`` 0) or NCHW (never
-    with a huge one), and GEMM + col2im (always with ``FLIPPED_AREA`` 0)."""
+    with a huge one), and GEMM + col2im (always with ``FLIPPED_AREA`` 0), channels-last (always
+    with ``COL2IM_NHWC`` 0) or NCHW (never with a huge one)."""
     dtype, x, wt, dy, attrs, geometry = case
     expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
-    saved = T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH
+    saved = T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC
     T.FLIPPED_AREA = saved[0] if flipped_area is None else flipped_area
     T.FLIPPED_NHWC_DEPTH = saved[1] if nhwc_depth is None else nhwc_depth
+    T.COL2IM_NHWC = saved[2] if col2im_nhwc is None else col2im_nhwc
     T._FLIPPED.clear()  # cached per geometry with FLIPPED_AREA in its key; cleared all the same
     try:
         with tuned(**tuning):
             check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
                   expected)
     finally:
-        T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH = saved
+        T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC = saved
 
 
 @given(conv_grad_cases(), TUNINGS)
