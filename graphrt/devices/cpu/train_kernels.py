@@ -72,17 +72,15 @@ WEIGHT_COLS_BYTES = 3 << 18  # conv2d_grad_weight's columns per chunk (768 KiB):
 # split in two parts at two threads, small enough that LeNet's step plans at its lower bound
 
 
-def _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, pads, itemsize, weight: bool):
-    """(images per chunk, padded elements per image, workspace elements). The chunk's columns
-    (K x images x pixels for one group) hold about :data:`GRAD_COLS_BYTES`."""
+def _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, pads, itemsize):
+    """conv2d_grad_input's scatter: (images per chunk, padded elements per image, workspace
+    elements). The chunk's columns (K x images x pixels for one group) hold about
+    :data:`GRAD_COLS_BYTES`."""
     t, b, l, r = pads
     padded = c * (h + t + b) * (w + l + r) if any(pads) else 0
-    k, p, og = c // g * kh * kw, oh * ow, o // g
+    k, p = c // g * kh * kw, oh * ow
     m = max(1, min(n, min(GRAD_COLS_BYTES, K.COLS_BYTES) // (itemsize * k * p)))
-    elems = m * padded + m * k * p
-    if weight:  # dy gathered as (O/g, images x pixels) and the (O/g, K) accumulator
-        elems += m * og * p + og * k
-    return m, padded, elems
+    return m, padded, m * padded + m * k * p
 
 
 def _grad_dims(node: Node, graph: Graph, batch: int, x_index: int | None):
@@ -157,7 +155,7 @@ def conv_grad_input_workspace(node: Node, graph: Graph, batch: int) -> int:
             conv = K.conv_workspace_of(m, o, oh, ow, c, o // g, kh, kw, h, w, flipped, dtype)
         return _round4(c * (o // g) * kh * kw * dtype.itemsize) + conv
     m, _, elems = _conv_grad_plan(n, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"],
-                                  dtype.itemsize, False)
+                                  dtype.itemsize)
     if _col2im_nhwc(c // g, ow):
         elems = _nhwc_grad_input_elems(m, c, h, w, o, g, kh, kw, oh, ow, node.attrs["pads"])
     return elems * dtype.itemsize
@@ -274,7 +272,7 @@ def conv2d_grad_input(attrs, inputs, outputs, ws):
             else:
                 K.conv2d(flipped, [dy[start:start + m], wt], [dx[start:start + m]], rest)
         return
-    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize, False)
+    m, padded, _ = _conv_grad_plan(n, c, h, wd, o, g, kh, kw, oh, ow, pads, dy.itemsize)
     if _col2im_nhwc(cg, ow):
         _grad_input_nhwc(attrs, dy, w, dx, wsd, m)
         return
