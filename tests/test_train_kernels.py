@@ -188,10 +188,46 @@ def test_reduce_channels(data, dtype):
     check("reduce_channels", dtype, [dy], [], {}, naive_grad.reduce_channels(dy))
 
 
+# ---- dropout ---------------------------------------------------------------------------------------
+@given(st.data(), DTYPES)
+def test_dropout_train(data, dtype):
+    """The mask bit for bit the reference's (Philox, :func:`dropout_mask`) and an independent
+    float64 draw's (philox.uniform >= rate): odd sizes, several blocks (a small ``BLOCKS``), large
+    seeds and steps, data-parallel offsets (a multiple of 4 elements: the kernel; else the
+    reference); the counter advanced once."""
+    from graphrt.devices.cpu import dropout as D
+    from graphrt.ops import philox
+
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
+    rate = data.draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))
+    seed = data.draw(st.sampled_from([0, 7, 2**40 + 3]))
+    step = data.draw(st.sampled_from([0, 5, 2**33 + 1]))
+    offset = data.draw(st.sampled_from([0, 0, 1, 4]))
+    attrs = get_op("dropout_train").normalize_attrs({"rate": rate, "seed": seed, "offset": offset})
+    x = rng.standard_normal(shape).astype(dtype)
+    saved = D.BLOCKS
+    D.BLOCKS = data.draw(st.sampled_from([1, 3, saved]))
+    try:
+        blocks = min(D.BLOCKS, -(-x.size // 4))
+        ws = np.full((7 * 8 * blocks + -(-blocks // 8) * 8) // 4, np.nan, np.float32)
+        y, mask = np.full_like(x, np.nan), np.full_like(x, np.nan)
+        counter = np.array(step, np.int64)
+        TRAIN_KERNELS["dropout_train"](attrs, [x, counter], [y, mask], ws)
+    finally:
+        D.BLOCKS = saved
+    want_y, want_mask = np.empty_like(x), np.empty_like(x)
+    get_op("dropout_train").forward(attrs, [x, np.array(step, np.int64)], [want_y, want_mask])
+    assert np.array_equal(mask, want_mask) and np.array_equal(y, want_y) and int(counter) == step + 1
+    per = x.size // shape[0]
+    u = philox.uniform(x.size, seed, step, offset * per).reshape(shape)
+    assert np.array_equal(mask != 0, u >= rate)
+
+
 # ---- the SGD update --------------------------------------------------------------------------------
 def test_every_training_kernel_is_tested():
     tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
-              "relu_grad", "reduce_channels", "sgd_update"}
+              "relu_grad", "reduce_channels", "sgd_update", "dropout_train"}
     assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
     assert not set(TRAIN_KERNELS) & set(K.KERNELS)
 
@@ -236,6 +272,7 @@ def test_sgd_update(data, dtype, convention, tuning):
 # ---- whole training steps: kernels and threads against the reference rules ---------------------------
 def small_training_graph(size: int = 13) -> Graph:
     """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
+    dropout,
     average pooling, dense layers and a log-softmax output."""
     rng = np.random.default_rng(0)
     g = Graph("small_train")
@@ -246,6 +283,7 @@ def small_training_graph(size: int = 13) -> Graph:
     y = g.add_node("conv2d", [x, param("w1", (8, 3, 3, 3)), param("b1", (8,))], attrs={"pads": 1})
     y = g.add_node("relu", [y], attrs={"negative_slope": 0.1})
     y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "ceil_mode": True})
+    y = g.add_node("dropout", [y], attrs={"rate": 0.3})
     y = g.add_node("conv2d", [y, param("w2", (6, 4, 3, 3)), param("b2", (6,))],
                    attrs={"pads": (1, 0), "stride": (1, 2), "groups": 2})
     y = g.add_node("relu", [y])
@@ -282,7 +320,7 @@ def test_training_steps_match_the_reference_rules(threads, monkeypatch):
     assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
     if threads > 1:  # every splittable training launch ran in parts
         parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
-        assert set(T.TRAIN_KERNELS) - {"sgd_update", "reduce_channels"} <= parted  # not split
+        assert set(T.TRAIN_KERNELS) - {"sgd_update", "reduce_channels", "dropout_train"} <= parted
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for name in want:
         assert relative_error(got[name], want[name]) < 1e-5, name

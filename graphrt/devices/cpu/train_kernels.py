@@ -35,6 +35,8 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
 - ``relu_grad``: block by block, ``dy * (t > 0)`` (or the slope where ``t <= 0``).
 - ``reduce_channels`` (bias gradients): per-image channel sums in the input's dtype over contiguous
   runs, then the images summed in float64 (the reference sums everything in float64).
+- ``dropout_train``: the reference's Philox mask drawn in blocks in the workspace
+  (:mod:`.dropout`).
 - ``sgd_update``: momentum, weight decay and the learning rate in one pass of blocks over the
   parameter with two block temporaries: no per-step arrays the size of the parameter.
 
@@ -48,6 +50,7 @@ import numpy as np
 from ...ir import Graph, Node
 from ...ops import get_op
 from ...ops.optim import learning_rate
+from . import dropout
 from . import kernels as K
 from . import nhwc
 from .kernels import _flat, _pad_into, _pool_offsets, _pool_pads, _reshaped, _spec
@@ -574,11 +577,12 @@ _KERNELS = {
     "conv2d_grad_input": conv2d_grad_input, "conv2d_grad_weight": conv2d_grad_weight,
     "max_pool_grad": max_pool_grad, "avg_pool_grad": avg_pool_grad, "relu_grad": relu_grad,
     "reduce_channels": reduce_channels, "sgd_update": sgd_update,
+    "dropout_train": dropout.dropout_train,
 }
 TRAIN_KERNELS = {op: K._small_buffers(fn) for op, fn in _KERNELS.items()}
 TRAIN_WORKSPACES = {
     "conv2d_grad_input": conv_grad_input_workspace, "conv2d_grad_weight": conv_grad_weight_workspace,
     "max_pool_grad": max_pool_grad_workspace, "avg_pool_grad": avg_pool_grad_workspace,
     "relu_grad": relu_grad_workspace, "reduce_channels": reduce_channels_workspace,
-    "sgd_update": sgd_workspace,
+    "sgd_update": sgd_workspace, "dropout_train": dropout.workspace,
 }
