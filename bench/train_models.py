@@ -1,7 +1,7 @@
 """Training images/s and training memory of graphrt's cpu device against PyTorch eager, measured in
 the same process with the same number of threads.
 
-    python bench/train_models.py                            # the four models below
+    python bench/train_models.py                            # the five models below
     python bench/train_models.py --models caffe_lenet_train --repeats 9 --iterations 20
     python bench/train_models.py --threads 1 --markdown --no-rss --profile-steps 0
 
@@ -9,7 +9,8 @@ Models (graph, batch): ``caffe_lenet_train`` (``lenet_train_test.prototxt``, TRA
 input_shape (1, 28, 28), batch 64), ``torch_lenet`` (examples/torch_lenet.py, batch 64),
 ``keras_simple_cnn`` (examples/keras_simple_cnn.py, 3x100x100, batch 16) and
 ``caffe_cifar10_quick_train`` (``cifar10_quick_train_test.prototxt``, TRAIN, input_shape (3, 32, 32),
-batch 100). The Caffe ones need ``../shared`` and are left out without it.
+batch 100) and ``torch_inception_bn`` (examples/torch_inception_bn.py, 3x224x224, batch 4). The
+Caffe ones need ``../shared`` and are left out without it.
 
 Engines, all on the same random batches (standard-normal images, uniform labels) and the same
 optimizer, ``SGD(lr=0.001, momentum=0.9, weight_decay=5e-4)`` with each parameter's ``lr_mult`` /
@@ -111,6 +112,7 @@ MODELS: dict[str, tuple[Callable[[], graphrt.Graph], int, bool]] = {  # build, b
     "keras_simple_cnn": (_seed("keras_simple_cnn"), 16, False),
     "caffe_cifar10_quick_train": (_caffe_train("cifar10_quick_train_test.prototxt", (3, 32, 32)),
                                   100, True),
+    "torch_inception_bn": (_seed("torch_inception_bn"), 4, False),
 }
 
 

@@ -326,3 +326,21 @@ def test_multiple_outputs_and_return_all():
     assert sorted(out) == ["fc", "prob"]
     everything = graphrt.run_reference(g, x, return_all=True)
     assert set(everything) == {"x"} | set(g.topological_order())
+
+
+def test_schedule_after_moves_a_ready_node_up_and_never_breaks_an_edge():
+    g = Graph("g")
+    x = g.add_input("x", (None, 4))
+    a = g.add_node("relu", [x], name="a")
+    b = g.add_node("tanh", [a], name="b")
+    c = g.add_node("sigmoid", [b], name="c")
+    late = g.add_node("relu", [a], name="late")  # appended last: it runs last
+    assert g.topological_order() == ["a", "b", "c", "late"]
+    g.schedule_after("late", ["a"])
+    assert g.topological_order() == ["a", "late", "b", "c"]
+    g.schedule_after("late", ["b"])  # already before b: not moved back
+    assert g.topological_order() == ["a", "late", "b", "c"]
+    dep = g.add_node("relu", [c], name="dep")
+    g.schedule_after("dep", ["a"])  # a position before its producer: the edge still decides
+    assert g.topological_order().index("dep") > g.topological_order().index("c")
+    assert late and dep

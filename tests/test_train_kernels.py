@@ -71,20 +71,26 @@ def conv_grad_cases(draw):
     return dtype, x, wt, dy, attrs, geometry
 
 
-@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]))
-def test_conv2d_grad_input(case, tuning, flipped_area):
-    """Both paths: the flipped forward convolution (stride 1: always with a large
-    ``FLIPPED_AREA``) and GEMM + col2im (always with 0)."""
+@given(conv_grad_cases(), TUNINGS, st.sampled_from([0.0, None, 100.0]),
+       st.sampled_from([0, None, 10**9]), st.sampled_from([0, None, 10**9]))
+def test_conv2d_grad_input(case, tuning, flipped_area, nhwc_depth, col2im_nhwc):
+    """Every path: the flipped forward convolution (stride 1: always with a large
+    ``FLIPPED_AREA``), gathered channels-last (always with ``FLIPPED_NHWC_DEPTH`` 0) or NCHW (never
+    with a huge one), and GEMM + col2im (always with ``FLIPPED_AREA`` 0), channels-last (always
+    with ``COL2IM_NHWC`` 0) or NCHW (never with a huge one)."""
     dtype, x, wt, dy, attrs, geometry = case
     expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
-    saved = T.FLIPPED_AREA
-    T.FLIPPED_AREA = saved if flipped_area is None else flipped_area
+    saved = T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC
+    T.FLIPPED_AREA = saved[0] if flipped_area is None else flipped_area
+    T.FLIPPED_NHWC_DEPTH = saved[1] if nhwc_depth is None else nhwc_depth
+    T.COL2IM_NHWC = saved[2] if col2im_nhwc is None else col2im_nhwc
+    T._FLIPPED.clear()  # cached per geometry with FLIPPED_AREA in its key; cleared all the same
     try:
         with tuned(**tuning):
             check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
                   expected)
     finally:
-        T.FLIPPED_AREA = saved
+        T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC = saved
 
 
 @given(conv_grad_cases(), TUNINGS)
@@ -170,10 +176,58 @@ def test_relu_grad(data, dtype, slope, tuning):
               naive_grad.relu_grad(dy, t, slope))
 
 
+# ---- bias gradients ----------------------------------------------------------------------------------
+@given(st.data(), DTYPES)
+def test_reduce_channels(data, dtype):
+    """(N, C, ...) of 2 to 5 axes, odd sizes, a channel slice of a wider buffer (strided), large
+    values of both signs (cancellation): against math.fsum per channel and the reference."""
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=2, max_size=5)))
+    scale = data.draw(st.sampled_from([1.0, 1e4]))
+    dy = (rng.standard_normal(shape) * scale + data.draw(st.sampled_from([0.0, 3.0]))).astype(dtype)
+    check("reduce_channels", dtype, [dy], [], {}, naive_grad.reduce_channels(dy))
+
+
+# ---- dropout ---------------------------------------------------------------------------------------
+@given(st.data(), DTYPES)
+def test_dropout_train(data, dtype):
+    """The mask bit for bit the reference's (Philox, :func:`dropout_mask`) and an independent
+    float64 draw's (philox.uniform >= rate): odd sizes, several blocks (a small ``BLOCKS``), large
+    seeds and steps, data-parallel offsets (a multiple of 4 elements: the kernel; else the
+    reference); the counter advanced once."""
+    from graphrt.devices.cpu import dropout as D
+    from graphrt.ops import philox
+
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
+    rate = data.draw(st.sampled_from([0.0, 0.1, 0.5, 0.9]))
+    seed = data.draw(st.sampled_from([0, 7, 2**40 + 3]))
+    step = data.draw(st.sampled_from([0, 5, 2**33 + 1]))
+    offset = data.draw(st.sampled_from([0, 0, 1, 4]))
+    attrs = get_op("dropout_train").normalize_attrs({"rate": rate, "seed": seed, "offset": offset})
+    x = rng.standard_normal(shape).astype(dtype)
+    saved = D.BLOCKS
+    D.BLOCKS = data.draw(st.sampled_from([1, 3, saved]))
+    try:
+        blocks = min(D.BLOCKS, -(-x.size // 4))
+        ws = np.full((7 * 8 * blocks + -(-blocks // 8) * 8) // 4, np.nan, np.float32)
+        y, mask = np.full_like(x, np.nan), np.full_like(x, np.nan)
+        counter = np.array(step, np.int64)
+        TRAIN_KERNELS["dropout_train"](attrs, [x, counter], [y, mask], ws)
+    finally:
+        D.BLOCKS = saved
+    want_y, want_mask = np.empty_like(x), np.empty_like(x)
+    get_op("dropout_train").forward(attrs, [x, np.array(step, np.int64)], [want_y, want_mask])
+    assert np.array_equal(mask, want_mask) and np.array_equal(y, want_y) and int(counter) == step + 1
+    per = x.size // shape[0]
+    u = philox.uniform(x.size, seed, step, offset * per).reshape(shape)
+    assert np.array_equal(mask != 0, u >= rate)
+
+
 # ---- the SGD update --------------------------------------------------------------------------------
 def test_every_training_kernel_is_tested():
     tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
-              "relu_grad", "sgd_update"}
+              "relu_grad", "reduce_channels", "sgd_update", "dropout_train"}
     assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
     assert not set(TRAIN_KERNELS) & set(K.KERNELS)
 
@@ -218,6 +272,7 @@ def test_sgd_update(data, dtype, convention, tuning):
 # ---- whole training steps: kernels and threads against the reference rules ---------------------------
 def small_training_graph(size: int = 13) -> Graph:
     """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
+    dropout,
     average pooling, dense layers and a log-softmax output."""
     rng = np.random.default_rng(0)
     g = Graph("small_train")
@@ -228,6 +283,7 @@ def small_training_graph(size: int = 13) -> Graph:
     y = g.add_node("conv2d", [x, param("w1", (8, 3, 3, 3)), param("b1", (8,))], attrs={"pads": 1})
     y = g.add_node("relu", [y], attrs={"negative_slope": 0.1})
     y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "ceil_mode": True})
+    y = g.add_node("dropout", [y], attrs={"rate": 0.3})
     y = g.add_node("conv2d", [y, param("w2", (6, 4, 3, 3)), param("b2", (6,))],
                    attrs={"pads": (1, 0), "stride": (1, 2), "groups": 2})
     y = g.add_node("relu", [y])
@@ -264,7 +320,7 @@ def test_training_steps_match_the_reference_rules(threads, monkeypatch):
     assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
     if threads > 1:  # every splittable training launch ran in parts
         parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
-        assert set(T.TRAIN_KERNELS) - {"sgd_update"} <= parted
+        assert set(T.TRAIN_KERNELS) - {"sgd_update", "reduce_channels", "dropout_train"} <= parted
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for name in want:
         assert relative_error(got[name], want[name]) < 1e-5, name

@@ -346,6 +346,20 @@ class Graph:
         if new.name != name:
             self._freed(name)
 
+    def schedule_after(self, name: str, anchors: Sequence[str]) -> None:
+        """Move node ``name``'s schedule position up to just after the latest of ``anchors``
+        (nodes; never down: a node already placed before that stays): the topological order then
+        runs it as soon as it is ready there instead of where it was appended. Edges still decide;
+        the position only breaks ties between ready nodes."""
+        nodes = self.nx.nodes
+        if not anchors:
+            return
+        latest = max(nodes[a]["order"] for a in anchors)
+        if nodes[name]["order"] <= latest:
+            return  # already before that
+        nodes[name]["order"] = latest + 0.5
+        self._topo = None
+
     def retag(self, name: str, **changes) -> None:
         """Change what a node says about itself — ``device``, ``absorbed``, ``source`` — in place:
         its inputs, outputs, attributes and edges stay, so nothing is re-inferred or rewired."""

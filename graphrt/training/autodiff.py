@@ -12,7 +12,9 @@ scalar loss and returns a graph that, run once, performs a whole SGD step:
    gradients.
 3. **Updates.** Each trainable parameter gets an ``sgd_update`` node (momentum, weight decay, its
    ``lr_mult``/``decay_mult``, the learning-rate policy) that runs *after* every other reader of the
-   parameter, and a ``step_counter`` advances the device-resident iteration counter last.
+   parameter — and as soon as that and its gradient allow (its schedule position is moved there),
+   so a layer's gradient is dead, its arena range reusable, once its update ran rather than at the
+   end of the backward — and a ``step_counter`` advances the device-resident iteration counter last.
 
 The result goes through the same passes, the same memory plan (gradients and activations share the
 arena by liveness) and the same scheduler as inference.
@@ -188,6 +190,10 @@ def add_updates(graph: Graph, grads: dict[str, str], optimizer: SGD) -> None:
         name = graph.unique_name(f"{p}/update")
         graph.add_node(op, [p, grad, *states, ITERATION], name=name, attrs=attrs)
         _set_after(graph, name, readers)
+        # run the update as soon as it can (right after the gradient and the parameter's last
+        # reader), not after the whole backward: the gradient's arena range is free from there on
+        anchors = [n for n in (graph.producer(grad),) if n is not None]
+        graph.schedule_after(name, [n.name for n in anchors] + list(readers))
     readers = tuple(n.name for n in graph.consumers(ITERATION))
     graph.add_node("step_counter", [ITERATION], name="step_counter")
     _set_after(graph, "step_counter", readers)

@@ -51,8 +51,12 @@ from ...ops.pool import avg_divisor, pool_geometry
 from . import nhwc, winograd
 
 BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
-COLS_BYTES = 8 << 20  # im2col columns gathered per GEMM (L3-resident; few, big GEMMs thread best)
-SMALL_K = 256  # below this GEMM depth (a first layer: C = 3) the GEMM is memory-bound: 1/8 the chunk
+COLS_BYTES = 1 << 20  # im2col columns gathered per GEMM: L2-sized. Measured one layer at a time
+# (one BLAS thread, interleaved, 15 runs) on LeNet's, CIFAR-10 quick's and the Keras CNN's layers:
+# 1 MiB is as fast as 8 MiB (0.89x to 1.05x the time), and each part of a split launch has its own
+# chunk, so this is also the largest block of a training step's forward (it was 8 MiB: a LeNet
+# step's peak)
+SPLIT_BYTES = 8 << 20  # conv2d_split: its whole output computed this many bytes of images at a time
 GLOBAL_SUM_LOOP = 1024  # global average pools up to this many windows sum in the reference's order
 PAD_PLANE = 4096  # pooling pads planes up to this size into the workspace (see _pads_in_workspace)
 PAD_BYTES = 4 << 20  # ... a chunk of about this many bytes of images at a time
@@ -279,8 +283,7 @@ def _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, attrs, itemsize, temps=0):
     workspace elements); the columns' space (after the padded images) holds at least ``temps``
     elements for the epilogue, which runs after the GEMMs.
 
-    The chunk holds about :data:`COLS_BYTES` of columns (an eighth of that when the GEMM depth K
-    is below :data:`SMALL_K`: a first layer's GEMM is memory-bound and wants its columns in L2).
+    The chunk holds about :data:`COLS_BYTES` of columns (at least one output row).
 
     - "rows" (an image's columns exceed the chunk): ``count`` output rows per chunk,
       gathered by strided windows, GEMM straight into the output.
@@ -291,7 +294,7 @@ def _conv_plan(n, c, h, w, o, cg, kh, kw, oh, ow, attrs, itemsize, temps=0):
     padded = c * hp * wp if any(attrs["pads"]) else 0
     k = cg * kh * kw
     per_image = k * oh * ow
-    budget = COLS_BYTES if k >= SMALL_K else COLS_BYTES // 8
+    budget = COLS_BYTES
     if per_image * itemsize > budget and oh > 1:
         rows = max(1, min(oh, budget // (itemsize * k * ow)))
         return "rows", rows, padded, padded + max(k * rows * ow, temps)
@@ -532,9 +535,9 @@ def _conv_images(attrs, xs, w, out, buf):
 # ---- merged sibling convolutions ---------------------------------------------------------------------
 def _split_layout(n, o, oh, ow, itemsize) -> tuple[int, int]:
     """(images, elements): a ``conv2d_split`` computes its whole (N, O, OH, OW) output a chunk of
-    about :data:`COLS_BYTES` of images at a time into the workspace's first ``elements`` (rounded
+    about :data:`SPLIT_BYTES` of images at a time into the workspace's first ``elements`` (rounded
     up so that the convolution's own workspace after them stays 64-byte aligned)."""
-    m = max(1, min(n, COLS_BYTES // (o * oh * ow * itemsize)))
+    m = max(1, min(n, SPLIT_BYTES // (o * oh * ow * itemsize)))
     return m, -(-m * o * oh * ow // 16) * 16
 
 
