@@ -10,6 +10,8 @@ algorithm, one share per part.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ...ir import Graph, Node
@@ -18,10 +20,11 @@ from ...ir.limits import memory_available
 from ...ops import activation, get_op
 from ..base import Device
 from . import algorithms as algo
+from . import segments as seg
 from . import split
 from .kernels import KERNELS, WORKSPACES
 from .train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
-from .threads import blas_single_thread, default_threads, pool
+from .threads import blas_single_thread, default_threads, pool, switch_interval
 from ..streams import InlineStream, WorkerStream
 
 ARENA_ALIGN = 64
@@ -74,6 +77,9 @@ class CpuDevice(Device):
         self.timings: dict[str, dict] = {}  # conv2d node -> {algorithm: ms}, where measured
         self._pending: dict[str, str] = {}  # conv2d node -> cache key, still to measure
         self.parts: dict[str, int] = {}  # node -> parts its launches run in (absent: 1)
+        self.segments: list[seg.Segment] = []  # runs of launches dispatched once (see .segments)
+        self._segment_of: dict[str, seg.Segment] = {}
+        self._bound = weakref.WeakKeyDictionary()  # program -> its launches and segment runs
 
     # ---- choices for one graph --------------------------------------------------------------
     def for_graph(self, graph: Graph, batch: int, *, threads: int | None = None,
@@ -82,10 +88,16 @@ class CpuDevice(Device):
                         self.algorithms if algorithms is None else algorithms)
         dev._graph, dev._batch = graph, batch
         cached = algo.read_cache() if dev.algorithms == "measure" else {}
+        if seg.ENABLED:
+            dev.segments = seg.find(graph, graph.topological_order(), batch, dev.threads,
+                                    SPLIT_ACTIVATIONS)
+        dev._segment_of = {name: s for s in dev.segments for name in s.nodes}
         for node in graph.nodes:
             if node.device == "host":
                 continue
             k = split.parts(node, graph, batch, dev.threads, SPLIT_ACTIVATIONS)
+            if node.name in dev._segment_of:  # split like the rest of its segment
+                k = dev._segment_of[node.name].parts
             if k > 1:
                 dev.parts[node.name] = k
             if node.op == "conv2d":
@@ -170,11 +182,35 @@ class CpuDevice(Device):
         algo.write_cache(found)
         return True
 
+    def step_groups(self, graph: Graph, steps: list[str]) -> list[tuple[int, int]]:
+        """The steps of each segment (:mod:`.segments`): the plan keeps their buffers live
+        throughout and gives their nodes one workspace block."""
+        if not self._ours(graph) or not self.segments:
+            return []
+        position = {name: i for i, name in enumerate(steps)}
+        return [(position[s.nodes[0]], position[s.nodes[-1]]) for s in self.segments]
+
+    def _segment_share(self, segment: seg.Segment) -> int:
+        """Each part's workspace in a segment, in float32 elements: the largest of its nodes'."""
+        return max((split.workspace_share(self._part_workspace(self._graph.node(name), self._graph,
+                                                               self._batch))
+                    for name in segment.nodes), default=0) // 4
+
     def run_program(self, program) -> None:
-        """One step with numpy's BLAS held to one thread: the parallelism is the pool's."""
-        with blas_single_thread():
-            for launch in program.launches:
-                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+        """One step with numpy's BLAS held to one thread: the parallelism is the pool's. Each
+        segment's launches are dispatched to the pool once (see :mod:`.segments`)."""
+        items = self._bound.get(program)
+        if items is None:
+            shares = {s: self._segment_share(s) for s in self.segments}
+            items = self._bound[program] = seg.bind(program.launches, self._segment_of, shares)
+        threads = pool(self.threads)
+        run_parts = threads.run
+        with blas_single_thread(), switch_interval(self.threads), threads.step():
+            for item in items:
+                if type(item) is seg.Run:
+                    item(run_parts)
+                else:
+                    item.fn(item.attrs, item.inputs, item.outputs, item.workspace)
 
     def alloc_arena(self, nbytes: int) -> np.ndarray:
         return aligned_empty(nbytes)

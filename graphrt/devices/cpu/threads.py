@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,21 +47,51 @@ class Pool:
         self._lock = threading.Lock()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._run = 0  # which run() a finished part belongs to
+        self.stepping = False  # inside a step (see :meth:`step`): waits poll before blocking
         self._tasks = [queue.SimpleQueue() for _ in range(threads - 1)]
         for i, tasks in enumerate(self._tasks):
             threading.Thread(target=self._work, args=(tasks,), name=f"graphrt-cpu-{i + 1}",
                              daemon=True).start()
 
+    def _next(self, items: queue.SimpleQueue):
+        """The next item of ``items``: while a step runs, polled for up to :data:`SPIN_S` (the
+        GIL released between polls) before blocking, so that the next part of the step finds the
+        thread awake."""
+        if self.stepping and SPIN_S > 0:
+            deadline = time.perf_counter() + SPIN_S
+            while self.stepping:
+                try:
+                    return items.get_nowait()
+                except queue.Empty:
+                    pass
+                if time.perf_counter() > deadline:
+                    break
+                time.sleep(0)
+        return items.get()
+
     def _work(self, tasks: queue.SimpleQueue) -> None:
         np.seterr(all="ignore")  # as the step's own thread: NaN/Inf are the model's business
         while True:
-            run, fn, args = tasks.get()
+            run, fn, args = self._next(tasks)
             try:
                 fn(*args)
             except BaseException as err:  # handed to the caller of run()
                 self._done.put((run, err))
             else:
                 self._done.put((run, None))
+
+    @contextlib.contextmanager
+    def step(self):
+        """Inside the block, threads waiting for the next part poll for a moment before they
+        block (:data:`SPIN_S`); outside it they block at once (a nested block is one)."""
+        if self.stepping:
+            yield
+            return
+        self.stepping = True
+        try:
+            yield
+        finally:
+            self.stepping = False
 
     def run(self, calls: Sequence[tuple[Callable, tuple]]) -> None:
         """Run every ``(fn, args)`` of ``calls``: the first in this thread, the others (at most
@@ -81,7 +113,7 @@ class Pool:
                 error = err
             waiting = len(calls) - 1
             while waiting:  # always wait for every part: they write into the arena
-                run, result = self._done.get()
+                run, result = self._next(self._done)
                 if run != self._run:
                     continue  # a part of a run the caller left (Ctrl-C while it waited)
                 waiting -= 1
@@ -115,6 +147,22 @@ def pool(threads: int) -> Pool:
         if found is None:
             found = _POOLS[threads] = Pool(threads)
         return found
+
+
+STEP_SWITCH_INTERVAL = None  # seconds (experiment)
+SPIN_S = 0.0  # experiment
+
+
+@contextlib.contextmanager
+def switch_interval(threads: int):
+    saved = sys.getswitchinterval()
+    if threads > 1 and STEP_SWITCH_INTERVAL is not None:
+        sys.setswitchinterval(STEP_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        if threads > 1 and STEP_SWITCH_INTERVAL is not None:
+            sys.setswitchinterval(saved)
 
 
 _BLAS: list | None = None
