@@ -3,10 +3,13 @@ reference every other device is compared against.
 
 Kernels (:mod:`.kernels`, and :mod:`.train_kernels` for the training step) write into their planned output views (``out=``); ops without a
 kernel of their own there run their ``OpDef`` reference forward. An executable's device is made for
-its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), splits each
-large launch across them (:mod:`.split`) and runs each convolution with the algorithm chosen for
-it (:mod:`.algorithms`); the workspace it reports to the memory plan is that of the chosen
-algorithm, one share per part.
+its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), gathers
+runs of consecutive per-image launches into segments its threads go through together, each on
+its batch slice, with one barrier per segment (:mod:`.segments`), splits each other large launch
+across them on its own (:mod:`.split`) and runs each convolution with the algorithm chosen for it
+(:mod:`.algorithms`); the workspace it reports to the memory plan is that of the chosen algorithm,
+one share per part, and its segments are steps the plan keeps together
+(:meth:`CpuDevice.step_groups`).
 """
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from . import split
 ENABLED = True  # False: every launch split on its own, as before segments (for comparisons)
 FREE_VIEWS = {"flatten", "reshape"}
 ALONG_CHANNELS = {"concat", "split"}
+SPAN_FACTOR = 2  # a segment's tensors: at most this many times its largest node's (see _pieces)
 
 
 def per_image(node: Node, graph: Graph, batch: int, activations=()) -> bool:
@@ -71,6 +72,29 @@ def _units(node: Node, graph: Graph, batch: int) -> float:
     return nbytes / split.MIN_PART_BYTES
 
 
+def _pieces(nodes: list[Node], graph: Graph, batch: int) -> list[list[Node]]:
+    """``nodes`` (a run of per-image nodes) cut so that the tensors each piece touches — all
+    live for the whole piece — stay within :data:`SPAN_FACTOR` times the largest footprint (inputs
+    and outputs) of one of its nodes: a long segment would otherwise keep a whole network's
+    activations live at once, where one more barrier costs tens of microseconds."""
+    pieces, piece, seen, touched, largest = [], [], set(), 0, 0
+    for node in nodes:
+        tensors = [t for t in node.inputs + node.outputs if graph.specs[t].batched]
+        footprint = sum(graph.specs[t].nbytes(batch) for t in tensors)
+        new = sum(graph.specs[t].nbytes(batch) for t in set(tensors) - seen)
+        if piece and touched + new > SPAN_FACTOR * max(largest, footprint):
+            pieces.append(piece)
+            piece, seen, touched, largest = [], set(), 0, 0
+            new = footprint
+        piece.append(node)
+        seen.update(tensors)
+        touched += new
+        largest = max(largest, footprint)
+    if piece:
+        pieces.append(piece)
+    return pieces
+
+
 @dataclasses.dataclass(frozen=True)
 class Segment:
     """Steps ``first..last`` (of the plan's order) run as one, in ``parts`` batch slices."""
@@ -90,13 +114,13 @@ def find(graph: Graph, steps: list[str], batch: int, threads: int, activations=(
     position = {name: i for i, name in enumerate(steps)}
 
     def close():
-        nodes = [graph.node(n) for n in run]
-        work = sum(_units(n, graph, batch) for n in nodes)
-        k = int(min(threads, batch, work))
-        launches = [n for n in nodes if n.op != "copy_to_device"]
-        if k >= 2 and launches:
-            found.append(Segment(position[launches[0].name], position[launches[-1].name], k,
-                                 tuple(n.name for n in launches)))
+        for piece in _pieces([graph.node(n) for n in run if graph.node(n).op != "copy_to_device"],
+                             graph, batch):
+            work = sum(_units(n, graph, batch) for n in piece)
+            k = int(min(threads, batch, work))
+            if k >= 2:
+                found.append(Segment(position[piece[0].name], position[piece[-1].name], k,
+                                     tuple(n.name for n in piece)))
         run.clear()
     for name in steps:
         if per_image(graph.node(name), graph, batch, activations):

@@ -1,5 +1,8 @@
 """Splitting one launch across the cpu device's threads.
 
+(Runs of consecutive per-image launches are not split one by one but together, as segments:
+:mod:`.segments`. What follows is how a launch outside a segment splits, and the slicing both use.)
+
 A launch is split only when its work is large enough to pay for waking a worker (about 20-50 us):
 :func:`parts` decides from the op's own cost (flops, bytes moved) at the compiled batch — never from
 a timing — and how many parts each op can be cut into:

@@ -1,9 +1,11 @@
 """The cpu device's own threads: a persistent pool of workers, and BLAS held to one thread while a
 step runs.
 
-A step's parallelism is graphrt's, not the BLAS library's: each large launch is split into parts
-(batch slices, or column tiles of a dense GEMM; see :mod:`.split`) that run at once — one in the
-calling thread, the others on the pool's workers. numpy's ufuncs and BLAS release the GIL, so the
+A step's parallelism is graphrt's, not the BLAS library's: a segment of per-image launches is
+dispatched once, each thread running all of its launches on its own batch slice (see
+:mod:`.segments`), and each other large launch is split into parts (batch slices, or column tiles
+of a dense GEMM; see :mod:`.split`) — one part in the calling thread, the others on the pool's
+workers. numpy's ufuncs and BLAS release the GIL, so the
 parts really run in parallel. Inside a step numpy's BLAS is limited to one thread
 (:func:`blas_single_thread`, with threadpoolctl): OpenBLAS's own threads spin between calls and would
 fight graphrt's workers (and the prefetch thread) for the cores. Outside a step the limit is
