@@ -163,3 +163,27 @@ def test_segments_follow_the_work_not_a_clock():
         assert graphrt.compile(g, batch_size=64, threads=2).device.segments == []
     finally:
         split.MIN_PART_FLOPS, split.MIN_PART_BYTES = saved
+
+
+def test_a_segment_keeps_at_most_twice_its_largest_nodes_tensors_live():
+    """Segments are cut so that the arena does not hold a whole network's activations at once."""
+    model = seed_model("torch_inception_bn")
+    g = model.build()
+    exe = graphrt.compile(g, batch_size=4, opt_level=3, threads=2, algorithms="default")
+    graph = exe.graph
+    assert len(exe.device.segments) > 1
+    nbytes = {}
+    for s in exe.device.segments:
+        largest = 0
+        for name in s.nodes:
+            node = graph.node(name)
+            batched = [t for t in node.inputs + node.outputs if graph.specs[t].batched]
+            nbytes.update({t: graph.specs[t].nbytes(4) for t in batched})
+            largest = max(largest, sum(graph.specs[t].nbytes(4) for t in batched))
+        touched = {t for name in s.nodes for t in graph.node(name).inputs + graph.node(name).outputs
+                   if graph.specs[t].batched}
+        if len(s.nodes) > 1:
+            assert sum(nbytes[t] for t in touched) <= segments.SPAN_FACTOR * largest, s
+    x = feed(g, 4)
+    one = graphrt.compile(g, batch_size=4, opt_level=3, threads=1, algorithms="default")
+    assert relative_error(exe(x), one(x)) < 1e-5
