@@ -147,14 +147,21 @@ def test_a_failing_part_reaches_the_caller_and_the_next_step_is_right():
 
 def test_segments_follow_the_work_not_a_clock():
     """A segment needs work for two parts by the ops' costs; one thread, or a batch of one, has
-    none; a dense layer whose weights outweigh its batch (split by columns) ends a segment."""
+    none; a dense layer whose weights outweigh its batch (split by columns) ends a segment unless
+    each thread gets enough rows to make its GEMM compute-bound."""
     model = seed_model("torch_lenet")
     g = model.build()
     exe = graphrt.compile(g, batch_size=64, opt_level=3, threads=2, algorithms="default")
-    ops = [[exe.graph.node(n).op for n in s.nodes] for s in exe.device.segments]
-    assert ops[0][:2] == ["conv2d", "max_pool"] and "dense" not in ops[0]
     dense = [n for n in exe.graph.nodes if n.op == "dense"][0]
-    assert split.columns(dense, exe.graph, 64) and dense.name not in exe.device._segment_of
+    assert split.columns(dense, exe.graph, 64)  # 800x500 weights, batch 64 ...
+    (whole,) = exe.device.segments
+    assert {la.node for la in exe.program(64).launches} <= set(whole.nodes)
+    assert not exe.device._by_columns(dense)  # ... but 32 rows a thread: the whole step is one
+    small = graphrt.compile(g, batch_size=16, opt_level=3, threads=2, algorithms="default")
+    ops = [[small.graph.node(n).op for n in s.nodes] for s in small.device.segments]
+    assert ops[0][:2] == ["conv2d", "max_pool"] and "dense" not in ops[0]
+    assert small.device._by_columns(small.graph.node(dense.name))  # 8 rows: columns, alone
+    assert small.device.parts[dense.name] == 2
     assert graphrt.compile(g, batch_size=64, threads=1).device.segments == []
     assert graphrt.compile(g, batch_size=1, threads=2).device.segments == []
     saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES

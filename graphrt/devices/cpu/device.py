@@ -112,6 +112,10 @@ class CpuDevice(Device):
                     dev.choices[node.name] = chosen
         return dev
 
+    def _by_columns(self, node: Node) -> bool:
+        """``node`` (a dense layer) split by output columns; in a segment it is split by batch."""
+        return node.name not in self._segment_of and split.columns(node, self._graph, self._batch)
+
     def _ours(self, graph: Graph) -> bool:
         return graph is self._graph
 
@@ -126,7 +130,7 @@ class CpuDevice(Device):
         """(per-part batch) workspace of ``node``'s kernel — of the algorithms ``names`` for a
         convolution — as one part of its split runs it."""
         k = self.parts.get(node.name, 1)
-        if k > 1 and not split.columns(node, graph, self._batch):
+        if k > 1 and not self._by_columns(node):
             batch = split.part_batch(batch, k)
         if node.op == "conv2d":
             names = names or self._algorithms(node)
@@ -160,7 +164,7 @@ class CpuDevice(Device):
         graph = self._graph
         share = split.workspace_share(self._part_workspace(node, graph, self._batch,
                                                            [name] if name else None))
-        return split.split_kernel(fn, node.op, k, split.columns(node, graph, self._batch), share,
+        return split.split_kernel(fn, node.op, k, self._by_columns(node), share,
                                   pool(self.threads).run)
 
     def tune(self, program) -> bool:

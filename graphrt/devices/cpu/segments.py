@@ -12,7 +12,9 @@ pooling, LRN, normalization, softmax over a non-batch axis, elementwise ops, ``a
 split by batch, the data gradients of the training step), ``flatten``/``reshape`` that keep the
 batch first, ``concat``/``split`` along a non-batch axis, and the copies of the step's inputs
 (which are not launches). A step that is none of these ends the run: a dense layer split by
-columns (its weights outweigh its batch: each thread reads its share of the weights, as before), a
+columns (its weights outweigh its batch and each thread's slice of the batch is too small to make
+its GEMM compute-bound — :data:`DENSE_ROWS` — so each thread reads its share of the weights, as
+before), a
 weight gradient (a reduction over the batch), a loss, an optimizer update, a host node.
 
 Whether a run is worth a dispatch is decided from the ops' own costs (flops, bytes moved) at the
@@ -40,12 +42,16 @@ from . import split
 ENABLED = True  # False: every launch split on its own, as before segments (for comparisons)
 FREE_VIEWS = {"flatten", "reshape"}
 ALONG_CHANNELS = {"concat", "split"}
+DENSE_ROWS = 16  # a dense layer's GEMM on this many rows does >= 8 flops per weight byte read:
+# compute-bound, so every thread reading all the weights costs little next to a barrier
 SPAN_FACTOR = 2  # a segment's tensors: at most this many times its largest node's (see _pieces)
 
 
-def per_image(node: Node, graph: Graph, batch: int, activations=()) -> bool:
-    """True when ``node`` may run in a segment: its work on image ``j`` reads and writes only
-    image ``j`` of its batched tensors (its other inputs are weights, read whole)."""
+def per_image(node: Node, graph: Graph, batch: int, activations=(), threads: int = 2) -> bool:
+    """True when ``node`` may run in a segment (at ``batch`` with ``threads`` threads): its work on
+    image ``j`` reads and writes only image ``j`` of its batched tensors (its other inputs are
+    weights, read whole), and — a dense layer whose weights outweigh its batch — each thread's
+    slice has at least :data:`DENSE_ROWS` rows."""
     if node.op == "copy_to_device":
         return node.inputs[0] in graph.inputs  # an input's copy: done before the first launch
     if node.device == "host":
@@ -56,7 +62,8 @@ def per_image(node: Node, graph: Graph, batch: int, activations=()) -> bool:
             return False
         return node.op in FREE_VIEWS or node.attrs.get("axis", 1) % len(specs[0].shape) != 0
     return (split.splittable(node, graph, activations) and node.op not in split.REDUCED
-            and not split.columns(node, graph, batch))
+            and (not split.columns(node, graph, batch)
+                 or split.part_batch(batch, threads) >= DENSE_ROWS))
 
 
 def _units(node: Node, graph: Graph, batch: int) -> float:
@@ -123,7 +130,7 @@ def find(graph: Graph, steps: list[str], batch: int, threads: int, activations=(
                                      tuple(n.name for n in piece)))
         run.clear()
     for name in steps:
-        if per_image(graph.node(name), graph, batch, activations):
+        if per_image(graph.node(name), graph, batch, activations, threads):
             run.append(name)
         elif run:
             close()
