@@ -11,7 +11,8 @@ parts really run in parallel. Inside a step numpy's BLAS is limited to one threa
 fight graphrt's workers (and the prefetch thread) for the cores. Outside a step the limit is
 restored, so the user's own numpy keeps its threads.
 
-Workers block on a queue when idle (they never spin), so a pool costs nothing between steps; pools
+Workers block on a queue when idle (they never spin between steps; inside a step a wait may poll
+for :data:`SPIN_S` first, off by default), so a pool costs nothing between steps; pools
 are shared by every executable with the same thread count (:func:`pool`) and live as daemon threads
 for the life of the process (a forked child makes its own). The prefetch pipeline's loader and copy
 threads only copy batches (a small, memory-bound part of a step) and never spin either, so they do
@@ -151,20 +152,36 @@ def pool(threads: int) -> Pool:
         return found
 
 
-STEP_SWITCH_INTERVAL = None  # seconds (experiment)
-SPIN_S = 0.0  # experiment
+# Two switches for the quiet-machine comparisons of bench/threads_steadiness.py; both are off
+# because on the shared 2-core machine where issue 18 was worked on, no difference could be
+# measured through the other jobs' load (see the issue's report).
+SPIN_S = 0.0  # seconds a waiting thread polls for the next part (inside a step only) before blocking
+STEP_SWITCH_INTERVAL: float | None = None  # sys.setswitchinterval while a step runs (None: untouched)
+_SWITCH_LOCK = threading.Lock()
+_switch_users = [0, 0.0]  # steps inside switch_interval now, and the interval they replaced
 
 
 @contextlib.contextmanager
 def switch_interval(threads: int):
-    saved = sys.getswitchinterval()
-    if threads > 1 and STEP_SWITCH_INTERVAL is not None:
-        sys.setswitchinterval(STEP_SWITCH_INTERVAL)
+    """The interpreter's switch interval set to :data:`STEP_SWITCH_INTERVAL` inside the block
+    (with more than one thread) and restored when the last such block ends: a woken worker that
+    needs the GIL then waits at most that long for a thread running Python."""
+    wanted = STEP_SWITCH_INTERVAL if threads > 1 else None
+    if wanted is None:
+        yield
+        return
+    with _SWITCH_LOCK:
+        if _switch_users[0] == 0:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(wanted)
+        _switch_users[0] += 1
     try:
         yield
     finally:
-        if threads > 1 and STEP_SWITCH_INTERVAL is not None:
-            sys.setswitchinterval(saved)
+        with _SWITCH_LOCK:
+            _switch_users[0] -= 1
+            if _switch_users[0] == 0:
+                sys.setswitchinterval(_switch_users[1])
 
 
 _BLAS: list | None = None
