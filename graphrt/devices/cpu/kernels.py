@@ -27,10 +27,7 @@ what the reference forward computes, in the same dtype (float64 where the refere
   order. With padding, small planes are padded into the workspace a few images at a time (only
   the border filled, with -inf or 0); large planes are not copied at all: each offset updates only
   the output positions whose window element at that offset is inside the input. A global max (or a
-  very large global average) is one reduction; average divisors are cached per geometry. A max
-  pool whose window is at least 2x2 (on unpadded or workspace-padded planes) is separable: the max
-  over each row's window columns into the workspace, then over the window's rows (kh + kw ufuncs,
-  not kh * kw).
+  very large global average) is one reduction; average divisors are cached per geometry.
 - ``lrn``: one channel plane (of a chunk of images) at a time: squares in a float64 ring of
   ``size`` planes, a float64 running window sum (the reference's float64 accuracy without its
   full-size temporaries), ``s ** -0.75`` as two square roots.
@@ -719,67 +716,11 @@ def max_pool(attrs, inputs, outputs, ws):
     if any(pads) and not _pads_in_workspace(pads, h, w):
         _pool_sub(np.maximum, x, out, kernel, stride, pads, -np.inf)
         return
-    if _separable(kernel):
-        _max_pool_separable(x, out, kernel, stride, pads, ws)
-        return
     for xs, os in _pool_chunks(x, out, pads, ws):
         wins = _pool_windows(_pool_input(xs, pads, -np.inf, ws), kernel, stride, oh, ow)
         np.copyto(os, next(wins))
         for win in wins:
             np.maximum(os, win, out=os)
-
-
-def _separable(kernel) -> bool:
-    """A max pool taken as a max over each row's window columns, then over the rows: kh + kw
-    ufuncs rather than kh * kw, the first over the input's rows, the second over short ones."""
-    return kernel[0] > 1 and kernel[1] > 1
-
-
-def _separable_layout(n, c, h, w, oh, ow, kernel, stride, pads, itemsize):
-    """(images per chunk, padded elements per image, row-max elements per image) of
-    :func:`_max_pool_separable`: a chunk's padded input (when padded) and its row maxima hold
-    about :data:`PAD_BYTES`."""
-    t, b, l, r = pads
-    padded = (h + t + b) * (w + l + r) if any(pads) else 0
-    rowmax = ((oh - 1) * stride[0] + kernel[0]) * ow
-    m = max(1, min(n, PAD_BYTES // max(1, c * (padded + rowmax) * itemsize)))
-    return m, c * padded, c * rowmax
-
-
-def _max_pool_separable(x, out, kernel, stride, pads, ws):
-    """``out`` = the max over each window, as the max over the window's rows of the max over
-    its columns (the row maxima in the workspace), a chunk of images at a time. Equal to the
-    reference's max over the window in any order (a max is exact), up to the sign of a zero."""
-    n, c, h, w = x.shape
-    oh, ow = out.shape[2:]
-    (kh, kw), (sh, sw) = kernel, stride
-    rows = (oh - 1) * sh + kh
-    m, padded, rowmax = _separable_layout(n, c, h, w, oh, ow, kernel, stride, pads, x.itemsize)
-    buf = ws.view(x.dtype)
-    for start in range(0, n, m):
-        xs, os = x[start:start + m], out[start:start + m]
-        k = xs.shape[0]
-        xp = _pool_input(xs, pads, -np.inf, buf[:m * padded])
-        tmp = _flat(buf[m * padded:m * padded + k * rowmax], (k, c, rows, ow))
-        np.copyto(tmp, xp[:, :, :rows, 0:(ow - 1) * sw + 1:sw])
-        for j in range(1, kw):
-            np.maximum(tmp, xp[:, :, :rows, j:j + (ow - 1) * sw + 1:sw], out=tmp)
-        np.copyto(os, tmp[:, :, 0:(oh - 1) * sh + 1:sh])
-        for i in range(1, kh):
-            np.maximum(os, tmp[:, :, i:i + (oh - 1) * sh + 1:sh], out=os)
-
-
-def max_pool_workspace(node: Node, graph: Graph, batch: int) -> int:
-    """:func:`pool_workspace`, or for a separable max pool its chunk's padded input and row
-    maxima."""
-    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
-    oh, ow = graph.specs[node.outputs[0]].shape[2:]
-    kernel, stride, pads = _pool_pads(node.attrs, h, w, oh, ow)
-    if ((oh, ow) == (1, 1) and not any(pads)) or (any(pads) and not _pads_in_workspace(pads, h, w)) \
-            or not _separable(kernel):
-        return pool_workspace(node, graph, batch)
-    m, padded, rowmax = _separable_layout(n, c, h, w, oh, ow, kernel, stride, pads, dtype.itemsize)
-    return m * (padded + rowmax) * dtype.itemsize
 
 
 def _pool_chunks(x, out, pads, ws):
@@ -1079,7 +1020,7 @@ WORKSPACES = {
     "lrn": lrn_workspace,
     "softmax": softmax_workspace, "log_softmax": softmax_workspace,
     "elementwise_chain": _unary_workspace, "add": add_workspace,
-    "max_pool": max_pool_workspace, "avg_pool": pool_workspace,
+    "max_pool": pool_workspace, "avg_pool": pool_workspace,
     **{op: _unary_workspace for op in ("relu", "sigmoid",
                                        *(n for n, d in activation.DEFS.items() if d.temps))},
 }
