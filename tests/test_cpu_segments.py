@@ -219,3 +219,25 @@ def test_spinning_waits_and_the_switch_interval_are_correct_and_restored(monkeyp
     with p.step(), pytest.raises(ValueError, match="worker failed"):
         p.run([(lambda: None, ()), (fail, ())])
     assert not p.stepping
+
+
+def test_a_training_step_with_segments_equals_one_thread():
+    """The training step's data gradients run in segments (the weight gradients, reductions over
+    the batch, end them): two threads give one thread's parameters after two steps, within 1e-5
+    (the weight gradients' partial sums add in another order)."""
+    model = seed_model("torch_lenet")
+    g = model.build()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 32).astype(np.int64)
+    params = []
+    for threads in (1, 2):
+        tr = graphrt.Trainer(g, batch_size=32, threads=threads, algorithms="default",
+                             optimizer=graphrt.optim.SGD(lr=0.01, momentum=0.9))
+        if threads == 2:
+            assert tr.exe.device.segments, "no segment in the training step"
+        for _ in range(2):
+            tr.step(x, y)
+        params.append({k: np.array(v) for k, v in tr.parameters().items()})
+    for k in params[0]:
+        assert relative_error(params[1][k], params[0][k]) < 1e-5, k
