@@ -152,9 +152,10 @@ def pool(threads: int) -> Pool:
         return found
 
 
-# Two switches for the quiet-machine comparisons of bench/threads_steadiness.py; both are off
-# because on the shared 2-core machine where issue 18 was worked on, no difference could be
-# measured through the other jobs' load (see the issue's report).
+# Two switches for the quiet-machine comparisons of bench/threads_steadiness.py, both off: on the
+# shared 2-core machine of issue 18, in the few windows quiet enough to compare (LeNet batch 64, 2
+# threads, segments on), a 100 us spin moved the median by under 1% with no consistent change in the
+# spread, and the switch interval showed nothing measurable through the other jobs' load.
 SPIN_S = 0.0  # seconds a waiting thread polls for the next part (inside a step only) before blocking
 STEP_SWITCH_INTERVAL: float | None = None  # sys.setswitchinterval while a step runs (None: untouched)
 _SWITCH_LOCK = threading.Lock()
