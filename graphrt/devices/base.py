@@ -106,6 +106,12 @@ class Device(abc.ABC):
         (a CuPy array, a CUDA DLPack capsule, ...); None for host data, which the executable copies."""
         return None
 
+    def step_groups(self, graph: Graph, steps: list[str]) -> list[tuple[int, int]]:
+        """The runs of consecutive steps (first, last; indices into ``steps``, the plan's order)
+        this device executes as one, its threads working through all of a run's nodes at once:
+        the memory plan keeps every buffer they touch live for the whole run. None by default."""
+        return []
+
     def run_program(self, program: Any) -> None:
         """Run one step of a compiled program (:class:`graphrt.scheduler.program.Program`): by
         default each launch in order on the calling thread; a device may replace the whole step

@@ -11,7 +11,11 @@ Algorithm (the plan is data; applying it — making views of an arena — is the
    when the input's root is last used by that very op and has the same size. Views of views resolve
    to the root. A strided slice is never reshaped or written over in place.
 3. **Liveness.** Each root buffer lives from the first step that defines any tensor viewing it to
-   the last step that reads any of them; a workspace lives for its node's step only. All inputs
+   the last step that reads any of them; a workspace lives for its node's step only. Steps the
+   device runs together (``groups``: runs of consecutive steps it executes as one, its threads each
+   on a batch slice of every node, with no barrier in between) count as one step: every buffer
+   touched inside a group lives for the whole group, and the group's nodes share one workspace
+   block (the largest they ask for), live for the whole group. All inputs
    are packed into one ``inputs`` block (one copy per batch, data and labels together); with
    ``input_slots=2`` (prefetch) there are two such blocks and both live for the whole step, since
    the next batch is uploaded into one while the other is computed on.
@@ -123,13 +127,17 @@ class MemoryPlan:
 
 
 WorkspaceFn = Callable[[Node, Graph, int], int]
+GroupsFn = Callable[[Graph, list], list]
 
 
 def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = None,
-                alignment: int = ALIGNMENT, input_slots: int = 1) -> MemoryPlan:
-    """Plan the arena for a placed graph at ``batch``; see the module docstring."""
+                alignment: int = ALIGNMENT, input_slots: int = 1,
+                groups: GroupsFn | None = None) -> MemoryPlan:
+    """Plan the arena for a placed graph at ``batch``; see the module docstring. ``groups(graph,
+    steps)`` gives the (first, last) step of each run of steps the device executes as one."""
     steps = graph.topological_order()
     nodes = [graph.node(n) for n in steps]
+    spans = _group_spans(groups(graph, steps) if groups else (), len(nodes))
     device = {t for n in nodes if n.device != "host" for t in n.outputs}
     defined = {t: i for i, n in enumerate(nodes) for t in n.outputs}
     # the executable copies every input in before the first launch, whatever step its
@@ -146,8 +154,9 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
 
     live: dict[str, list[int]] = {}
     for t, v in views.items():
-        span = live.setdefault(v.buffer, [defined[t], last_use[t]])
-        span[0], span[1] = min(span[0], defined[t]), max(span[1], last_use[t])
+        first, last = spans[defined[t]][0], spans[last_use[t]][1]
+        span = live.setdefault(v.buffer, [first, last])
+        span[0], span[1] = min(span[0], first), max(span[1], last)
     requests = [(b, "input" if b == INPUTS else "activation",
                  packed if b == INPUTS else nbytes[b], s, e) for b, (s, e) in live.items()]
     slots = [INPUTS] if INPUTS in live else []
@@ -156,12 +165,21 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
                     for r in requests]
         slots += [f"{INPUTS}#slot{k}" for k in range(1, input_slots)]
         requests += [(name, "input", packed, 0, len(nodes) - 1) for name in slots[1:]]
-    ws_blocks = {}
+    ws_blocks, shared = {}, {}  # shared: group's first step -> index of its request
     for i, n in enumerate(nodes):
         size = workspace(n, graph, batch) if workspace and n.device != "host" else 0
-        if size:
+        if not size:
+            continue
+        first, last = spans[i]
+        if first == last or first not in shared:
             ws_blocks[n.name] = f"{n.name}#workspace"
-            requests.append((ws_blocks[n.name], "workspace", align(size, alignment), i, i))
+            if first != last:
+                shared[first] = len(requests)
+            requests.append((ws_blocks[n.name], "workspace", align(size, alignment), first, last))
+        else:  # one block for the whole group, as large as its largest request
+            name, kind, have, s, e = requests[shared[first]]
+            requests[shared[first]] = (name, kind, max(have, align(size, alignment)), s, e)
+            ws_blocks[n.name] = name
     blocks = _assign_offsets(requests)
     arena = max((b.offset + b.size for b in blocks.values()), default=0)
     lower = _max_live_bytes(blocks.values(), len(nodes))
@@ -172,6 +190,15 @@ def plan_memory(graph: Graph, batch: int, *, workspace: WorkspaceFn | None = Non
 
 
 INPUTS = "inputs"
+
+
+def _group_spans(groups, steps: int) -> list[tuple[int, int]]:
+    """The (first, last) step of the group each step belongs to (a step alone: itself)."""
+    spans = [(i, i) for i in range(steps)]
+    for first, last in groups:
+        for i in range(first, last + 1):
+            spans[i] = (first, last)
+    return spans
 
 
 def is_input_copy(node: Node, graph: Graph) -> bool:

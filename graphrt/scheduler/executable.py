@@ -96,7 +96,7 @@ class Executable:
         """The memory plan with the device's workspaces, checked against the memory available,
         and its arena."""
         self.plan = plan_memory(self.graph, self.batch_size, workspace=self.device.workspace_bytes,
-                                input_slots=SLOTS)
+                                input_slots=SLOTS, groups=self.device.step_groups)
         self._check_memory()
         self.arena = self.device.alloc_arena(self.plan.arena_bytes)
 

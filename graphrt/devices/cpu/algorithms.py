@@ -48,6 +48,7 @@ CACHE_ENV = "GRAPHRT_CACHE_DIR"
 CACHE_FILE = "conv_algorithms.json"
 MODES = ("measure", "default")
 ROUNDS = 3  # timed runs of each candidate (interleaved); the fastest run counts
+CLOCK = time.process_time  # CPU time of all the process's threads (see measure)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,10 @@ def write_cache(found: dict[str, dict]) -> None:
 def measure(launch, kernels: dict[str, Callable]) -> tuple[str, dict[str, float]]:
     """The fastest of ``kernels`` ({name: kernel}) on ``launch``'s own views and workspace, and
     every candidate's best time in ms. Candidates are interleaved over :data:`ROUNDS` rounds after
-    one untimed run each (which touches the workspace)."""
+    one untimed run each (which touches the workspace). Time is the process's CPU time
+    (:data:`CLOCK`, every thread's parts counted): on a machine other jobs load, wall time also
+    counts the time the threads wait for a core, and a choice measured then would be cached wrong
+    for good."""
     best = {name: float("inf") for name in kernels}
     args = (launch.attrs, launch.inputs, launch.outputs, launch.workspace)
     with np.errstate(all="ignore"):
@@ -187,8 +191,8 @@ def measure(launch, kernels: dict[str, Callable]) -> tuple[str, dict[str, float]
             fn(*args)
         for _ in range(ROUNDS):
             for name, fn in kernels.items():
-                start = time.perf_counter()
+                start = CLOCK()
                 fn(*args)
-                best[name] = min(best[name], time.perf_counter() - start)
+                best[name] = min(best[name], CLOCK() - start)
     name = min(best, key=best.get)
     return name, {k: round(v * 1e3, 4) for k, v in best.items()}

@@ -3,12 +3,17 @@ reference every other device is compared against.
 
 Kernels (:mod:`.kernels`, and :mod:`.train_kernels` for the training step) write into their planned output views (``out=``); ops without a
 kernel of their own there run their ``OpDef`` reference forward. An executable's device is made for
-its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), splits each
-large launch across them (:mod:`.split`) and runs each convolution with the algorithm chosen for
-it (:mod:`.algorithms`); the workspace it reports to the memory plan is that of the chosen
-algorithm, one share per part.
+its graph (:meth:`CpuDevice.for_graph`): it owns ``threads`` threads (:mod:`.threads`), gathers
+runs of consecutive per-image launches into segments its threads go through together, each on
+its batch slice, with one barrier per segment (:mod:`.segments`), splits each other large launch
+across them on its own (:mod:`.split`) and runs each convolution with the algorithm chosen for it
+(:mod:`.algorithms`); the workspace it reports to the memory plan is that of the chosen algorithm,
+one share per part, and its segments are steps the plan keeps together
+(:meth:`CpuDevice.step_groups`).
 """
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -18,10 +23,11 @@ from ...ir.limits import memory_available
 from ...ops import activation, get_op
 from ..base import Device
 from . import algorithms as algo
+from . import segments as seg
 from . import split
 from .kernels import KERNELS, WORKSPACES
 from .train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
-from .threads import blas_single_thread, default_threads, pool
+from .threads import blas_single_thread, default_threads, pool, switch_interval
 from ..streams import InlineStream, WorkerStream
 
 ARENA_ALIGN = 64
@@ -74,6 +80,9 @@ class CpuDevice(Device):
         self.timings: dict[str, dict] = {}  # conv2d node -> {algorithm: ms}, where measured
         self._pending: dict[str, str] = {}  # conv2d node -> cache key, still to measure
         self.parts: dict[str, int] = {}  # node -> parts its launches run in (absent: 1)
+        self.segments: list[seg.Segment] = []  # runs of launches dispatched once (see .segments)
+        self._segment_of: dict[str, seg.Segment] = {}
+        self._bound = weakref.WeakKeyDictionary()  # program -> its launches and segment runs
 
     # ---- choices for one graph --------------------------------------------------------------
     def for_graph(self, graph: Graph, batch: int, *, threads: int | None = None,
@@ -82,10 +91,16 @@ class CpuDevice(Device):
                         self.algorithms if algorithms is None else algorithms)
         dev._graph, dev._batch = graph, batch
         cached = algo.read_cache() if dev.algorithms == "measure" else {}
+        if seg.ENABLED:
+            dev.segments = seg.find(graph, graph.topological_order(), batch, dev.threads,
+                                    SPLIT_ACTIVATIONS)
+        dev._segment_of = {name: s for s in dev.segments for name in s.nodes}
         for node in graph.nodes:
             if node.device == "host":
                 continue
             k = split.parts(node, graph, batch, dev.threads, SPLIT_ACTIVATIONS)
+            if node.name in dev._segment_of:  # split like the rest of its segment
+                k = dev._segment_of[node.name].parts
             if k > 1:
                 dev.parts[node.name] = k
             if node.op == "conv2d":
@@ -96,6 +111,10 @@ class CpuDevice(Device):
                 else:
                     dev.choices[node.name] = chosen
         return dev
+
+    def _by_columns(self, node: Node) -> bool:
+        """``node`` (a dense layer) split by output columns; in a segment it is split by batch."""
+        return node.name not in self._segment_of and split.columns(node, self._graph, self._batch)
 
     def _ours(self, graph: Graph) -> bool:
         return graph is self._graph
@@ -111,7 +130,7 @@ class CpuDevice(Device):
         """(per-part batch) workspace of ``node``'s kernel — of the algorithms ``names`` for a
         convolution — as one part of its split runs it."""
         k = self.parts.get(node.name, 1)
-        if k > 1 and not split.columns(node, graph, self._batch):
+        if k > 1 and not self._by_columns(node):
             batch = split.part_batch(batch, k)
         if node.op == "conv2d":
             names = names or self._algorithms(node)
@@ -145,7 +164,7 @@ class CpuDevice(Device):
         graph = self._graph
         share = split.workspace_share(self._part_workspace(node, graph, self._batch,
                                                            [name] if name else None))
-        return split.split_kernel(fn, node.op, k, split.columns(node, graph, self._batch), share,
+        return split.split_kernel(fn, node.op, k, self._by_columns(node), share,
                                   pool(self.threads).run)
 
     def tune(self, program) -> bool:
@@ -170,11 +189,35 @@ class CpuDevice(Device):
         algo.write_cache(found)
         return True
 
+    def step_groups(self, graph: Graph, steps: list[str]) -> list[tuple[int, int]]:
+        """The steps of each segment (:mod:`.segments`): the plan keeps their buffers live
+        throughout and gives their nodes one workspace block."""
+        if not self._ours(graph) or not self.segments:
+            return []
+        position = {name: i for i, name in enumerate(steps)}
+        return [(position[s.nodes[0]], position[s.nodes[-1]]) for s in self.segments]
+
+    def _segment_share(self, segment: seg.Segment) -> int:
+        """Each part's workspace in a segment, in float32 elements: the largest of its nodes'."""
+        return max((split.workspace_share(self._part_workspace(self._graph.node(name), self._graph,
+                                                               self._batch))
+                    for name in segment.nodes), default=0) // 4
+
     def run_program(self, program) -> None:
-        """One step with numpy's BLAS held to one thread: the parallelism is the pool's."""
-        with blas_single_thread():
-            for launch in program.launches:
-                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+        """One step with numpy's BLAS held to one thread: the parallelism is the pool's. Each
+        segment's launches are dispatched to the pool once (see :mod:`.segments`)."""
+        items = self._bound.get(program)
+        if items is None:
+            shares = {s: self._segment_share(s) for s in self.segments}
+            items = self._bound[program] = seg.bind(program.launches, self._segment_of, shares)
+        threads = pool(self.threads)
+        run_parts = threads.run
+        with blas_single_thread(), switch_interval(self.threads), threads.step():
+            for item in items:
+                if type(item) is seg.Run:
+                    item(run_parts)
+                else:
+                    item.fn(item.attrs, item.inputs, item.outputs, item.workspace)
 
     def alloc_arena(self, nbytes: int) -> np.ndarray:
         return aligned_empty(nbytes)

@@ -1,5 +1,8 @@
 """Splitting one launch across the cpu device's threads.
 
+(Runs of consecutive per-image launches are not split one by one but together, as segments:
+:mod:`.segments`. What follows is how a launch outside a segment splits, and the slicing both use.)
+
 A launch is split only when its work is large enough to pay for waking a worker (about 20-50 us):
 :func:`parts` decides from the op's own cost (flops, bytes moved) at the compiled batch — never from
 a timing — and how many parts each op can be cut into:
@@ -125,8 +128,7 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
                 ins = [inputs[0], inputs[1][s]] + [b[s] for b in inputs[2:]]
                 outs = [out[:, s]]
             else:
-                ins = [x[s] if _batched(x, n, ndim) else x for x in inputs] \
-                    if op in ALL_BATCHED else [inputs[0][s]] + list(inputs[1:])
+                ins = batch_inputs(op, inputs, s, n, ndim)
                 if not reduced:
                     outs = [o[s] for o in outputs]
                 elif i == 0:
@@ -140,7 +142,17 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
             np.add(out, p, out=out)
     run.__name__ = getattr(fn, "__name__", op)
     run.__wrapped__ = fn
+    run.part_kernel = None if by_columns or reduced else fn  # what a segment runs per batch slice
     return run
+
+
+def batch_inputs(op: str, inputs: list, s: slice, n: int, ndim: int) -> list:
+    """The inputs of ``op``'s part on batch rows ``s`` (of ``n``; ``ndim``: the output's rank):
+    every batched input sliced for the ops of :data:`ALL_BATCHED` (and a concat), else input 0
+    alone (the others are weights, whole)."""
+    if op in ALL_BATCHED or op == "concat":
+        return [x[s] if _batched(x, n, ndim) else x for x in inputs]
+    return [inputs[0][s]] + list(inputs[1:])
 
 
 def _partial(part_ws: np.ndarray, out: np.ndarray) -> np.ndarray:
