@@ -328,3 +328,53 @@ def test_pad_grad(data, mode):
     padded = [c + max(0, pads[a]) + max(0, pads[a + rank]) for a, c in enumerate(cropped)]
     dy = rng.standard_normal(padded).astype(data.draw(st.sampled_from(["float32", "float64"])))
     run_both("pad_grad", [dy], {"pads": pads, "mode": mode, "input_shape": shape[1:]})
+
+
+# ---- all_reduce ---------------------------------------------------------------------------------
+class Doubling:
+    """A communicator of two ranks whose other rank holds the same values (a sum doubles)."""
+
+    world = 2
+
+    def all_reduce(self, bucket, op):
+        bucket *= 2
+
+
+def test_all_reduce_runs_on_the_device_for_a_group_of_one_and_on_the_host_for_a_communicator():
+    """A group of one is the identity: on the device, copies only; a group with a communicator
+    stays on the host (its reduction is a host call), and one registered after an executable's
+    first step is refused rather than skipped."""
+    from graphrt.ops.collective import CollectiveError, set_communicator
+
+    g = Graph("all_reduce")
+    names = [g.add_input("a", (3, 4)), g.add_input("b", (5,))]
+    outs = g.add_node("all_reduce", names, name="ar", attrs={"count": 2, "group": "t", "op": "sum"})
+    g.set_outputs(list(outs))
+    g.verify()
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((3, 4)).astype(np.float32),
+             "b": rng.standard_normal(5).astype(np.float32)}
+    flat = np.concatenate([feeds["a"].ravel(), feeds["b"]])
+
+    def check(exe, k):
+        got = exe(feeds)
+        np.testing.assert_array_equal(got[outs[0]], k * flat)
+        np.testing.assert_array_equal(got[outs[1]], k * feeds["a"])
+        np.testing.assert_array_equal(got[outs[2]], k * feeds["b"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphrt.FallbackWarning)
+        alone = graphrt.compile(g, device=make_device(KIND[0]), batch_size=1, opt_level=0)
+    assert alone.host_nodes == {}
+    check(alone, 1)
+    try:
+        set_communicator("t", Doubling())
+        with pytest.raises(CollectiveError, match="group 't' got a communicator"):
+            alone(feeds)
+        with pytest.warns(graphrt.FallbackWarning, match="communicator"):
+            shared = graphrt.compile(g, device=make_device(KIND[0]), batch_size=1, opt_level=0)
+        assert list(shared.host_nodes) == ["ar"]
+        check(shared, 2)
+    finally:
+        set_communicator("t", None)
+    check(alone, 1)

@@ -25,9 +25,9 @@ from tools.cuda_emulator import installed
 from cuda_cases import SEED_MODELS, param, requires_cxx, seed_graph
 
 # the ops the cuda device has no kernel for: they run on the host (none of them is in a seed model's
-# training step: see test_no_seed_models_training_step_runs_on_the_host); all_reduce stays there
-# by design (registry.HOST_ONLY: its reduction is the communicator's host call)
-ON_THE_HOST = ["all_reduce"]
+# training step: see test_no_seed_models_training_step_runs_on_the_host); all_reduce runs on the
+# device for a group of one, on the host for a group with a communicator (test_cuda_struct.py)
+ON_THE_HOST: list = []
 
 
 def test_the_op_registry_on_the_cuda_device():

@@ -77,6 +77,7 @@ import numpy as np
 
 from ...ir import Graph, Node
 from ...ir.errors import GraphrtError, UnsupportedError
+from ...ops.collective import COMMUNICATORS, CollectiveError
 from ..base import Device
 from .bind import registry as K
 from .calls import Unsupported
@@ -216,7 +217,8 @@ class CudaDevice(Device):
         """Run a compiled program's step on the compute stream: plainly, then captured into a CUDA
         graph and replayed (see :mod:`graphrt.devices.cuda.runtime.graphs`). Host launches (nodes
         placed on the host and their copies) run in order between the kernels; a program with
-        any is never captured."""
+        any is never captured. An ``all_reduce`` bound here is a group of one: a communicator
+        registered for its group since is a :class:`~graphrt.ops.collective.CollectiveError`."""
         state = self._states.get(id(program))
         if state is None or state.program is not program:
             steps = []
@@ -227,6 +229,12 @@ class CudaDevice(Device):
                 steps += self.bind(launch.node, launch.op, launch.attrs, launch.inputs,
                                    launch.outputs, launch.workspace)
             state = self._states[id(program)] = ProgramState(program, steps)
+            state.groups = {launch.attrs["group"] for launch in program.launches
+                            if launch.op == "all_reduce" and not launch.host}
+        for group in state.groups & COMMUNICATORS.keys():
+            raise CollectiveError(f"group {group!r} got a communicator after this executable's "
+                                  "first step: its all_reduce nodes run here as a group of one; "
+                                  "compile again to reduce over the group")
         self.backend.after_caller(self._compute)  # the caller's reads of the last step's outputs
         with self.backend.on(self._compute):
             state.run(self.backend, self._compute, self.graphs)

@@ -43,8 +43,11 @@ tests. Each op family's binders are in a module of their own:
 - :mod:`~graphrt.devices.cuda.bind.resize`: ``resize``, ``resize_grad`` (a GEMM per spatial axis).
 - :mod:`~graphrt.devices.cuda.bind.adjoint`: ``conv2d_transpose``, ``matmul_grad`` (GEMMs).
 
-``all_reduce`` stays on the host (:data:`HOST_ONLY`): its reduction is the process group's
-communicator (torch.distributed's), called from the host.
+``all_reduce`` runs on the device for a group of one (no communicator registered for its group:
+the reduction is the identity, so the binder only copies where the plan did not alias a gradient
+into its bucket range); a group with a communicator (torch.distributed's, a host call) keeps the
+node on the host, and a communicator registered after the first step is refused at the next
+(:meth:`~graphrt.devices.cuda.device.CudaDevice.run_program`).
 
 Every array argument is a pointer plus strides in elements, so any view of the arena — a concat
 branch's channel slice, a transposed view — is read and written in place. :func:`unsupported` says,
@@ -59,10 +62,12 @@ from typing import Callable
 
 import numpy as np
 
+from ....ops.collective import COMMUNICATORS
 from ..calls import MAX_RANK, Unsupported, num_elements
-from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES, bind_compare,
-                          bind_concat, bind_copy, bind_nary, bind_pad, bind_split, bind_transpose,
-                          bind_unary, bind_where, bind_zero_pad)
+from .elementwise import (COMPARE_CODES, INPUTS_PER_LAUNCH, NARY_CODES, UNARY_CODES,
+                          bind_all_reduce, bind_compare, bind_concat, bind_copy, bind_nary,
+                          bind_pad, bind_split, bind_transpose, bind_unary, bind_where,
+                          bind_zero_pad)
 from .gemm import bind_conv2d, bind_conv2d_split, bind_dense, bind_matmul, conv_workspace_bytes
 from .grad import BINDERS as GRAD_BINDERS
 from .grad import conv_grad_workspace_bytes
@@ -82,7 +87,7 @@ from .train import LABEL_KINDS, bind_counter, bind_loss, bind_sgd
 BINDERS: dict[str, Callable] = {
     **{op: bind_unary(op) for op in (*UNARY_CODES, "elementwise_chain")},
     **{op: bind_nary(op) for op in NARY_CODES}, **{op: bind_compare(op) for op in COMPARE_CODES},
-    "where": bind_where,
+    "where": bind_where, "all_reduce": bind_all_reduce,
     "concat": bind_concat, "split": bind_split, "flatten": bind_copy, "reshape": bind_copy,
     "transpose": bind_transpose, "copy_to_device": bind_copy, "copy_to_host": bind_copy,
     "zero_pad": bind_zero_pad, "pad": bind_pad,
@@ -111,14 +116,11 @@ def bind(op: str, attrs, inputs, outputs, ws) -> list:
 FLOATS = ("float32", "float64")
 
 
-HOST_ONLY = {"all_reduce": "the reduction is the process group's communicator, a host call"}
-
-
 def unsupported(node, graph) -> str | None:
     """Why the kernels cannot run ``node`` (None: they can), from its op, attributes and tensor
     specs; the ``place`` pass puts such a node on the host."""
     if node.op not in BINDERS:
-        return HOST_ONLY.get(node.op, f"no cuda kernel for {node.op}")
+        return f"no cuda kernel for {node.op}"
     ins = [graph.specs[t] for t in node.inputs]
     outs = [graph.specs[t] for t in node.outputs]
     check = CHECKS.get(node.op)
@@ -227,6 +229,13 @@ def _indices(position: int):
     return check
 
 
+def _all_reduce(node, ins, outs):
+    if node.attrs["group"] in COMMUNICATORS:
+        return (f"group {node.attrs['group']!r} has a communicator: its reduction is a host call "
+                "(the cuda device runs a group of one)")
+    return _floats(ins + outs)
+
+
 def _arg_reduce(node, ins, outs):
     if outs[0].dtype != "int64":
         return f"indices of dtype {outs[0].dtype}"
@@ -247,7 +256,7 @@ CHECKS = {
     "image_transform": _image, "solver_update": _solver,
     **{op: _compare for op in COMPARE_CODES}, "where": _where, "binary_grad": _binary_grad,
     "cast": _cast, "embedding": _indices(0), "embedding_grad": _indices(1),
-    "arg_reduce": _arg_reduce, "conv2d_transpose": _ranked(4, 4),
+    "arg_reduce": _arg_reduce, "conv2d_transpose": _ranked(4, 4), "all_reduce": _all_reduce,
 }
 
 
