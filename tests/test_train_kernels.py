@@ -19,6 +19,7 @@ import naive_grad
 from graphrt import Graph
 from graphrt.devices.cpu import device as cpu_device
 from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import conv_grad as C
 from graphrt.devices.cpu import train_kernels as T
 from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
@@ -80,17 +81,17 @@ def test_conv2d_grad_input(case, tuning, flipped_area, nhwc_depth, col2im_nhwc):
     with ``COL2IM_NHWC`` 0) or NCHW (never with a huge one)."""
     dtype, x, wt, dy, attrs, geometry = case
     expected = naive_grad.conv2d_grad_input(dy, wt, x.shape[2:], **geometry)
-    saved = T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC
-    T.FLIPPED_AREA = saved[0] if flipped_area is None else flipped_area
-    T.FLIPPED_NHWC_DEPTH = saved[1] if nhwc_depth is None else nhwc_depth
-    T.COL2IM_NHWC = saved[2] if col2im_nhwc is None else col2im_nhwc
-    T._FLIPPED.clear()  # cached per geometry with FLIPPED_AREA in its key; cleared all the same
+    saved = C.FLIPPED_AREA, C.FLIPPED_NHWC_DEPTH, C.COL2IM_NHWC
+    C.FLIPPED_AREA = saved[0] if flipped_area is None else flipped_area
+    C.FLIPPED_NHWC_DEPTH = saved[1] if nhwc_depth is None else nhwc_depth
+    C.COL2IM_NHWC = saved[2] if col2im_nhwc is None else col2im_nhwc
+    C._FLIPPED.clear()  # cached per geometry with FLIPPED_AREA in its key; cleared all the same
     try:
         with tuned(**tuning):
             check("conv2d_grad_input", dtype, [dy], [wt], {**attrs, "input_size": x.shape[2:]},
                   expected)
     finally:
-        T.FLIPPED_AREA, T.FLIPPED_NHWC_DEPTH, T.COL2IM_NHWC = saved
+        C.FLIPPED_AREA, C.FLIPPED_NHWC_DEPTH, C.COL2IM_NHWC = saved
 
 
 @given(conv_grad_cases(), TUNINGS)

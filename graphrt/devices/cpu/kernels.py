@@ -70,6 +70,14 @@ def _spec(graph: Graph, tensor: str, batch: int):
     return s.concrete(batch), np.dtype(s.dtype)
 
 
+def _bools(ws, count: int, offset_bytes: int = 0) -> np.ndarray:
+    return ws.view(np.uint8)[offset_bytes:offset_bytes + count].view(np.bool_)
+
+
+def _round4(nbytes: int) -> int:
+    return -(-nbytes // 4) * 4
+
+
 def _flat(a: np.ndarray, shape) -> np.ndarray:
     """``a`` reshaped without copying (raises if the layout does not allow it: never write to a copy)."""
     v = a.view()
