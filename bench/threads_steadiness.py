@@ -2,7 +2,6 @@
 
     python bench/threads_steadiness.py                                  # the LeNets, batch 64
     python bench/threads_steadiness.py --models caffe_cifar10_quick --batch 100 --rounds 9
-    python bench/threads_steadiness.py --variants t1 t2-per-launch t2 t2-spin100 t2-si500
 
 Variants (all compiled from the same graph at opt level 3, timed in turn in every round, each after
 one untimed step of its own, so that load from elsewhere hits all alike):
@@ -12,9 +11,6 @@ one untimed step of its own, so that load from elsewhere hits all alike):
   ``graphrt/devices/cpu/segments.py``);
 - ``t2-per-launch``: two threads with every launch split on its own (segments off: how the device
   ran before issue 18);
-- ``-spinN``: the pool's waits poll for N microseconds before blocking (``threads.SPIN_S``);
-- ``-siN``: the interpreter's switch interval set to N microseconds while a step runs
-  (``threads.STEP_SWITCH_INTERVAL``).
 
 Each round times ``--steps`` consecutive steps. Printed per variant: the median images/s of the
 rounds with their min-max and spread ((max - min) / median), and the 10th/50th/90th percentiles
@@ -25,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -34,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import graphrt
-from graphrt.devices.cpu import segments, threads
+from graphrt.devices.cpu import segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from seed_models import seed_models  # noqa: E402
@@ -42,10 +37,6 @@ from seed_models import seed_models  # noqa: E402
 
 def configure(variant: str) -> int:
     """Set the module switches for ``variant``; its thread count."""
-    spin = re.search(r"-spin(\d+)", variant)
-    interval = re.search(r"-si(\d+)", variant)
-    threads.SPIN_S = int(spin.group(1)) * 1e-6 if spin else 0.0
-    threads.STEP_SWITCH_INTERVAL = int(interval.group(1)) * 1e-6 if interval else None
     segments.ENABLED = "per-launch" not in variant
     return int(variant[1])
 

@@ -196,31 +196,6 @@ def test_a_segment_keeps_at_most_twice_its_largest_nodes_tensors_live():
     assert relative_error(exe(x), one(x)) < 1e-5
 
 
-def test_spinning_waits_and_the_switch_interval_are_correct_and_restored(monkeypatch):
-    """With the pool's waits polling first and a step's switch interval lowered, results are the
-    same, an error still reaches the caller, and the interval is restored after the step."""
-    from graphrt.devices.cpu import threads
-
-    model = seed_model("torch_lenet")
-    g = model.build()
-    exe = graphrt.compile(g, batch_size=16, opt_level=3, threads=2, algorithms="default")
-    x = feed(g, 16)
-    plain = exe(x)
-    monkeypatch.setattr(threads, "SPIN_S", 1e-3)
-    monkeypatch.setattr(threads, "STEP_SWITCH_INTERVAL", 1e-4)
-    before = sys.getswitchinterval()
-    for _ in range(3):
-        np.testing.assert_array_equal(exe(x), plain)
-    assert sys.getswitchinterval() == before
-    p = threads.pool(2)
-
-    def fail():
-        raise ValueError("worker failed")
-    with p.step(), pytest.raises(ValueError, match="worker failed"):
-        p.run([(lambda: None, ()), (fail, ())])
-    assert not p.stepping
-
-
 def test_a_training_step_with_segments_equals_one_thread():
     """The training step's data gradients run in segments (the weight gradients, reductions over
     the batch, end them): two threads give one thread's parameters after two steps, within 1e-5

@@ -27,7 +27,7 @@ from . import segments as seg
 from . import split
 from .kernels import KERNELS, WORKSPACES
 from .train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
-from .threads import blas_single_thread, default_threads, pool, switch_interval
+from .threads import blas_single_thread, default_threads, pool
 from ..streams import InlineStream, WorkerStream
 
 ARENA_ALIGN = 64
@@ -210,9 +210,8 @@ class CpuDevice(Device):
         if items is None:
             shares = {s: self._segment_share(s) for s in self.segments}
             items = self._bound[program] = seg.bind(program.launches, self._segment_of, shares)
-        threads = pool(self.threads)
-        run_parts = threads.run
-        with blas_single_thread(), switch_interval(self.threads), threads.step():
+        run_parts = pool(self.threads).run
+        with blas_single_thread():
             for item in items:
                 if type(item) is seg.Run:
                     item(run_parts)

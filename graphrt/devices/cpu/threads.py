@@ -11,8 +11,10 @@ parts really run in parallel. Inside a step numpy's BLAS is limited to one threa
 fight graphrt's workers (and the prefetch thread) for the cores. Outside a step the limit is
 restored, so the user's own numpy keeps its threads.
 
-Workers block on a queue when idle (they never spin between steps; inside a step a wait may poll
-for :data:`SPIN_S` first, off by default), so a pool costs nothing between steps; pools
+Workers block on a queue when idle (they never spin: on the quiet 2-core machine a 100 us poll
+before blocking, and a lower interpreter switch interval inside a step, changed LeNet's and
+CIFAR-10 quick's images/s and spread by no more than their noise), so a pool costs nothing between
+steps; pools
 are shared by every executable with the same thread count (:func:`pool`) and live as daemon threads
 for the life of the process (a forked child makes its own). The prefetch pipeline's loader and copy
 threads only copy batches (a small, memory-bound part of a step) and never spin either, so they do
@@ -24,9 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import sys
 import threading
-import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -50,51 +50,21 @@ class Pool:
         self._lock = threading.Lock()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._run = 0  # which run() a finished part belongs to
-        self.stepping = False  # inside a step (see :meth:`step`): waits poll before blocking
         self._tasks = [queue.SimpleQueue() for _ in range(threads - 1)]
         for i, tasks in enumerate(self._tasks):
             threading.Thread(target=self._work, args=(tasks,), name=f"graphrt-cpu-{i + 1}",
                              daemon=True).start()
 
-    def _next(self, items: queue.SimpleQueue):
-        """The next item of ``items``: while a step runs, polled for up to :data:`SPIN_S` (the
-        GIL released between polls) before blocking, so that the next part of the step finds the
-        thread awake."""
-        if self.stepping and SPIN_S > 0:
-            deadline = time.perf_counter() + SPIN_S
-            while self.stepping:
-                try:
-                    return items.get_nowait()
-                except queue.Empty:
-                    pass
-                if time.perf_counter() > deadline:
-                    break
-                time.sleep(0)
-        return items.get()
-
     def _work(self, tasks: queue.SimpleQueue) -> None:
         np.seterr(all="ignore")  # as the step's own thread: NaN/Inf are the model's business
         while True:
-            run, fn, args = self._next(tasks)
+            run, fn, args = tasks.get()
             try:
                 fn(*args)
             except BaseException as err:  # handed to the caller of run()
                 self._done.put((run, err))
             else:
                 self._done.put((run, None))
-
-    @contextlib.contextmanager
-    def step(self):
-        """Inside the block, threads waiting for the next part poll for a moment before they
-        block (:data:`SPIN_S`); outside it they block at once (a nested block is one)."""
-        if self.stepping:
-            yield
-            return
-        self.stepping = True
-        try:
-            yield
-        finally:
-            self.stepping = False
 
     def run(self, calls: Sequence[tuple[Callable, tuple]]) -> None:
         """Run every ``(fn, args)`` of ``calls``: the first in this thread, the others (at most
@@ -116,7 +86,7 @@ class Pool:
                 error = err
             waiting = len(calls) - 1
             while waiting:  # always wait for every part: they write into the arena
-                run, result = self._next(self._done)
+                run, result = self._done.get()
                 if run != self._run:
                     continue  # a part of a run the caller left (Ctrl-C while it waited)
                 waiting -= 1
@@ -150,39 +120,6 @@ def pool(threads: int) -> Pool:
         if found is None:
             found = _POOLS[threads] = Pool(threads)
         return found
-
-
-# Two switches for the quiet-machine comparisons of bench/threads_steadiness.py, both off: on the
-# shared 2-core machine of issue 18, in the few windows quiet enough to compare (LeNet batch 64, 2
-# threads, segments on), a 100 us spin moved the median by under 1% with no consistent change in the
-# spread, and the switch interval showed nothing measurable through the other jobs' load.
-SPIN_S = 0.0  # seconds a waiting thread polls for the next part (inside a step only) before blocking
-STEP_SWITCH_INTERVAL: float | None = None  # sys.setswitchinterval while a step runs (None: untouched)
-_SWITCH_LOCK = threading.Lock()
-_switch_users = [0, 0.0]  # steps inside switch_interval now, and the interval they replaced
-
-
-@contextlib.contextmanager
-def switch_interval(threads: int):
-    """The interpreter's switch interval set to :data:`STEP_SWITCH_INTERVAL` inside the block
-    (with more than one thread) and restored when the last such block ends: a woken worker that
-    needs the GIL then waits at most that long for a thread running Python."""
-    wanted = STEP_SWITCH_INTERVAL if threads > 1 else None
-    if wanted is None:
-        yield
-        return
-    with _SWITCH_LOCK:
-        if _switch_users[0] == 0:
-            _switch_users[1] = sys.getswitchinterval()
-            sys.setswitchinterval(wanted)
-        _switch_users[0] += 1
-    try:
-        yield
-    finally:
-        with _SWITCH_LOCK:
-            _switch_users[0] -= 1
-            if _switch_users[0] == 0:
-                sys.setswitchinterval(_switch_users[1])
 
 
 _BLAS: list | None = None
