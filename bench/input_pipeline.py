@@ -53,22 +53,12 @@ def make_lmdb(path: Path, n: int, encoded: str) -> np.ndarray:
             if encoded == "png":
                 buf = io.BytesIO()
                 Image.fromarray(im.transpose(1, 2, 0)[:, :, ::-1]).save(buf, format="PNG")
-                rec = (b"\x22" + _varint(len(buf.getvalue())) + buf.getvalue() + b"\x28"
-                       + _varint(int(lab)) + b"\x38\x01")
+                rec = datum(im, int(lab), encoded=buf.getvalue())
             else:
                 rec = datum(im, int(lab))
             txn.put(b"%06d" % i, rec)
     env.close()
     return x.astype(np.float32).mean(axis=0)
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, v = v & 0x7F, v >> 7
-        out.append(b | 0x80 if v else b)
-        if not v:
-            return bytes(out)
 
 
 def graphrt_pipeline(db: Path, mean: np.ndarray, batch: int, workers: int, device: str,

@@ -65,8 +65,12 @@ def _varint(v: int) -> bytes:
             return bytes(out)
 
 
-def datum(image: np.ndarray, label: int) -> bytes:
-    """A serialized Caffe ``Datum`` (channels 1, height 2, width 3, data 4, label 5)."""
+def datum(image: np.ndarray, label: int, encoded: bytes | None = None) -> bytes:
+    """A serialized Caffe ``Datum`` (channels 1, height 2, width 3, data 4, label 5); with
+    ``encoded`` (a PNG or JPEG file's bytes), data 4, label 5 and encoded 7 only, as Caffe's
+    ``convert_imageset --encoded`` leaves the sizes to the decoder."""
+    if encoded is not None:
+        return b"\x22" + _varint(len(encoded)) + encoded + b"\x28" + _varint(label) + b"\x38\x01"
     c, h, w = image.shape
     raw = image.tobytes()
     return (b"\x08" + _varint(c) + b"\x10" + _varint(h) + b"\x18" + _varint(w) + b"\x22"
