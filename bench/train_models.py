@@ -34,7 +34,9 @@ then ``--repeats`` rounds in which each engine in turn runs one untimed step and
 median images/s with the slowest and fastest run, and the load average after the model's runs.
 Threads (``--threads``, default 1 and 2): for each N, ``torch.set_num_threads(N)``, threadpoolctl
 limiting numpy's BLAS to N, and ``graphrt.Trainer(..., threads=N)`` (graphrt's own pool splits the
-launches; BLAS runs single-threaded inside a step).
+launches; BLAS runs single-threaded inside a step). As in ``bench/seed_models.py``, glibc malloc's mmap
+threshold is pinned in the timing process (``steady_allocator``), so PyTorch's speed does not depend
+on the models run before it.
 
 Memory: graphrt's training-step memory plan (``trainer.exe.plan``: arena, lower bound, naive; the
 parameters, velocities and counters live outside the arena and are listed apart) against PyTorch's
@@ -89,8 +91,8 @@ def _inference_bench():
 
 
 _bench = _inference_bench()
-limit_threads, machine_lines, seed_models = (_bench.limit_threads, _bench.machine_lines,
-                                             _bench.seed_models)
+limit_threads, machine_lines, seed_models, steady_allocator = (
+    _bench.limit_threads, _bench.machine_lines, _bench.seed_models, _bench.steady_allocator)
 
 SHARED = HERE.parents[1] / "shared"
 SOLVER = dict(lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -511,12 +513,13 @@ def main(argv=None) -> int:
         print(json.dumps(rss_child(*args.rss_child, args.threads[0], args.rss_steps)))
         return 0
 
+    allocator = steady_allocator()  # the timing process only: the peak-RSS children keep glibc's defaults
     import torch
 
     names = chosen_models(args.models)
     speed_rows, memory_rows, profiles = [], [], []
     notes = []
-    print("\n".join(machine_lines(args.threads) + [code_line()]), flush=True)
+    print("\n".join(machine_lines(args.threads) + [allocator, code_line()]), flush=True)
     print(f"SGD{SOLVER}; median of {args.repeats} timed runs of >= {args.iterations} steps "
           f"(>= {args.min_time} s), warm-up {args.warmup} steps per engine\n", flush=True)
     for threads in args.threads:
