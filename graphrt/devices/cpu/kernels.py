@@ -588,20 +588,38 @@ def conv2d_split(attrs, inputs, outputs, ws):
 
 
 # ---- dense ------------------------------------------------------------------------------------------
+WIDE = 2  # dense: W @ x^T (then transposed) when the output has at least this many columns per row
 def dense(attrs, inputs, outputs, ws):
+    """``x @ W^T`` (+ bias, activation). With at least :data:`WIDE` times more output columns than
+    rows (a small batch through a large layer, or a thread's column tile of it) the product is
+    computed as ``W @ x^T`` into the workspace and transposed into ``out``: OpenBLAS streams the
+    large weight matrix faster as the GEMM's left operand (1 thread, batch 8: AlexNet's
+    4096x6400 layer 19.7 -> 16.5 ms, its 1000x4096 layer 3.1 -> 1.5 ms; batch 64 through LeNet's
+    500x800 0.65 -> 0.55 ms; with fewer columns than rows it is slower: 100x1024 -> 64 0.16 ->
+    0.19 ms)."""
+    x, w = inputs[0], inputs[1]
     out = outputs[0]
-    np.matmul(inputs[0], inputs[1].T, out=out)
+    rows, cols = out.shape if out.ndim == 2 else (0, 0)
+    if rows and cols >= WIDE * rows and ws is not None and ws.nbytes >= out.nbytes:
+        flipped = ws.view(out.dtype)[:out.size].reshape(cols, rows)
+        np.matmul(w, x.T, out=flipped)
+        np.copyto(out, flipped.T)
+    else:
+        np.matmul(x, w.T, out=out)
     if len(inputs) == 3:
         out += inputs[2]
     _activate(out, attrs, ws)
 
 
 def dense_workspace(node: Node, graph: Graph, batch: int) -> int:
-    k = _epilogue_temps(node.attrs)
-    if not k:
-        return 0
+    """The epilogue's temporaries, or the flipped product when there is one (used before the
+    epilogue, so the two share the bytes)."""
     shape, dtype = _spec(graph, node.outputs[0], batch)
-    return _temps_bytes(k, shape, dtype)
+    k = _epilogue_temps(node.attrs)
+    temps = _temps_bytes(k, shape, dtype) if k else 0
+    if len(shape) == 2 and shape[1] >= WIDE * shape[0]:
+        temps = max(temps, int(np.prod(shape)) * dtype.itemsize)
+    return temps
 
 
 # ---- pooling ----------------------------------------------------------------------------------------
