@@ -38,16 +38,34 @@ its own single phase when it is contiguous: no copy in, no copy out.
   (the reference's order of adds, so it is exact), the phases copied into dx.
 
 Pools whose windows do not overlap (kernel <= stride: each input element is read once, so the
-phases would only add a copy; measured 1.15x slower on the Keras CNN's 2x2/2 pools) and pools whose
-pitched layout would waste too much (``PH * PW > PITCH_WASTE * OH * OW``: windows much larger than
-the stride, so few outputs, e.g. a 7x7 pool over a 7x7 input) take each kernel offset over only the
-output positions whose window element lies inside the input instead (strided views, no copy: the
-old kernels).
+phases would only add a copy: the Keras CNN's 2x2/2 pools were 1.1 to 1.3x slower pitched) and
+pools whose pitched layout would waste too much (``PH * PW > PITCH_WASTE * OH * OW``: windows much
+larger than the stride, so few outputs, e.g. a 7x7 pool over a 7x7 input) take each kernel offset
+over only the output positions whose window element lies inside the input instead (strided views,
+no copy: the old kernels).
 
-Everything lives in the workspace, a chunk of about :data:`POOL_BYTES` of planes at a time (whole
-images, or channels of one image; at least one plane). Measured at one thread (AMD EPYC, numpy 2.4;
-min of 15 calls; old kernels -> these): CIFAR-10 quick pool1 (100, 32, 32, 32) 3x3/2 ceil max
-forward 5.0 -> 2.4 ms, its gradient 23.6 -> 5.5 ms; see the commit messages for the other layers.
+Everything lives in the workspace, a chunk of about :data:`POOL_BYTES` (:data:`POOL_GRAD_BYTES`
+for ``max_pool_grad``) of planes at a time: whole images, or channels of one image, at least one
+plane. Larger chunks are faster (fewer calls: CIFAR-10 quick's pool1 gradient takes 9.6 ms with
+4 MiB chunks, 13.8 ms with 640 KiB) but ``max_pool_grad`` is live at CIFAR-10 quick's peak step,
+whose arena must stay below PyTorch's step peak at two threads (tests/test_training_memory.py).
+
+Measured at one thread (AMD EPYC, numpy 2.4, float32, min of 15 calls over 3 interleaved runs on a
+shared machine; old kernels -> these, forward / backward, ms):
+
+========================================================  ===============  ================
+layer                                                     forward          backward
+========================================================  ===============  ================
+CIFAR-10 quick pool1 max 3x3/2 ceil (100, 32, 32, 32)     4.59 -> 2.97     19.08 -> 13.49
+CIFAR-10 quick pool2 avg 3x3/2 ceil (100, 32, 16, 16)     1.52 -> 1.04     1.57 -> 1.11
+CIFAR-10 quick pool3 avg 3x3/2 ceil (100, 64, 8, 8)       1.29 -> 0.87     1.26 -> 0.89
+Inception-BN max 3x3/2 ceil (4, 64, 112, 112)             4.15 -> 2.33     16.20 -> 10.68
+Inception-BN max 3x3/2 ceil (4, 192, 56, 56)              3.01 -> 1.97     11.56 -> 8.09
+Inception-BN avg 3x3/1 (4, 256, 30, 30)                   1.92 -> 1.00     1.69 -> 1.23
+Inception-BN max 3x3/1 (4, 1024, 9, 9)                    1.40 -> 0.46     4.81 -> 2.32
+max 3x3/1 pad 1 (4, 256, 28, 28)                          2.21 -> 1.26     10.79 -> 6.14
+Keras CNN max 2x2/2 (16, 32, 96, 96), strided views      2.46 -> 2.30     10.48 -> 10.75
+========================================================  ===============  ================
 """
 from __future__ import annotations
 
@@ -367,7 +385,8 @@ def max_pool_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
     oh, ow = graph.specs[node.inputs[1]].shape[2:]
     geo = geometry(node.attrs, h, w, oh, ow)
     per = _max_grad_per_plane(geo, dtype.itemsize)
-    return _round4(_planes(per, c, n, POOL_GRAD_BYTES) * per + dtype.itemsize)  # + the strided path's alignment
+    # + an element: the strided path aligns its floats after the masks
+    return _round4(_planes(per, c, n, POOL_GRAD_BYTES) * per + dtype.itemsize)
 
 
 def max_pool_grad(attrs, inputs, outputs, ws):
