@@ -24,8 +24,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import graphrt
+import naive
 from graphrt import Graph
 from graphrt.devices.cpu import kernels as K
+from graphrt.devices.cpu import pool as P
 from graphrt.devices.cpu import split
 from graphrt.ops import get_op
 from graphrt.testing import inception_graphs, relative_error
@@ -42,18 +44,19 @@ COVERED = {"conv2d", "conv2d_split", "dense", "max_pool", "avg_pool", "lrn", "ba
 
 # ---- helpers ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def tuned(**sizes):
-    """Temporarily other chunk and block sizes in the kernels module (``COLS_BYTES=64``, ...), so
-    that small shapes take every chunking path; a value None keeps the default."""
-    saved = {name: getattr(K, name) for name in sizes}
+def tuned(module=K, **sizes):
+    """Temporarily other chunk and block sizes in the kernels module (or ``module``:
+    ``COLS_BYTES=64``, ...), so that small shapes take every chunking path; a value None keeps the
+    default."""
+    saved = {name: getattr(module, name) for name in sizes}
     for name, value in sizes.items():
         if value is not None:
-            setattr(K, name, value)
+            setattr(module, name, value)
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(K, name, value)
+            setattr(module, name, value)
 
 
 # default sizes; tiny im2col chunks (a row at a time) and blocks; chunks of a few rows or images
@@ -308,21 +311,24 @@ def pool_cases(draw, kind):
     return dtype, x, attrs
 
 
-# padded copy in the workspace (all images at once, or one or two at a time), or none (large planes)
-PAD_PLANES = st.sampled_from([{}, {"PAD_BYTES": 1}, {"PAD_BYTES": 1000}, {"PAD_PLANE": 0}])
+# the pitched layout in chunks of all images, a few images, a few channels or one plane; always
+# pitched however much it wastes; never pitched (strided views of the input)
+POOL_TUNINGS = st.sampled_from([{}, {"POOL_BYTES": 1, "POOL_GRAD_BYTES": 1},
+                                {"POOL_BYTES": 1000, "POOL_GRAD_BYTES": 1500},
+                                {"PITCH_WASTE": 10**9}, {"PITCH_WASTE": 0}])
 
 
-@given(pool_cases("max"), PAD_PLANES)
-def test_max_pool(case, pad_plane):
+@given(pool_cases("max"), POOL_TUNINGS)
+def test_max_pool(case, tuning):
     dtype, x, attrs = case
-    with tuned(**pad_plane):
+    with tuned(P, **tuning):
         check_kernel("max_pool", [x], attrs=attrs, tol=TOL[dtype])
 
 
-@given(pool_cases("avg"), PAD_PLANES)
-def test_avg_pool(case, pad_plane):
+@given(pool_cases("avg"), POOL_TUNINGS)
+def test_avg_pool(case, tuning):
     dtype, x, attrs = case
-    with tuned(**pad_plane):
+    with tuned(P, **tuning):
         check_kernel("avg_pool", [x], attrs=attrs, tol=TOL[dtype])
 
 
@@ -331,13 +337,81 @@ def test_avg_pool(case, pad_plane):
                                    {"kernel": 3, "stride": 1, "pads": 1},
                                    {"kernel": (2, 3), "stride": 2, "pads": (1, 0, 2, 1)}])
 def test_pool_large_planes(op, attrs):
-    """Planes above PAD_PLANE: no padded copy (and no workspace)."""
+    """Large planes: the workspace holds a chunk of about POOL_BYTES (at least one plane)."""
     x = np.random.default_rng(5).standard_normal((2, 3, 70, 67)).astype(np.float32)
     if op == "avg_pool":
         attrs = {**attrs, "count_include_pad": False}
-    check_kernel(op, [x], attrs=attrs, tol=1e-5)
-    g, node, n = one_node(op, [x], attrs=attrs)
-    assert K.WORKSPACES[op](node, g, n) == 0
+    for size in (P.POOL_BYTES, 1):
+        with tuned(P, POOL_BYTES=size):
+            check_kernel(op, [x], attrs=attrs, tol=1e-5)
+            g, node, n = one_node(op, [x], attrs=attrs)
+            assert 0 < K.WORKSPACES[op](node, g, n) <= max(size, 6 * 36 * 68 * 4)
+
+
+def special_values(draw, rng, x, kind):
+    """``x`` with ties (rounded), NaN, +-inf or whole planes of -inf drawn in (average pools: no
+    -inf, whose sum with +inf would be an invalid operation)."""
+    special = draw(st.sampled_from(["none", "ties", "nan", "inf", "plane"]))
+    x = x.copy()
+    if special == "ties":
+        x = np.round(x).astype(x.dtype)
+    elif special in ("nan", "inf"):
+        values = [np.nan] if special == "nan" else [np.inf] + [-np.inf] * (kind == "max")
+        for _ in range(draw(st.integers(1, 4))):
+            x.flat[rng.integers(0, x.size)] = values[rng.integers(0, len(values))]
+    elif special == "plane" and kind == "max":
+        x[rng.integers(0, x.shape[0]), rng.integers(0, x.shape[1])] = -np.inf
+    return x
+
+
+def batch_cuts(draw, n):
+    """Batch slices [cuts[i], cuts[i+1]) as the device splits a launch: whole, or in parts."""
+    inner = draw(st.lists(st.integers(1, max(1, n - 1)), max_size=2, unique=True)) if n > 1 else []
+    return [0, *sorted(inner), n]
+
+
+def run_sliced(op, inputs, attrs, cuts, kernels, workspaces):
+    """``op``'s kernel on batch slices of channel-slice views (each part with its own exactly
+    sized NaN workspace, as the device runs a split launch) and the reference on plain arrays."""
+    g, node, n = one_node(op, inputs, attrs=attrs)
+    spec = g.specs[node.outputs[0]]
+    expected = np.zeros(spec.concrete(n), spec.dtype)
+    get_op(op).forward(node.attrs, [a.copy() for a in inputs], [expected])
+    views = [channel_view(a) for a in inputs]
+    out = channel_view(np.full(spec.concrete(n), np.nan, spec.dtype))
+    for lo, hi in zip(cuts, cuts[1:]):
+        size = workspaces[op](node, g, hi - lo) if op in workspaces else 0
+        ws = np.full(size // 4, np.nan, np.float32) if size else None
+        kernels[op](node.attrs, [v[lo:hi] for v in views], [out[lo:hi]], ws)
+    assert untouched(out), f"{op} wrote outside its output slice"
+    for view, a in zip(views, inputs):
+        assert np.array_equal(view, a, equal_nan=True), f"{op} changed an input"
+    return out, expected, node.attrs
+
+
+@given(st.sampled_from(["max", "avg"]), st.data(), POOL_TUNINGS)
+def test_pool_exact(kind, data, tuning):
+    """The pitched (and strided) pools on batch slices, with ties, NaN and infinities: the
+    reference's values to the bit (same order of operations), and naive loops' within rounding."""
+    dtype, x, attrs = data.draw(pool_cases(kind))
+    rng = rng_of(data.draw)
+    x = special_values(data.draw, rng, x, kind)
+    cuts = batch_cuts(data.draw, x.shape[0])
+    with tuned(P, **tuning):
+        out, ref, a = run_sliced(f"{kind}_pool", [x], attrs, cuts, K.KERNELS, K.WORKSPACES)
+    assert np.array_equal(out, ref, equal_nan=True), f"{a}: not the reference's values"
+    if a["global_pool"]:
+        if np.isnan(x).any():  # the naive global max is Python's max(), which skips a NaN
+            return
+        naive_out = naive.global_max_pool(x) if kind == "max" else naive.global_avg_pool(x)
+    else:
+        geo = dict(kernel=a["kernel"], stride=a["stride"], pads=a["pads"], ceil_mode=a["ceil_mode"])
+        naive_out = (naive.max_pool(x, **geo) if kind == "max" else
+                     naive.avg_pool(x, **geo, count_include_pad=a["count_include_pad"]))
+    if kind == "max":
+        assert np.array_equal(out, naive_out.astype(dtype), equal_nan=True)
+    elif np.isfinite(x).all():
+        assert relative_error(out, naive_out) < TOL[dtype]
 
 
 @pytest.mark.parametrize("op", ["max_pool", "avg_pool"])

@@ -20,13 +20,15 @@ from graphrt import Graph
 from graphrt.devices.cpu import device as cpu_device
 from graphrt.devices.cpu import kernels as K
 from graphrt.devices.cpu import conv_grad as C
+from graphrt.devices.cpu import pool as P
 from graphrt.devices.cpu import train_kernels as T
 from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
 from graphrt.testing import relative_error
 from test_conv_algorithms import split_everything
-from test_cpu_kernels import (DTYPES, TOL, TUNINGS, channel_view, conv_geometry, one_node, pads_attr,
-                              pair_attr, rng_of, tuned, untouched)
+from test_cpu_kernels import (DTYPES, POOL_TUNINGS, TOL, TUNINGS, batch_cuts, channel_view,
+                              conv_geometry, one_node, pads_attr, pair_attr, rng_of, run_sliced,
+                              special_values, tuned, untouched)
 
 NAIVE_TOL = {"float32": 1e-5, "float64": 1e-10}
 
@@ -122,35 +124,42 @@ def pool_cases(draw):
     return dtype, x, attrs, geometry, rng
 
 
-@given(pool_cases(), st.sampled_from([None, 1, 300]))
-def test_max_pool_grad(case, chunk_bytes):
+@given(pool_cases(), POOL_TUNINGS, st.data())
+def test_max_pool_grad(case, tuning, data):
+    """On batch slices, with ties, NaN and infinities in x (y is x's max pool) and an inf in dy:
+    the reference's values to the bit (the same adds in the same order), naive loops' when
+    finite."""
     dtype, x, attrs, geometry, rng = case
+    x = special_values(data.draw, rng, x, "max")
     y = naive.max_pool(x, **geometry).astype(dtype)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    infinite = rng.integers(0, 3) == 0
-    if infinite:  # an inf in dy: the masked-copy path, the same values as the reference's
+    if data.draw(st.integers(0, 3)) == 0:  # an inf in dy: the masked-copy path
         dy.flat[rng.integers(0, dy.size)] = np.inf
-    saved = T.POOL_GRAD_BYTES
-    T.POOL_GRAD_BYTES = chunk_bytes or saved  # chunks of one image, of a few, of all
-    try:
-        if infinite:
-            out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
-            assert np.array_equal(out, ref, equal_nan=True)
-        else:
-            check("max_pool_grad", dtype, [x, y, dy], [], attrs,
-                  naive_grad.max_pool_grad(x, dy, **geometry))
-    finally:
-        T.POOL_GRAD_BYTES = saved
+    cuts = batch_cuts(data.draw, x.shape[0])
+    with tuned(P, **tuning):
+        out, ref, _ = run_sliced("max_pool_grad", [x, y, dy], attrs, cuts, TRAIN_KERNELS,
+                                 TRAIN_WORKSPACES)
+    assert np.array_equal(out, ref, equal_nan=True), f"{attrs}: not the reference's values"
+    if np.isfinite(x).all() and np.isfinite(dy).all():
+        err = relative_error(out, naive_grad.max_pool_grad(x, dy, **geometry))
+        assert err < NAIVE_TOL[dtype], f"{attrs}: relative error {err:.3g} against naive loops"
 
 
-@given(pool_cases(), st.booleans())
-def test_avg_pool_grad(case, include_pad):
+@given(pool_cases(), st.booleans(), POOL_TUNINGS, st.data())
+def test_avg_pool_grad(case, include_pad, tuning, data):
+    """On batch slices: the reference's values to the bit, naive loops' within rounding."""
     dtype, x, attrs, geometry, rng = case
     y = naive.avg_pool(x, **geometry, count_include_pad=include_pad)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    check("avg_pool_grad", dtype, [dy], [],
-          {**attrs, "count_include_pad": include_pad, "input_size": x.shape[2:]},
-          naive_grad.avg_pool_grad(dy, x.shape[2:], **geometry, count_include_pad=include_pad))
+    attrs = {**attrs, "count_include_pad": include_pad, "input_size": x.shape[2:]}
+    cuts = batch_cuts(data.draw, x.shape[0])
+    with tuned(P, **tuning):
+        out, ref, _ = run_sliced("avg_pool_grad", [dy], attrs, cuts, TRAIN_KERNELS,
+                                 TRAIN_WORKSPACES)
+    assert np.array_equal(out, ref), f"{attrs}: not the reference's values"
+    expected = naive_grad.avg_pool_grad(dy, x.shape[2:], **geometry, count_include_pad=include_pad)
+    err = relative_error(out, expected)
+    assert err < NAIVE_TOL[dtype], f"{attrs}: relative error {err:.3g} against naive loops"
 
 
 def test_max_pool_grad_nan():
@@ -163,6 +172,24 @@ def test_max_pool_grad_nan():
     dy = np.arange(1, 9, dtype=np.float32).reshape(2, 1, 2, 2)
     out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
     assert np.array_equal(out, ref) and out[0, 0, 1, 2] == 2
+
+
+@pytest.mark.parametrize("attrs", [{"kernel": 3, "stride": 2, "pads": 1, "ceil_mode": True},
+                                   {"kernel": 3, "stride": 1, "pads": 1},
+                                   {"kernel": 2, "stride": 2}])
+def test_max_pool_grad_minus_inf(attrs):
+    """A window of -inf gives its dy to its first real element, never to the padding (which the
+    pitched layout fills with NaN for the hit test, not with the forward's -inf)."""
+    x = np.full((2, 2, 5, 6), -np.inf, np.float32)
+    x[1, 1] = np.arange(30, dtype=np.float32).reshape(5, 6)
+    op = get_op("max_pool")
+    a = op.normalize_attrs(attrs)
+    y = np.zeros(op.infer(a, [graphrt.ir.TensorSpec((2, 2, 5, 6), "float32")], None)[0].shape,
+                 np.float32)
+    op.forward(a, [x], [y])
+    dy = np.arange(1, y.size + 1, dtype=np.float32).reshape(y.shape)
+    out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
+    assert np.array_equal(out, ref) and out.sum() == dy.sum()
 
 
 # ---- relu ------------------------------------------------------------------------------------------

@@ -23,11 +23,8 @@ what the reference forward computes, in the same dtype (float64 where the refere
   into the workspace, a chunk of images at a time; the epilogue (bias, activation) then writes each
   output's channels from there into that output, which may be a slice of a concat.
 - ``dense``: one GEMM, then the epilogue.
-- ``max_pool`` / ``avg_pool``: one ufunc per kernel offset into the output, in the reference's
-  order. With padding, small planes are padded into the workspace a few images at a time (only
-  the border filled, with -inf or 0); large planes are not copied at all: each offset updates only
-  the output positions whose window element at that offset is inside the input. A global max (or a
-  very large global average) is one reduction; average divisors are cached per geometry.
+- ``max_pool`` / ``avg_pool``: :mod:`.pool` (one contiguous ufunc per kernel offset over a
+  pitched phase layout of a chunk of planes, in the reference's order).
 - ``lrn``: one channel plane (of a chunk of images) at a time: squares in a float64 ring of
   ``size`` planes, a float64 running window sum (the reference's float64 accuracy without its
   full-size temporaries), ``s ** -0.75`` as two square roots.
@@ -47,8 +44,7 @@ import numpy as np
 
 from ...ir import Graph, Node
 from ...ops import activation
-from ...ops.pool import avg_divisor, pool_geometry
-from . import nhwc, winograd
+from . import nhwc, pool, winograd
 
 BLOCK = 16384  # elements of an elementwise block: a few of them fit in L1/L2 together
 COLS_BYTES = 1 << 20  # im2col columns gathered per GEMM: L2-sized. Measured one layer at a time
@@ -57,9 +53,6 @@ COLS_BYTES = 1 << 20  # im2col columns gathered per GEMM: L2-sized. Measured one
 # chunk, so this is also the largest block of a training step's forward (it was 8 MiB: a LeNet
 # step's peak)
 SPLIT_BYTES = 8 << 20  # conv2d_split: its whole output computed this many bytes of images at a time
-GLOBAL_SUM_LOOP = 1024  # global average pools up to this many windows sum in the reference's order
-PAD_PLANE = 4096  # pooling pads planes up to this size into the workspace (see _pads_in_workspace)
-PAD_BYTES = 4 << 20  # ... a chunk of about this many bytes of images at a time
 LRN_BYTES = 2 << 20  # LRN's float64 planes (window sums, squares) for a chunk of images
 UFUNC_BUFSIZE = 2048  # numpy's per-operand iteration buffer while a kernel runs (see _small_buffers)
 
@@ -622,198 +615,6 @@ def dense_workspace(node: Node, graph: Graph, batch: int) -> int:
     return temps
 
 
-# ---- pooling ----------------------------------------------------------------------------------------
-def _pool_pads(attrs, h, w, oh, ow):
-    """(kernel, stride, (top, bottom, left, right) actually needed to cover every window) — the
-    reference's padding (``_padded_windows``), where bottom/right may differ from the attribute."""
-    (kh, kw), (sh, sw), (t, b, l, r) = pool_geometry(attrs, h, w)
-    bottom = max(0, (oh - 1) * sh + kh - h - t)
-    right = max(0, (ow - 1) * sw + kw - w - l)
-    return (kh, kw), (sh, sw), (t, bottom, l, right)
-
-
-def _pads_in_workspace(pads, h, w) -> bool:
-    """Pad into the workspace (small planes, where per-offset sub-views would iterate in short rows)
-    or take each kernel offset over the output positions it covers (large planes: no copy)."""
-    t, b, l, r = pads
-    return bool(t or b or l or r) and (h + t + b) * (w + l + r) <= PAD_PLANE
-
-
-def _pad_chunk(n, c, h, w, pads) -> int:
-    """Images per chunk padded into the workspace: about :data:`PAD_BYTES` (at least one image)."""
-    t, b, l, r = pads
-    return max(1, min(n, PAD_BYTES // max(1, c * (h + t + b) * (w + l + r) * 4)))
-
-
-def pool_workspace(node: Node, graph: Graph, batch: int) -> int:
-    (n, c, h, w), dtype = _spec(graph, node.inputs[0], batch)
-    oh, ow = graph.specs[node.outputs[0]].shape[2:]
-    _, _, (t, b, l, r) = _pool_pads(node.attrs, h, w, oh, ow)
-    if not _pads_in_workspace((t, b, l, r), h, w):
-        return 0
-    return _pad_chunk(n, c, h, w, (t, b, l, r)) * c * (h + t + b) * (w + l + r) * dtype.itemsize
-
-
-_OFFSETS: dict = {}
-
-
-def _pool_offsets(kernel, stride, pads, h, w, oh, ow):
-    """Per kernel offset (i, j), in the reference's order: (output rows, output cols, input rows,
-    input cols) slices of the output positions whose window element (i, j) lies inside the input,
-    or None when there are none. Cached per geometry."""
-    key = (kernel, stride, pads, h, w, oh, ow)
-    found = _OFFSETS.get(key)
-    if found is not None:
-        return found
-    (kh, kw), (sh, sw), (t, _, l, _) = kernel, stride, pads
-
-    def valid(size, out, k, s, lo):  # positions p with 0 <= p*s + k - lo < size
-        first = max(0, -(-(lo - k) // s))
-        last = min(out - 1, (size - 1 + lo - k) // s)
-        if last < first:
-            return None
-        start = first * s + k - lo
-        return slice(first, last + 1), slice(start, start + (last - first) * s + 1, s)
-
-    found = []
-    for i in range(kh):
-        for j in range(kw):
-            vr, vc = valid(h, oh, i, sh, t), valid(w, ow, j, sw, l)
-            found.append(None if vr is None or vc is None else (vr[0], vc[0], vr[1], vc[1]))
-    if len(_OFFSETS) > 4096:
-        _OFFSETS.clear()
-    _OFFSETS[key] = found
-    return found
-
-
-def _pool_sub(op, x, out, kernel, stride, pads, fill):
-    """``out`` = op-reduction over the windows without padding the input: each kernel offset
-    updates the output positions it covers (a padded position would add 0 / never win a max)."""
-    h, w = x.shape[2:]
-    oh, ow = out.shape[2:]
-    started = False
-    for entry in _pool_offsets(kernel, stride, pads, h, w, oh, ow):
-        if entry is None:
-            continue
-        rows, cols, rs, cs = entry
-        src = x[:, :, rs, cs]
-        if not started:
-            started = True
-            if (rows.start, rows.stop, cols.start, cols.stop) == (0, oh, 0, ow):
-                np.copyto(out, src)  # (0 + w0) == w0, max(-inf, w0) == w0
-                continue
-            out.fill(fill)
-        dst = out[:, :, rows, cols]
-        op(dst, src, out=dst)
-
-
-def _pool_input(x, pads, fill, ws):
-    """``x`` padded with ``fill`` into the workspace (only the border is filled), or ``x`` itself."""
-    t, b, l, r = pads
-    if not (t or b or l or r):
-        return x
-    n, c, h, w = x.shape
-    hp, wp = h + t + b, w + l + r
-    xp = _flat(ws.view(x.dtype)[:n * c * hp * wp], (n, c, hp, wp))
-    if t:
-        xp[:, :, :t] = fill
-    if b:
-        xp[:, :, hp - b:] = fill
-    if l:
-        xp[:, :, t:hp - b, :l] = fill
-    if r:
-        xp[:, :, t:hp - b, wp - r:] = fill
-    xp[:, :, t:t + h, l:l + w] = x
-    return xp
-
-
-def _pool_windows(xp, kernel, stride, oh, ow):
-    (kh, kw), (sh, sw) = kernel, stride
-    for i in range(kh):
-        for j in range(kw):
-            yield xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
-
-
-def max_pool(attrs, inputs, outputs, ws):
-    x, out = inputs[0], outputs[0]
-    h, w = x.shape[2:]
-    oh, ow = out.shape[2:]
-    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
-    if (oh, ow) == (1, 1) and not any(pads):  # a global pool: one reduction, not h*w ufuncs
-        np.maximum.reduce(x[:, :, :kernel[0], :kernel[1]], axis=(2, 3), keepdims=True, out=out)
-        return
-    if any(pads) and not _pads_in_workspace(pads, h, w):
-        _pool_sub(np.maximum, x, out, kernel, stride, pads, -np.inf)
-        return
-    for xs, os in _pool_chunks(x, out, pads, ws):
-        wins = _pool_windows(_pool_input(xs, pads, -np.inf, ws), kernel, stride, oh, ow)
-        np.copyto(os, next(wins))
-        for win in wins:
-            np.maximum(os, win, out=os)
-
-
-def _pool_chunks(x, out, pads, ws):
-    """(input, output) chunks of images: all at once without padding, else as many as the
-    workspace holds padded (see :func:`_pad_chunk`)."""
-    n, c, h, w = x.shape
-    if not any(pads):
-        yield x, out
-        return
-    m = _pad_chunk(n, c, h, w, pads)
-    for start in range(0, n, m):
-        yield x[start:start + m], out[start:start + m]
-
-
-_DIVISORS: dict = {}
-
-
-def _avg_divisor(attrs, h, w, oh, ow, dtype):
-    """The reference's divisor (OH, OW) array, or one number when all are equal; per geometry."""
-    key = (attrs["kernel"], attrs["stride"], attrs["pads"], attrs["global_pool"],
-           attrs["count_include_pad"], h, w, oh, ow, dtype.str)
-    div = _DIVISORS.get(key)
-    if div is None:
-        (kh, kw), (sh, sw), (t, b, l, r) = pool_geometry(attrs, h, w)
-        inc = attrs["count_include_pad"]
-        d = np.outer(avg_divisor(h, oh, kh, sh, t, b, inc), avg_divisor(w, ow, kw, sw, l, r, inc))
-        d = np.maximum(d, 1).astype(dtype)
-        div = d.flat[0] if (d == d.flat[0]).all() else d
-        if len(_DIVISORS) > 4096:
-            _DIVISORS.clear()
-        _DIVISORS[key] = div
-    return div
-
-
-def avg_pool(attrs, inputs, outputs, ws):
-    x, out = inputs[0], outputs[0]
-    h, w = x.shape[2:]
-    oh, ow = out.shape[2:]
-    kernel, stride, pads = _pool_pads(attrs, h, w, oh, ow)
-    if (oh, ow) == (1, 1) and not any(pads) and kernel[0] * kernel[1] > GLOBAL_SUM_LOOP:
-        # a large global pool: one reduction (pairwise, so rounded unlike the reference's
-        # window-by-window sum, which smaller pools keep: a stored ONNX output can depend on it)
-        np.add.reduce(x[:, :, :kernel[0], :kernel[1]], axis=(2, 3), keepdims=True, out=out)
-        np.divide(out, _avg_divisor(attrs, h, w, oh, ow, out.dtype), out=out)
-        return
-    if any(pads) and not _pads_in_workspace(pads, h, w):
-        _pool_sub(np.add, x, out, kernel, stride, pads, 0)
-    else:
-        for xs, os in _pool_chunks(x, out, pads, ws):
-            _pool_sum(_pool_windows(_pool_input(xs, pads, 0, ws), kernel, stride, oh, ow), os)
-    np.divide(out, _avg_divisor(attrs, h, w, oh, ow, out.dtype), out=out)
-
-
-def _pool_sum(wins, out):
-    first = next(wins)
-    second = next(wins, None)
-    if second is None:
-        np.copyto(out, first)
-    else:  # the reference's ((0 + w0) + w1) + ... in the same order
-        np.add(first, second, out=out)
-        for win in wins:
-            out += win
-
-
 # ---- normalization ----------------------------------------------------------------------------------
 def _lrn_chunk(n, c, h, w, size) -> tuple[int, int]:
     """(images per chunk, float64 planes per image): the running sum, two temporaries and the ring
@@ -1031,8 +832,8 @@ def _small_buffers(fn, bufsize: int | None = None):
 
 
 KERNELS = {
-    "conv2d": conv2d, "conv2d_split": conv2d_split, "dense": dense, "max_pool": max_pool,
-    "avg_pool": avg_pool, "lrn": lrn,
+    "conv2d": conv2d, "conv2d_split": conv2d_split, "dense": dense, "max_pool": pool.max_pool,
+    "avg_pool": pool.avg_pool, "lrn": lrn,
     "batch_norm": batch_norm, "channel_affine": channel_affine, "softmax": softmax,
     "log_softmax": log_softmax, "elementwise_chain": elementwise_chain, "add": add,
     "concat": concat, "split": split, "flatten": reshape, "reshape": reshape,
@@ -1049,7 +850,7 @@ WORKSPACES = {
     "lrn": lrn_workspace,
     "softmax": softmax_workspace, "log_softmax": softmax_workspace,
     "elementwise_chain": _unary_workspace, "add": add_workspace,
-    "max_pool": pool_workspace, "avg_pool": pool_workspace,
+    "max_pool": pool.pool_workspace, "avg_pool": pool.pool_workspace,
     **{op: _unary_workspace for op in ("relu", "sigmoid",
                                        *(n for n, d in activation.DEFS.items() if d.temps))},
 }
