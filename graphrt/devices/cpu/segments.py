@@ -68,6 +68,7 @@ def per_image(node: Node, graph: Graph, batch: int, activations=(), threads: int
             return False
         return node.op in FREE_VIEWS or node.attrs.get("axis", 1) % len(specs[0].shape) != 0
     return (split.splittable(node, graph, activations) and node.op not in split.REDUCED
+            and node.op not in split.OWN_PARTS
             and (not split.columns(node, graph, batch)
                  or split.part_batch(batch, threads) >= DENSE_ROWS))
 
