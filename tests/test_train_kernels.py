@@ -336,6 +336,7 @@ def test_sgd_update_split(data, dtype, k, parallel):
     launch's update of the parameter and the velocity."""
     rng = rng_of(data.draw)
     size = data.draw(st.sampled_from([1, 15, 16, 17, 33, 64, 100, 1000, 40000]))
+    block = data.draw(st.sampled_from([7, 50, T.SGD_BLOCK]))
     shape = (size,) if data.draw(st.booleans()) or size % 4 else (4, size // 4)
     param, grad, velocity = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
     it = np.array(data.draw(st.integers(0, 30)), np.int64)
@@ -346,12 +347,16 @@ def test_sgd_update_split(data, dtype, k, parallel):
     g = Graph("sgd")
     names = [g.add_param(f"p{j}", a) for j, a in enumerate([param, grad, velocity])]
     g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
-    per_part = TRAIN_WORKSPACES["sgd_update"](g.node("node"), g, 1)
-    want_p, want_v = param.copy(), velocity.copy()
-    ws = np.full(per_part // 4, np.nan, np.float32)
-    TRAIN_KERNELS["sgd_update"](attrs, [want_p, grad, want_v, it], [], ws)
-    p, v = param.copy(), velocity.copy()
-    split_run("sgd_update", k, parallel, attrs, [p, grad, v, it], [], per_part)
+    saved, T.SGD_BLOCK = T.SGD_BLOCK, block
+    try:
+        per_part = TRAIN_WORKSPACES["sgd_update"](g.node("node"), g, 1)
+        want_p, want_v = param.copy(), velocity.copy()
+        ws = np.full(per_part // 4, np.nan, np.float32)
+        TRAIN_KERNELS["sgd_update"](attrs, [want_p, grad, want_v, it], [], ws)
+        p, v = param.copy(), velocity.copy()
+        split_run("sgd_update", k, parallel, attrs, [p, grad, v, it], [], per_part)
+    finally:
+        T.SGD_BLOCK = saved
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)
 
 
@@ -385,11 +390,15 @@ def test_sgd_update(data, dtype, convention, tuning):
     names = [g.add_param(f"p{i}", a) for i, a in enumerate([param, grad, velocity])]
     g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
     node = g.node("node")
-    with tuned(**tuning):
+    saved = T.SGD_BLOCK
+    T.SGD_BLOCK = tuning.get("BLOCK", saved)  # the update's own block size, small as the others
+    try:
         size = TRAIN_WORKSPACES["sgd_update"](node, g, 1)
         ws = np.full(size // 4, np.nan, np.float32)
         p, v = param.copy(), velocity.copy()
         TRAIN_KERNELS["sgd_update"](node.attrs, [p, grad, v, it], [], ws)
+    finally:
+        T.SGD_BLOCK = saved
     want_p, want_v = sgd_reference(node.attrs, param, grad, velocity, it)
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)  # the same ufuncs in order
     # independently: torch.optim.SGD's / Caffe's rule written out in float64
