@@ -34,7 +34,10 @@ each cut their own way, every output element computed by one part exactly as one
 - ``dense_grad_weight`` (``dy.T @ x``) by row tiles of dw: ``dw[s] = dy[:, s].T @ x`` (each part
   sums over the same batch: no reduction);
 - ``sgd_update`` by element blocks of the parameter (its gradient and velocity alike), judged by
-  bytes like the elementwise ops: only a parameter of at least 2 x MIN_PART_BYTES / 4 splits.
+  the bytes it moves like the elementwise ops, but each part at least :data:`UPDATE_FACTOR` times
+  as much (a parameter of 8 MiB or more splits in 2).
+
+The dense gradients' parts do at least :data:`TILE_FACTOR` times the least arithmetic.
 
 Tiles and blocks start on multiples of :data:`TILE`.
 
@@ -52,6 +55,12 @@ from ...ir import opset
 ALIGN = 64  # bytes: each part's workspace starts on a cache line
 MIN_PART_FLOPS = 4_000_000  # a part must do at least this much arithmetic (about 40-100 us) ...
 MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound ops)
+TILE_FACTOR = 4  # a dense gradient's tile: at least this many MIN_PART_FLOPS (a narrow tile runs its
+# GEMM below the whole one's rate). CIFAR-10 quick's ip1 gradients (13 MFLOP) ran 0.18 ms whole and
+# 0.20-0.25 ms in 2 tiles, LeNet's (51 MFLOP) 0.52 -> 0.36 ms, the Keras CNN's (254) 5.3 -> 2.2 ms
+UPDATE_FACTOR = 16  # an sgd_update part: at least this many MIN_PART_BYTES moved (8 MiB: the update
+# of a parameter that fits in L3 is bound by L3, which the parts share — LeNet's 400K-element ip1
+# weights ran 0.23 ms whole, 0.25 ms in 2 parts; the Keras CNN's 7.9M-element weights 7.2 -> 4.3 ms)
 
 # ops whose kernel runs image by image (input 0 and the outputs sliced along the batch)
 BATCH_OPS = {"conv2d", "conv2d_split", "max_pool", "avg_pool", "lrn", "batch_norm",
@@ -96,7 +105,11 @@ def parts(node: Node, graph: Graph, batch: int, threads: int, activations=()) ->
     schema = opset.lookup(node.op)
     flops, nbytes = schema.cost(node.attrs, [graph.specs[t] for t in node.inputs],
                                 [graph.specs[t] for t in node.outputs], batch)
-    if node.op in COMPUTE_OPS:
+    if node.op in ("dense_grad_input", "dense_grad_weight"):
+        k = flops // (TILE_FACTOR * MIN_PART_FLOPS)
+    elif node.op == "sgd_update":
+        k = nbytes // (UPDATE_FACTOR * MIN_PART_BYTES)
+    elif node.op in COMPUTE_OPS:
         k = flops // MIN_PART_FLOPS
     else:
         k = nbytes // MIN_PART_BYTES
