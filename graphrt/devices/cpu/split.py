@@ -34,12 +34,11 @@ each cut their own way, every output element computed by one part exactly as one
 - ``dense_grad_weight`` (``dy.T @ x``) by row tiles of dw: ``dw[s] = dy[:, s].T @ x`` (each part
   sums over the same batch: no reduction);
 - ``sgd_update`` by element blocks of the parameter (its gradient and velocity alike), judged by
-  the bytes it moves like the elementwise ops, but each part at least :data:`UPDATE_FACTOR` times
-  as much (a parameter of 8 MiB or more splits in 2).
+  the bytes it moves (4x the parameter's) like the elementwise ops, but each part moving at least
+  :data:`UPDATE_FACTOR` times as much (a float32 parameter of 4 MiB or more splits in 2).
 
-The dense gradients' parts do at least :data:`TILE_FACTOR` times the least arithmetic.
-
-Tiles and blocks start on multiples of :data:`TILE`.
+The dense gradients' parts do at least :data:`TILE_FACTOR` times the least arithmetic. Tiles and
+blocks start on multiples of :data:`TILE`.
 
 Each part gets its own share of the node's workspace: the device reports ``parts`` times the
 per-part workspace (at the largest per-part batch, rounded up to :data:`ALIGN` bytes) to the memory
@@ -55,8 +54,8 @@ from ...ir import opset
 ALIGN = 64  # bytes: each part's workspace starts on a cache line
 MIN_PART_FLOPS = 4_000_000  # a part must do at least this much arithmetic (about 40-100 us) ...
 MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound ops)
-TILE_FACTOR = 4  # a dense gradient's tile: at least this many MIN_PART_FLOPS (a narrow tile runs its
-# GEMM below the whole one's rate). CIFAR-10 quick's ip1 gradients (13 MFLOP) ran 0.18 ms whole and
+TILE_FACTOR = 4  # a dense gradient's tile: at least this many MIN_PART_FLOPS (a narrow tile runs
+# its GEMM below the whole one's rate). CIFAR-10 quick's ip1 gradients (13 MFLOP) ran 0.18 ms whole and
 # 0.20-0.25 ms in 2 tiles, LeNet's (51 MFLOP) 0.52 -> 0.36 ms, the Keras CNN's (254) 5.3 -> 2.2 ms
 UPDATE_FACTOR = 16  # an sgd_update part: at least this many MIN_PART_BYTES moved (8 MiB: the update
 # of a parameter that fits in L3 is bound by L3, which the parts share — LeNet's 400K-element ip1
@@ -86,7 +85,7 @@ def splittable(node: Node, graph: Graph, activations=()) -> bool:
         return _own_splittable(node, graph)
     if op not in BATCH_OPS and op not in activations:
         return False
-    if len(node.outputs) != 1 and op not in ("conv2d_split", "dropout_train"):  # outputs sliced alike
+    if len(node.outputs) != 1 and op not in ("conv2d_split", "dropout_train"):  # sliced alike
         return False
     out = graph.specs[node.outputs[0]]
     if not (out.batched or op in REDUCED) or not out.shape or not graph.specs[node.inputs[0]].batched:

@@ -230,7 +230,7 @@ def reduce_channels(attrs, inputs, outputs, ws):
     np.copyto(out, total)
 
 
-# ---- dense layers ---------------------------------------------------------------------------------
+# ---- dense layers --------------------------------------------------------------------------------
 def dense_workspace(node: Node, graph: Graph, batch: int) -> int:
     """None: the GEMM writes straight into the output view."""
     return 0
