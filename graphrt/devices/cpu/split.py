@@ -21,8 +21,10 @@ a timing — and how many parts each op can be cut into:
 The training step's data gradients split like their forwards: ``conv2d_grad_input`` (dy sliced,
 the weights whole), ``max_pool_grad``, ``avg_pool_grad`` and ``relu_grad`` (every batched input
 sliced). The other training launches that split (:data:`OWN_PARTS`: none of them runs in a segment)
-each cut their own way, every output element computed by one part exactly as one thread computes it
-(so 2 threads give the bits of 1):
+each cut their own way, every output element computed by one part as one thread computes it —
+bit for bit for the dropout draw and the update; the dense gradients' tiles keep each element's
+sum (the GEMM's inner dimension) whole, which BLAS orders as one launch does at the models'
+shapes (see :data:`TILE`):
 
 - ``dropout_train`` by batch slices of its draw: part ``i`` draws the Philox counters of its own
   rows (the element offset of its slice added to the op's ``offset``: :func:`.dropout.dropout_part`,
@@ -50,13 +52,16 @@ import numpy as np
 
 from ...ir import Graph, Node
 from ...ir import opset
+from . import dropout
+from .kernels import UFUNC_BUFSIZE, _reshaped
 
 ALIGN = 64  # bytes: each part's workspace starts on a cache line
 MIN_PART_FLOPS = 4_000_000  # a part must do at least this much arithmetic (about 40-100 us) ...
 MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound ops)
 TILE_FACTOR = 4  # a dense gradient's tile: at least this many MIN_PART_FLOPS (a narrow tile runs
-# its GEMM below the whole one's rate). CIFAR-10 quick's ip1 gradients (13 MFLOP) ran 0.18 ms whole and
-# 0.20-0.25 ms in 2 tiles, LeNet's (51 MFLOP) 0.52 -> 0.36 ms, the Keras CNN's (254) 5.3 -> 2.2 ms
+# its GEMM below the whole one's rate). CIFAR-10 quick's ip1 gradients (13 MFLOP) ran 0.18 ms
+# whole, 0.20-0.25 ms in 2 tiles; LeNet's (51 MFLOP) 0.52 -> 0.36 ms; the Keras CNN's (254) 5.3 ->
+# 2.2 ms
 UPDATE_FACTOR = 16  # an sgd_update part: at least this many MIN_PART_BYTES moved (8 MiB: the update
 # of a parameter that fits in L3 is bound by L3, which the parts share — LeNet's 400K-element ip1
 # weights ran 0.23 ms whole, 0.25 ms in 2 parts; the Keras CNN's 7.9M-element weights 7.2 -> 4.3 ms)
@@ -208,11 +213,10 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
 
 def _own_split_kernel(fn, op: str, k: int, share_elems: int, run_parts):
     """``fn`` (one of :data:`OWN_PARTS`) run in ``k`` parts its own way (module docstring)."""
-    from . import dropout  # (dropout imports nothing of the device's: no cycle, but kept local)
 
     def run(attrs, inputs, outputs, ws):
         if op == "sgd_update":
-            flats = [_flat_or_none(a) for a in inputs[:3]]
+            flats = [_reshaped(a, (a.size,)) for a in inputs[:3]]
             n = inputs[0].size if all(f is not None for f in flats) else 0
         elif op == "dense_grad_input":
             n = outputs[0].shape[1]
@@ -257,22 +261,11 @@ def _tile(n: int, i: int, m: int, step: int) -> slice:
 
 def _seeded_part(part, attrs, inputs, outputs, ws, row: int) -> None:
     """A part of a seeded draw (rows ``row...``), with the kernels' small ufunc buffers."""
-    from .kernels import UFUNC_BUFSIZE
-
     old = np.setbufsize(UFUNC_BUFSIZE)
     try:
         part(attrs, inputs, outputs, ws, row)
     finally:
         np.setbufsize(old)
-
-
-def _flat_or_none(a: np.ndarray):
-    v = a.view()
-    try:
-        v.shape = (a.size,)
-    except AttributeError:
-        return None
-    return v
 
 
 def batch_inputs(op: str, inputs: list, s: slice, n: int, ndim: int) -> list:
