@@ -21,6 +21,8 @@ from graphrt.devices.cpu import device as cpu_device
 from graphrt.devices.cpu import kernels as K
 from graphrt.devices.cpu import conv_grad as C
 from graphrt.devices.cpu import pool as P
+from graphrt.devices.cpu import split
+from graphrt.devices.cpu.threads import pool
 from graphrt.devices.cpu import train_kernels as T
 from graphrt.devices.cpu.train_kernels import TRAIN_KERNELS, TRAIN_WORKSPACES
 from graphrt.ops import get_op
@@ -221,8 +223,8 @@ def test_reduce_channels(data, dtype):
 def test_dropout_train(data, dtype):
     """The mask bit for bit the reference's (Philox, :func:`dropout_mask`) and an independent
     float64 draw's (philox.uniform >= rate): odd sizes, several blocks (a small ``BLOCKS``), large
-    seeds and steps, data-parallel offsets (a multiple of 4 elements: the kernel; else the
-    reference); the counter advanced once."""
+    seeds and steps, data-parallel offsets (a multiple of 4 elements or not: the first block
+    drawn whole, its words before the start dropped); the counter advanced once."""
     from graphrt.devices.cpu import dropout as D
     from graphrt.ops import philox
 
@@ -237,8 +239,7 @@ def test_dropout_train(data, dtype):
     saved = D.BLOCKS
     D.BLOCKS = data.draw(st.sampled_from([1, 3, saved]))
     try:
-        blocks = min(D.BLOCKS, -(-x.size // 4))
-        ws = np.full((7 * 8 * blocks + -(-blocks // 8) * 8) // 4, np.nan, np.float32)
+        ws = np.full(D.workspace_of(x.size) // 4, np.nan, np.float32)
         y, mask = np.full_like(x, np.nan), np.full_like(x, np.nan)
         counter = np.array(step, np.int64)
         TRAIN_KERNELS["dropout_train"](attrs, [x, counter], [y, mask], ws)
@@ -252,10 +253,151 @@ def test_dropout_train(data, dtype):
     assert np.array_equal(mask != 0, u >= rate)
 
 
+def serial_parts(calls):
+    """A ``run_parts`` that runs the parts one after another, in reverse order (a part must not
+    depend on another's having run first)."""
+    for fn, args in reversed(calls):
+        fn(*args)
+
+
+def split_run(op, k, parallel, attrs, inputs, outputs, per_part_ws):
+    """``op``'s training kernel cut into ``k`` parts by :func:`split.split_kernel` (on the pool's
+    ``k`` threads, or one after another), each with a NaN share of ``per_part_ws`` bytes."""
+    share = split.workspace_share(per_part_ws)
+    fn = split.split_kernel(TRAIN_KERNELS[op], op, k, False, share,
+                            pool(k).run if parallel else serial_parts)
+    ws = np.full(k * share // 4, np.nan, np.float32) if share else None
+    fn(attrs, inputs, outputs, ws)
+
+
+@given(st.data(), DTYPES, st.integers(2, 4), st.booleans())
+def test_dropout_train_split(data, dtype, k, parallel):
+    """Cut into batch slices (any number of rows, rows of any number of elements: slices that start
+    mid-block), each part drawing its own rows' counters: the mask and y bit for bit one launch's
+    and the reference's, the counter advanced once; every element written."""
+    from graphrt.devices.cpu import dropout as D
+
+    rng = rng_of(data.draw)
+    shape = tuple(data.draw(st.lists(st.integers(1, 7), min_size=1, max_size=4)))
+    attrs = get_op("dropout_train").normalize_attrs({
+        "rate": data.draw(st.sampled_from([0.0, 0.2, 0.5, 0.9])),
+        "seed": data.draw(st.sampled_from([0, 11, 2**50 + 5])),
+        "offset": data.draw(st.sampled_from([0, 1, 3, 6]))})
+    step = data.draw(st.sampled_from([0, 9, 2**32 + 7]))
+    x = rng.standard_normal(shape).astype(dtype)
+    saved = D.BLOCKS
+    D.BLOCKS = data.draw(st.sampled_from([1, 2, saved]))
+    try:
+        per_part = D.workspace_of(split.part_batch(shape[0], min(k, shape[0])) * x[0].size)
+        y, mask = np.full_like(x, np.nan), np.full_like(x, np.nan)
+        counter = np.array(step, np.int64)
+        split_run("dropout_train", k, parallel, attrs, [x, counter], [y, mask], per_part)
+    finally:
+        D.BLOCKS = saved
+    want_y, want_mask = np.empty_like(x), np.empty_like(x)
+    get_op("dropout_train").forward(attrs, [x, np.array(step, np.int64)], [want_y, want_mask])
+    assert np.array_equal(mask, want_mask) and np.array_equal(y, want_y)
+    assert int(counter) == step + 1
+    # and a naive draw: philox.uniform of the elements' global indices, one element at a time
+    from graphrt.ops import philox
+    per = x.size // shape[0]
+    flat = mask.reshape(-1)
+    for e in rng.choice(x.size, min(x.size, 5), replace=False):
+        u = philox.uniform(1, attrs["seed"], step, attrs["offset"] * per + int(e))[0]
+        assert (flat[e] != 0) == (u >= attrs["rate"])
+
+
+@given(st.data(), DTYPES, st.integers(1, 4), st.booleans())
+def test_dense_grads(data, dtype, k, parallel):
+    """dense_grad_input (dy @ w) and dense_grad_weight (dy.T @ x) into views of NaN buffers (the
+    input gradient a column slice, as a concat's branch): the reference's values, a float64 loop's
+    within rounding, and cut into k column / row tiles (the split) one launch's within rounding:
+    each output element sums over the same inner dimension, but BLAS's small-matrix and edge
+    kernels (a 1-row GEMV, float64 tails) may order that sum differently for a narrower tile. At
+    the models' shapes the tiles are bit for bit one launch's: test_dense_grads_split_bits."""
+    rng = rng_of(data.draw)
+    n, o, i = (data.draw(st.integers(1, 40)) for _ in range(3))
+    dy = rng.standard_normal((n, o)).astype(dtype)
+    w = rng.standard_normal((o, i)).astype(dtype)
+    x = rng.standard_normal((n, i)).astype(dtype)
+    a64 = [np.abs(a.astype(np.float64)) for a in (dy, w, x)]
+    for op, ins, shape, naive_out, scale in [
+            ("dense_grad_input", [dy, w], (n, i), naive_grad.dense_grad_input(dy, w),
+             a64[0] @ a64[1]),
+            ("dense_grad_weight", [dy, x], (o, i), naive_grad.dense_grad_weight(dy, x),
+             a64[0].T @ a64[2])]:
+        assert TRAIN_WORKSPACES[op](None, None, n) == 0
+        want = np.empty(shape, dtype)
+        get_op(op).forward({}, ins, [want])
+        big = np.full((shape[0], shape[1] + 5), np.nan, dtype)
+        out = big[:, 2:2 + shape[1]]
+        TRAIN_KERNELS[op]({}, ins, [out], None)
+        assert np.isnan(big[:, :2]).all() and np.isnan(big[:, 2 + shape[1]:]).all()
+        assert relative_error(out, want) < TOL[dtype]
+        # each element against the float64 sum, relative to the sum of its terms' magnitudes
+        # (a short sum that cancels has a tiny result and a float32 rounding of its terms' size)
+        assert (np.abs(out - naive_out) <= NAIVE_TOL[dtype] * (scale + 1e-30)).all()
+        parts = np.full(shape, np.nan, dtype)
+        split_run(op, k, parallel, {}, ins, [parts], 0)
+        assert (np.abs(parts - out) <= TOL[dtype] * (scale + 1e-30)).all(), \
+            f"{op}: {k} parts differ from one launch"
+
+
+@pytest.mark.parametrize("n, o, i", [(16, 256, 30976), (64, 500, 800), (100, 64, 1024),
+                                     (64, 10, 500), (16, 128, 256)])
+def test_dense_grads_split_bits(n, o, i):
+    """The dense layers of the Keras CNN, LeNet and CIFAR-10 quick (float32, BLAS at one thread
+    as in a step): their gradients cut in 2 and 3 tiles on the pool are bit for bit one launch's."""
+    from graphrt.devices.cpu.threads import blas_single_thread
+
+    rng = np.random.default_rng(n * o + i)
+    dy, w, x = (rng.standard_normal(s).astype(np.float32) for s in [(n, o), (o, i), (n, i)])
+    with blas_single_thread():
+        for op, ins, shape in [("dense_grad_input", [dy, w], (n, i)),
+                               ("dense_grad_weight", [dy, x], (o, i))]:
+            one = np.empty(shape, np.float32)
+            TRAIN_KERNELS[op]({}, ins, [one], None)
+            for k in (2, 3):
+                parts = np.full(shape, np.nan, np.float32)
+                split_run(op, k, True, {}, ins, [parts], 0)
+                assert np.array_equal(parts, one), f"{op} {shape}: {k} parts"
+
+
+@given(st.data(), DTYPES, st.integers(2, 4), st.booleans())
+def test_sgd_update_split(data, dtype, k, parallel):
+    """Cut into element blocks (sizes below, at and past k aligned blocks): bit for bit one
+    launch's update of the parameter and the velocity."""
+    rng = rng_of(data.draw)
+    size = data.draw(st.sampled_from([1, 15, 16, 17, 33, 64, 100, 1000, 40000]))
+    block = data.draw(st.sampled_from([7, 50, T.SGD_BLOCK]))
+    shape = (size,) if data.draw(st.booleans()) or size % 4 else (4, size // 4)
+    param, grad, velocity = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    it = np.array(data.draw(st.integers(0, 30)), np.int64)
+    attrs = get_op("sgd_update").normalize_attrs({
+        "lr": 0.01, "momentum": data.draw(st.sampled_from([0.0, 0.9])),
+        "weight_decay": data.draw(st.sampled_from([0.0, 5e-4])),
+        "convention": data.draw(st.sampled_from(["pytorch", "caffe"]))})
+    g = Graph("sgd")
+    names = [g.add_param(f"p{j}", a) for j, a in enumerate([param, grad, velocity])]
+    g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
+    saved, T.SGD_BLOCK = T.SGD_BLOCK, block
+    try:
+        per_part = TRAIN_WORKSPACES["sgd_update"](g.node("node"), g, 1)
+        want_p, want_v = param.copy(), velocity.copy()
+        ws = np.full(per_part // 4, np.nan, np.float32)
+        TRAIN_KERNELS["sgd_update"](attrs, [want_p, grad, want_v, it], [], ws)
+        p, v = param.copy(), velocity.copy()
+        split_run("sgd_update", k, parallel, attrs, [p, grad, v, it], [], per_part)
+    finally:
+        T.SGD_BLOCK = saved
+    assert np.array_equal(p, want_p) and np.array_equal(v, want_v)
+
+
 # ---- the SGD update --------------------------------------------------------------------------------
 def test_every_training_kernel_is_tested():
     tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
-              "relu_grad", "reduce_channels", "sgd_update", "dropout_train"}
+              "relu_grad", "reduce_channels", "sgd_update", "dropout_train", "dense_grad_input",
+              "dense_grad_weight"}
     assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
     assert not set(TRAIN_KERNELS) & set(K.KERNELS)
 
@@ -281,11 +423,15 @@ def test_sgd_update(data, dtype, convention, tuning):
     names = [g.add_param(f"p{i}", a) for i, a in enumerate([param, grad, velocity])]
     g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
     node = g.node("node")
-    with tuned(**tuning):
+    saved = T.SGD_BLOCK
+    T.SGD_BLOCK = tuning.get("BLOCK", saved)  # the update's own block size, small as the others
+    try:
         size = TRAIN_WORKSPACES["sgd_update"](node, g, 1)
         ws = np.full(size // 4, np.nan, np.float32)
         p, v = param.copy(), velocity.copy()
         TRAIN_KERNELS["sgd_update"](node.attrs, [p, grad, v, it], [], ws)
+    finally:
+        T.SGD_BLOCK = saved
     want_p, want_v = sgd_reference(node.attrs, param, grad, velocity, it)
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)  # the same ufuncs in order
     # independently: torch.optim.SGD's / Caffe's rule written out in float64
@@ -301,7 +447,8 @@ def test_sgd_update(data, dtype, convention, tuning):
 def small_training_graph(size: int = 13) -> Graph:
     """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
     dropout,
-    average pooling, dense layers and a log-softmax output."""
+    average pooling, dense layers (the hidden one's gradients 32 rows / columns wide: two tiles of
+    :data:`split.TILE`) and a log-softmax output."""
     rng = np.random.default_rng(0)
     g = Graph("small_train")
     x = g.add_input("x", (None, 3, size, size))
@@ -317,7 +464,9 @@ def small_training_graph(size: int = 13) -> Graph:
     y = g.add_node("relu", [y])
     y = g.add_node("avg_pool", [y], attrs={"kernel": 2, "stride": 1, "pads": 1})
     y = g.add_node("flatten", [y])
-    y = g.add_node("dense", [y, param("fw", (5, g.specs[y].shape[1])), param("fb", (5,))])
+    y = g.add_node("dense", [y, param("hw", (32, g.specs[y].shape[1])), param("hb", (32,))])
+    y = g.add_node("relu", [y])
+    y = g.add_node("dense", [y, param("fw", (5, 32)), param("fb", (5,))])
     g.set_outputs([g.add_node("log_softmax", [y])])
     return g.verify()
 
@@ -348,10 +497,46 @@ def test_training_steps_match_the_reference_rules(threads, monkeypatch):
     assert set(T.TRAIN_KERNELS) <= ops, "a training kernel did not run"
     if threads > 1:  # every splittable training launch ran in parts
         parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
-        assert set(T.TRAIN_KERNELS) - {"sgd_update", "reduce_channels", "dropout_train"} <= parted
+        assert set(T.TRAIN_KERNELS) - {"reduce_channels"} <= parted
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
     for name in want:
         assert relative_error(got[name], want[name]) < 1e-5, name
+
+
+def dense_dropout_graph(features: int = 300) -> Graph:
+    """Dense layers (64 and 48 units) with dropout after each: the launches that split their own
+    way (:data:`split.OWN_PARTS`), with elementwise ops between them."""
+    rng = np.random.default_rng(2)
+    g = Graph("dense_dropout")
+    y = g.add_input("x", (None, features))
+
+    def param(name, shape):
+        return g.add_param(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+    for i, units in enumerate([64, 48]):
+        y = g.add_node("dense", [y, param(f"w{i}", (units, g.specs[y].shape[1])),
+                                 param(f"b{i}", (units,))])
+        y = g.add_node("relu", [y])
+        y = g.add_node("dropout", [y], attrs={"rate": 0.4})
+    y = g.add_node("dense", [y, param("fw", (16, 48)), param("fb", (16,))])  # one column tile
+    g.set_outputs([g.add_node("log_softmax", [y])])
+    return g.verify()
+
+
+@pytest.mark.parametrize("batch", [6, 7])
+def test_dropout_and_dense_steps_are_bit_identical_across_threads(batch):
+    """Three SGD steps of dense layers and dropout at 2 and 3 threads (every launch split however
+    small: dropout's batch slices start mid-block, 7 rows of 300 and 64 elements) give the
+    losses and parameters of one thread bit for bit: the masks are drawn from the same counters,
+    the update's element blocks and the gradients' tiles compute each element as one launch."""
+    with split_everything():
+        want_losses, want, _, _ = _train(dense_dropout_graph(), 1, batch=batch)
+        for threads in (2, 3):
+            losses, got, trainer, _ = _train(dense_dropout_graph(), threads, batch=batch)
+            parted = {trainer.exe.graph.node(n).op for n in trainer.exe.device.parts}
+            assert split.OWN_PARTS <= parted
+            assert losses == want_losses
+            for name in want:
+                assert np.array_equal(got[name], want[name]), (threads, name)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -6,8 +6,14 @@ arrays allocated per round.
 Element ``i`` keeps ``x`` (scaled by ``1 / (1 - rate)``) when its uniform ``(word >> 8) / 2^24``
 is at least ``rate``; with ``word`` a 32-bit integer that is ``word >= ceil(rate * 2^24) * 256``,
 compared in integers (exact: multiplying by a power of two is exact in float64), so the mask is
-bit for bit the reference's. A batch shard that starts mid-block (a data-parallel rank's
-``offset`` not a multiple of 4 elements) runs the reference.
+bit for bit the reference's. A draw may start mid-block (a data-parallel rank's ``offset``, or a
+batch slice, whose first element is not a multiple of 4): its first and last blocks are drawn
+whole and only the words of its own elements kept.
+
+Split across the device's threads (:mod:`.split`) by batch slices: part ``i`` draws the counters of
+its own rows (:func:`dropout_part`: the element offset of its slice added to the op's), so any
+number of threads gives the mask one thread and the reference give, and the step counter is
+advanced once, after every part (:func:`advance`).
 """
 from __future__ import annotations
 
@@ -16,11 +22,14 @@ import math
 import numpy as np
 
 from ...ir import Graph, Node
-from ...ops import get_op
+from ...ops.elementwise import dropout_mask
 from ...ops.philox import MULTIPLIERS, WEYL
 
-BLOCKS = 8192  # Philox counters per block: 7 uint64 arrays of this length (448 KiB) stay in L2; measured
-# on the Keras CNN's largest dropout (1.2M elements): 2048 -> 0.7x the reference's time, 8192 -> 0.35x
+BLOCKS = 32768  # Philox counters per block: 7 uint64 arrays of this length (1.8 MiB: L2 is 1 MiB a
+# core, L3 32 MiB). Measured on the Keras CNN's largest dropout (1.2M elements): 2048 -> 0.7x the
+# reference's time, 8192 -> 0.35x (8.7 ms); ~100 ufunc calls a block, so with the launch split
+# across threads a small block is mostly GIL handoffs between the parts: one thread / two,
+# 8192 8.7 / 12.5 ms, 16384 7.8 / 7.9 ms, 32768 7.3 / 4.9 ms
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 _ARANGE: dict = {}
@@ -30,8 +39,13 @@ def workspace(node: Node, graph: Graph, batch: int) -> int:
     """Seven uint64 blocks (the four counter words, two products, the block indices) and a
     boolean block."""
     spec = graph.specs[node.inputs[0]]
-    size = int(np.prod(spec.concrete(batch)))
-    blocks = min(BLOCKS, -(-size // 4))
+    return workspace_of(int(np.prod(spec.concrete(batch))))
+
+
+def workspace_of(size: int) -> int:
+    """The workspace of a draw of ``size`` elements starting anywhere (up to 3 words into its
+    first block: it may span one block more than ``size / 4``)."""
+    blocks = min(BLOCKS, (size + 6) // 4)
     return 7 * 8 * blocks + -(-blocks // 8) * 8
 
 
@@ -43,24 +57,52 @@ def _arange(n: int) -> np.ndarray:
 
 
 def dropout_train(attrs, inputs, outputs, ws):
+    """The mask of ``inputs[0]``'s rows (from the op's ``offset``), ``y = x * mask``, and the
+    counter advanced."""
+    dropout_part(attrs, inputs, outputs, ws, 0)
+    advance(attrs, inputs, outputs, ws)
+
+
+def advance(attrs, inputs, outputs, ws):
+    """The step counter advanced (once per launch, however many parts drew the mask)."""
+    counter = inputs[1]
+    counter += 1
+
+
+def dropout_part(attrs, inputs, outputs, ws, row: int):
+    """The mask and ``y`` of rows ``row...`` of the launch (``inputs[0]`` and the outputs are those
+    rows; the counter is not advanced): element ``e`` of the slice is element
+    ``(offset + row) * per_row + e`` of the draw."""
     x, counter = inputs
     y, mask = outputs
     size = x.size
-    start = attrs.get("offset", 0) * (size // x.shape[0] if x.shape[0] else 0)
+    per_row = size // x.shape[0] if x.shape[0] else 0
+    start = (attrs.get("offset", 0) + row) * per_row
     flat = _flat_or_none(mask)
-    if start % 4 or flat is None or size == 0:
-        get_op("dropout_train").forward(attrs, inputs, outputs)
+    if flat is None:  # the plan's outputs are contiguous; a strided mask gets the reference's draw
+        mask[...] = dropout_mask(x.shape, attrs["rate"], attrs["seed"],
+                                 int(counter.reshape(-1)[0]), mask.dtype,
+                                 attrs.get("offset", 0) + row)
+        np.multiply(x, mask, out=y)
         return
-    step = int(counter.reshape(-1)[0]) % 2**64
+    if size:
+        _draw(flat, start, int(counter.reshape(-1)[0]) % 2**64, attrs, ws)
+    np.multiply(x, mask, out=y)
+
+
+def _draw(flat, start: int, step: int, attrs, ws) -> None:
+    """Elements ``start ... start + flat.size - 1`` of the mask into ``flat``: element ``g`` is
+    word ``g % 4`` of block ``g // 4``."""
+    size = flat.size
     seed = int(attrs["seed"]) % 2**64
     threshold = np.uint64(math.ceil(attrs["rate"] * 2**24) * 256)
-    scale = mask.dtype.type(1.0 / (1.0 - attrs["rate"]))
-    nb = -(-size // 4)
+    scale = flat.dtype.type(1.0 / (1.0 - attrs["rate"]))
+    first = start // 4
+    nb = (start + size + 3) // 4 - first  # blocks spanned
     b = min(BLOCKS, nb)
     words = ws.view(np.uint8)[:7 * 8 * b].view(np.uint64)
     c0, c1, c2, c3, p0, p1, idx = (words[i * b:(i + 1) * b] for i in range(7))
     hit = ws.view(np.uint8)[7 * 8 * b:7 * 8 * b + b].view(np.bool_)
-    first = start // 4
     for b0 in range(0, nb, b):
         nblk = min(b, nb - b0)
         cs = [c0[:nblk], c1[:nblk], c2[:nblk], c3[:nblk]]
@@ -71,16 +113,17 @@ def dropout_train(attrs, inputs, outputs, ws):
         cs[2].fill(step & 0xFFFFFFFF)
         cs[3].fill(step >> 32)
         _rounds(cs, q0, q1, seed & 0xFFFFFFFF, seed >> 32)
-        lo = 4 * b0
-        full = min(nblk, (size - lo) // 4)  # blocks whose four elements all exist
         for j in range(4):
-            count = full + (1 if full < nblk and j < size - lo - 4 * full else 0)
-            if count == 0:
+            # word j of block first + b0 + t is element e = 4 * (first + b0 + t) + j - start
+            e0 = 4 * (first + b0) + j - start  # >= -3
+            skip = 1 if e0 < 0 else 0  # the first block's words before the draw's start
+            e_first = e0 + 4 * skip
+            e_last = min(size - 1, e0 + 4 * (nblk - 1))
+            if e_last < e_first:
                 continue
-            np.greater_equal(cs[j][:count], threshold, out=hb[:count])
-            np.multiply(hb[:count], scale, out=flat[lo + j:lo + j + 4 * (count - 1) + 1:4])
-    np.multiply(x, mask, out=y)
-    counter += 1
+            count = (e_last - e_first) // 4 + 1
+            np.greater_equal(cs[j][skip:skip + count], threshold, out=hb[:count])
+            np.multiply(hb[:count], scale, out=flat[e_first:e_first + 4 * (count - 1) + 1:4])
 
 
 def _rounds(c, p0, p1, k0: int, k1: int) -> None:
