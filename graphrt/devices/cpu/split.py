@@ -15,7 +15,20 @@ a timing — and how many parts each op can be cut into:
 - batch slices with a reduction for a weight gradient (``conv2d_grad_weight``): part 0 writes the
   output, part ``i > 0`` a partial sum at the end of its own workspace share (the device reports
   the output's bytes on top of each part's workspace: :func:`reduce_bytes`), and the calling
-  thread adds the partial sums into the output once every part is done.
+  thread adds the partial sums into the output once every part is done;
+- channel blocks for batch norm's training forward and gradient (:data:`CHANNEL_OPS`), whose
+  statistics run over the whole batch but each channel on its own: part ``i`` runs the same kernel
+  on a block of the channels of x, y, dy and dx (axis 1) and of the per-channel tensors (gamma,
+  beta, the saved mean and invstd, the running statistics, dgamma, dbeta): channels
+  ``[c*i/k, c*(i+1)/k)``, the cuts moved to the kernel's group boundaries when it has groups
+  (``fn.channel_group(x.shape)`` channels each, whose sums are one BLAS call each: part ``i``
+  starts at group ``g*i/k`` of ``g``, so every part makes the very calls one thread makes and the
+  outputs are bit for bit one thread's). Batch norm's ``count`` state is read and written by part
+  0; every other part gets a private copy made before the parts start (the same value to read,
+  what it writes dropped). Not with a ``group`` attribute (the kernels then run the reference,
+  which all-reduces every channel's statistics at once). A part's workspace share is the kernel's
+  workspace for the whole launch (its buffers are per group or per channel block, so this is a
+  few per-channel vectors more than the part needs). These launches are never in a segment.
 
 The training step's data gradients split like their forwards: ``conv2d_grad_input`` (dy sliced,
 the weights whole), ``max_pool_grad``, ``avg_pool_grad`` and ``relu_grad`` (every batched input
@@ -45,11 +58,18 @@ COMPUTE_OPS = {"conv2d", "conv2d_split", "dense", "conv2d_grad_input",
                "conv2d_grad_weight"}  # judged by flops; the others by bytes
 ALL_BATCHED = {"add", "relu_grad", "max_pool_grad", "conv2d_grad_weight"}  # every batched input sliced
 REDUCED = {"conv2d_grad_weight"}  # the output is the sum of the parts' outputs
+# ops split by channel blocks: op -> (inputs sliced along axis 1, inputs sliced along axis 0);
+# output 0 is sliced along axis 1, the others along axis 0; any other input is state (see above)
+CHANNEL_OPS = {"batch_norm_train": ((0,), (1, 2, 3, 4)),
+               "batch_norm_train_grad": ((0, 4), (1, 2, 3))}
 
 
 def splittable(node: Node, graph: Graph, activations=()) -> bool:
     """True when ``node``'s kernel may run on batch slices (or column tiles) independently."""
     op = node.op
+    if op in CHANNEL_OPS:
+        shape = graph.specs[node.inputs[0]].shape
+        return not node.attrs.get("group", "") and len(shape) >= 2 and shape[1] is not None
     if op not in BATCH_OPS and op not in activations:
         return False
     if len(node.outputs) != 1 and op != "conv2d_split":  # its outputs all sliced alike
@@ -75,7 +95,12 @@ def parts(node: Node, graph: Graph, batch: int, threads: int, activations=()) ->
         k = flops // MIN_PART_FLOPS
     else:
         k = nbytes // MIN_PART_BYTES
-    limit = batch if not columns(node, graph, batch) else graph.specs[node.outputs[0]].shape[1]
+    if node.op in CHANNEL_OPS:
+        limit = graph.specs[node.inputs[0]].shape[1]
+    elif columns(node, graph, batch):
+        limit = graph.specs[node.outputs[0]].shape[1]
+    else:
+        limit = batch
     return int(max(1, min(threads, k, limit)))
 
 
@@ -97,6 +122,11 @@ def reduce_bytes(node: Node, graph: Graph) -> int:
     return int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
 
 
+def by_channels(node: Node) -> bool:
+    """``node`` is split by channel blocks (:data:`CHANNEL_OPS`): its parts have the whole batch."""
+    return node.op in CHANNEL_OPS
+
+
 def part_batch(batch: int, k: int) -> int:
     """The largest batch slice of ``batch`` cut into ``k`` parts."""
     return -(-batch // k)
@@ -107,24 +137,36 @@ def workspace_share(nbytes: int) -> int:
 
 
 def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
-    """``fn`` run in ``k`` parts (by batch slices, or by output columns of a dense layer) through
-    ``run_parts(calls)``; each part gets ``share`` bytes of the workspace."""
+    """``fn`` run in ``k`` parts (by batch slices, by output columns of a dense layer, or by
+    channel blocks for :data:`CHANNEL_OPS`) through ``run_parts(calls)``; each part gets ``share``
+    bytes of the workspace."""
     share_elems = share // 4
     reduced = op in REDUCED
+    channels = CHANNEL_OPS.get(op)
+
+    grouped = getattr(fn, "channel_group", None)
 
     def run(attrs, inputs, outputs, ws):
         out = outputs[0]
-        n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
-        m = min(k, n)
+        unit = 1
+        if channels:
+            n = inputs[0].shape[1]
+            unit = grouped(inputs[0].shape) if grouped else 1
+        else:
+            n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
+        units = -(-n // unit)
+        m = min(k, units)
         if m < 2:
             fn(attrs, inputs, outputs, ws)
             return
         calls, partials = [], []
         ndim = inputs[0].ndim if reduced else out.ndim
         for i in range(m):
-            s = slice(n * i // m, n * (i + 1) // m)
+            s = slice(unit * (units * i // m), min(n, unit * (units * (i + 1) // m)))
             part_ws = ws[i * share_elems:(i + 1) * share_elems] if ws is not None else None
-            if by_columns:  # dense: out[:, s] = x @ w[s].T + b[s]
+            if channels:
+                ins, outs = channel_slices(channels, inputs, outputs, s, i)
+            elif by_columns:  # dense: out[:, s] = x @ w[s].T + b[s]
                 ins = [inputs[0], inputs[1][s]] + [b[s] for b in inputs[2:]]
                 outs = [out[:, s]]
             else:
@@ -142,8 +184,20 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
             np.add(out, p, out=out)
     run.__name__ = getattr(fn, "__name__", op)
     run.__wrapped__ = fn
-    run.part_kernel = None if by_columns or reduced else fn  # what a segment runs per batch slice
+    run.part_kernel = None if by_columns or reduced or channels else fn  # what a segment runs per
+    # batch slice
     return run
+
+
+def channel_slices(channels: tuple, inputs: list, outputs: list, s: slice, i: int):
+    """The inputs and outputs of part ``i`` (channels ``s``) of a :data:`CHANNEL_OPS` op: the
+    inputs ``channels[0]`` and output 0 sliced along axis 1, the inputs ``channels[1]`` and the
+    other outputs along axis 0, any other input (state) whole for part 0 and a private copy for the
+    others (made before the parts start: a 1-element counter)."""
+    along1, along0 = channels
+    ins = [x[:, s] if j in along1 else x[s] if j in along0 else x if i == 0 else x.copy()
+           for j, x in enumerate(inputs)]
+    return ins, [outputs[0][:, s]] + [o[s] for o in outputs[1:]]
 
 
 def batch_inputs(op: str, inputs: list, s: slice, n: int, ndim: int) -> list:

@@ -24,15 +24,23 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
   (:mod:`.dropout`).
 - ``sgd_update``: momentum, weight decay and the learning rate in one pass of blocks over the
   parameter with two block temporaries: no per-step arrays the size of the parameter.
+- ``batch_norm_train``, ``batch_norm_train_grad``: the per-channel sums in float64 (as the
+  reference) by one GEMV per group of channels over the whole batch, the per-channel ufuncs over
+  channel blocks that stay in cache; split across threads by channel blocks (:mod:`.split`). A
+  ``group`` (synchronized batch norm) and other dtypes run the reference.
 
 The device splits these launches across its threads (:mod:`.split`): the data gradients by batch
-slices, ``conv2d_grad_weight`` by batch slices whose partial sums are added at the end.
+slices, ``conv2d_grad_weight`` by batch slices whose partial sums are added at the end, batch norm
+by channel blocks.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ...ir import Graph, Node
+from ...ops import get_op
 from ...ops.optim import learning_rate
 from . import conv_grad, dropout
 from . import kernels as K
@@ -225,6 +233,275 @@ def reduce_channels(attrs, inputs, outputs, ws):
     np.add.reduce(rows, axis=0, dtype=np.float64, out=total)
     np.copyto(out, total)
 
+# ---- batch normalization --------------------------------------------------------------------------
+BN_CHUNK = 1 << 17  # elements of a block of channels over the whole batch (its float64 copy: 1 MiB):
+# few ufunc calls per launch (each costs about a microsecond, as much as 8K elements of work), and
+# small enough to stay in L2/L3 between the ufuncs that go over it
+BN_GROUP = 32  # channels per group whose sums are one GEMV (see _Sums): a channel split's parts
+# start on a group (bn_channel_group), so small layers still split in a few parts
+
+
+def _bn_rows(n: int, c: int, hw: int) -> int:
+    """Channels per elementwise block: (N, rows, H*W) up to :data:`BN_CHUNK` elements."""
+    return max(1, min(c, BN_CHUNK // max(n * hw, 1)))
+
+
+def bn_channel_group(shape) -> int:
+    """The channels of one group of sums of a batch norm over x of ``shape`` (N, C, ...): a
+    channel split cuts the channels only between groups (:func:`.split.split_kernel`), so that
+    every part makes the very BLAS calls one thread makes on its channels."""
+    return max(1, min(BN_GROUP, BN_CHUNK // max(shape[0] * math.prod(shape[2:]), 1)))
+
+
+def _bn_planes(a: np.ndarray):
+    """``a`` (N, C, ...) as (N, C, H*W) without copying, each image's channel planes contiguous
+    (a channel slice of a wider buffer qualifies), or None."""
+    if a.ndim < 2:
+        return None
+    shape = a.shape
+    v = K._reshaped(a, (shape[0], shape[1], math.prod(shape[2:])))
+    if v is None:
+        return None
+    hw, item = v.shape[2], a.itemsize
+    if (hw > 1 and v.strides[2] != item) or (v.shape[1] > 1 and v.strides[1] != hw * item):
+        return None
+    return v
+
+
+def _bn_views(attrs, arrays: list):
+    """The (N, C, H*W) views of ``arrays`` (:func:`_bn_planes`) in the kernels' case, else None:
+    no ``group`` (a synchronized batch norm all-reduces its statistics across ranks: the
+    reference), float32 or float64 throughout, planes laid out per image."""
+    if attrs.get("group", "") or arrays[0].dtype not in (np.float32, np.float64):
+        return None
+    views = [_bn_planes(a) if a.dtype == arrays[0].dtype else None for a in arrays]
+    return None if any(v is None for v in views) else views
+
+
+class _Carve:
+    """Consecutive typed views of a workspace, each starting on 8 bytes (as :func:`_carved`
+    counts them)."""
+
+    def __init__(self, ws):
+        self.buf, self.at = ws.view(np.uint8), 0
+
+    def take(self, count: int, dtype) -> np.ndarray:
+        size = count * np.dtype(dtype).itemsize
+        v = self.buf[self.at:self.at + size].view(dtype)
+        self.at += _round8(size)
+        return v
+
+
+def _carved(*pieces) -> int:
+    """The bytes :class:`_Carve` takes for ``(count, dtype)`` pieces."""
+    return sum(_round8(count * np.dtype(dtype).itemsize) for count, dtype in pieces)
+
+
+class _Sums:
+    """Float64 per-channel sums over (N, H*W), a group of :func:`bn_channel_group` channels at a
+    time: the group's (N, g, H*W) values made float64 exactly in ``t64`` (so are the square or the
+    product of two float32 values: one in-place float64 ufunc), one GEMV of the (N*g, H*W) rows
+    with a ones vector (BLAS: no per-row loop), and the N row sums of each channel added. Float64
+    throughout, as the reference accumulates. A GEMV's per-row result depends on the row's place
+    in the call, so the groups are fixed by the channel index (and the shape) alone: a part of a
+    channel split starts on a group boundary and makes one thread's calls, bit for bit."""
+
+    def __init__(self, cv: _Carve, n: int, group: int, hw: int, second: bool = False):
+        self.t64 = cv.take(n * group * hw, np.float64)
+        self.u64 = cv.take(n * group * hw, np.float64) if second else None
+        self.ones = cv.take(hw, np.float64)
+        self.ones.fill(1.0)
+        self.rows = cv.take(n * group, np.float64)
+
+    @staticmethod
+    def size(n: int, group: int, hw: int, second: bool = False) -> list:
+        return [(n * group * hw, np.float64)] * (2 if second else 1) + [
+            (hw, np.float64), (n * group, np.float64)]
+
+    def float64(self, block, buf=None):
+        """``block`` (N, g, H*W) in float64, contiguous: an exact copy in the workspace."""
+        t = _flat((self.t64 if buf is None else buf)[:block.size], block.shape)
+        np.copyto(t, block)
+        return t
+
+    def __call__(self, t, out, square=False, other=None):
+        """``out[c]`` = the sum over images and positions of channel c's values in ``t`` (a
+        :meth:`float64` block; squared in place with ``square``; multiplied by ``other``'s, copied
+        to the second buffer, with ``other``)."""
+        n, g, hw = t.shape
+        if square:
+            np.multiply(t, t, out=t)
+        elif other is not None:
+            u = self.float64(other, self.u64)
+            np.multiply(u, t, out=u)
+            t = u
+        rows = _flat(self.rows[:n * g], (n * g,))
+        np.matmul(_flat(t, (n * g, hw)), self.ones, out=rows)
+        np.add.reduce(_flat(rows, (n, g)), axis=0, out=out)
+
+
+def _groups(c: int, group: int) -> list:
+    return [(a, min(c, a + group)) for a in range(0, c, group)]
+
+
+def _plane(buf: np.ndarray, values: np.ndarray, hw: int) -> np.ndarray:
+    """(r, H*W) with ``values[c]`` along row c: broadcast over the batch, it lets a per-channel
+    ufunc run over each image's whole block (r*H*W contiguous elements) instead of one H*W row
+    at a time (a third of the time at 14x14)."""
+    p = _flat(buf[:values.size * hw], (values.size, hw))
+    np.copyto(p, values[:, None])
+    return p
+
+
+def _bn_shape(graph: Graph, node: Node, batch: int):
+    (n, c, *rest), dtype = _spec(graph, node.inputs[0], batch)
+    return n, c, math.prod(rest), dtype
+
+
+def batch_norm_train_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """A group's float64 values and row sums (:class:`_Sums`), a (channels, H*W) plane of a
+    block's channels in the input's dtype (:func:`_plane`); five per-channel float64 vectors
+    (statistics, running-statistics terms), three in the input's dtype (mean, scale, shift), one
+    in the running statistics' dtype."""
+    n, c, hw, dtype = _bn_shape(graph, node, batch)
+    group = bn_channel_group((n, c, hw))
+    stat = np.dtype(graph.specs[node.inputs[3]].dtype)
+    return _carved(*_Sums.size(n, group, hw), (_bn_rows(n, c, hw) * hw, dtype),
+                   *[(c, np.float64)] * 5, *[(c, dtype)] * 3, (c, stat))
+
+
+def batch_norm_train(attrs, inputs, outputs, ws):
+    """The reference's batch statistics, then the normalization, in passes over channel blocks
+    (over the whole batch) that stay in cache: the float64 sum of x per channel (:class:`_Sums`);
+    ``y = x - mean`` (the mean rounded to x's dtype, as the reference); the float64 sum of y's
+    squares (exact squares, where the reference rounds them to float32 first); ``y = y * (invstd
+    * gamma) + beta``; the per-channel ufuncs over :func:`_plane` s. The running statistics are
+    updated as the reference updates them. Left to the reference: a ``group`` (synchronized batch
+    norm: the statistics are all-reduced across ranks), a dtype other than float32/float64 (or
+    unlike y's, or running statistics of two dtypes), planes not laid out per image."""
+    x, gamma, beta = inputs[:3]
+    y, saved_mean, saved_invstd = outputs
+    views = _bn_views(attrs, [x, y])
+    if views is None or inputs[3].dtype != inputs[4].dtype:
+        get_op("batch_norm_train").forward(attrs, inputs, outputs)
+        return
+    x3, y3 = views
+    n, c, hw = x3.shape
+    m = n * hw
+    group, rows = bn_channel_group((n, c, hw)), _bn_rows(n, c, hw)
+    cv = _Carve(ws)
+    sums = _Sums(cv, n, group, hw)
+    plane_buf = cv.take(rows * hw, x.dtype)
+    mean, var, invstd, scale64, w64 = (cv.take(c, np.float64) for _ in range(5))
+    mean_x, scale_x, shift_x = (cv.take(c, x.dtype) for _ in range(3))
+    w_stat = cv.take(c, inputs[3].dtype)
+    groups, blocks = _groups(c, group), _groups(c, rows)
+    for a, b in groups:
+        sums(sums.float64(x3[:, a:b]), mean[a:b])
+    np.true_divide(mean, max(m, 1), out=mean)
+    np.copyto(mean_x, mean)
+    for a, b in blocks:
+        np.subtract(x3[:, a:b], _plane(plane_buf, mean_x[a:b], hw), out=y3[:, a:b])
+    for a, b in groups:
+        sums(sums.float64(y3[:, a:b]), var[a:b], square=True)
+    np.true_divide(var, max(m, 1), out=var)  # biased: what normalization uses
+    np.add(var, attrs["eps"], out=invstd)
+    np.sqrt(invstd, out=invstd)
+    np.true_divide(1.0, invstd, out=invstd)
+    np.multiply(invstd, gamma, out=scale64)
+    np.copyto(scale_x, scale64)
+    np.copyto(shift_x, beta)
+    for a, b in blocks:
+        yb = y3[:, a:b]
+        np.multiply(yb, _plane(plane_buf, scale_x[a:b], hw), out=yb)
+        np.add(yb, _plane(plane_buf, shift_x[a:b], hw), out=yb)
+    np.copyto(saved_mean, mean)
+    np.copyto(saved_invstd, invstd)
+    _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat)
+
+
+def _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat):
+    """:func:`graphrt.ops.norm._update_running_stats` with its temporaries in the workspace (the
+    same ufuncs: ``(1 - w) * stat`` in the statistic's dtype, ``w * batch_stat`` in float64);
+    ``var`` is overwritten."""
+    running_mean, running_var = inputs[3], inputs[4]
+    count = inputs[5] if len(inputs) == 6 else None
+    if attrs["unbiased"] and m > 1:
+        np.multiply(var, m / (m - 1), out=var)
+    if attrs["caffe_fraction"] > 0:
+        scale_factor = attrs["caffe_fraction"] * float(count.reshape(-1)[0]) + 1.0
+        w = 1.0 / scale_factor
+        count[...] = scale_factor
+    else:
+        w = attrs["momentum"]
+        if count is not None:
+            count += 1
+    for stat, batch_stat in ((running_mean, mean), (running_var, var)):
+        np.multiply(stat, 1.0 - w, out=w_stat)
+        np.multiply(batch_stat, w, out=w64)
+        np.add(w_stat, w64, out=w64)
+        np.copyto(stat, w64)
+
+
+def batch_norm_train_grad_workspace(node: Node, graph: Graph, batch: int) -> int:
+    """Two groups' float64 values and row sums (:class:`_Sums`), a block temporary and a
+    :func:`_plane` in the input's dtype; two per-channel float64 sums and three per-channel factors
+    in the input's dtype."""
+    n, c, hw, dtype = _bn_shape(graph, node, batch)
+    rows = _bn_rows(n, c, hw)
+    return _carved(*_Sums.size(n, bn_channel_group((n, c, hw)), hw, second=True),
+                   (n * rows * hw, dtype), (rows * hw, dtype), (c, np.float64), (c, np.float64),
+                   *[(c, dtype)] * 3)
+
+
+def batch_norm_train_grad(attrs, inputs, outputs, ws):
+    """The reference's gradient in passes over channel blocks (over the whole batch) that stay
+    in cache: ``xhat = (x - mean) * invstd`` into dx; the float64 sums of dy and of ``dy * xhat``
+    per channel (:class:`_Sums`: exact float64 products, where the reference rounds them to
+    float32); then, in the reference's order, ``dx = (dy - sum_dy / m - xhat * (sum_dy_xhat /
+    m)) * (gamma * invstd)``, the per-channel ufuncs over :func:`_plane` s. Left to the reference:
+    a ``group`` (the sums are all-reduced across ranks), a dtype other than float32/float64 (or
+    saved statistics of another dtype), planes not laid out per image."""
+    x, gamma, mean, invstd, dy = inputs
+    dx, dgamma, dbeta = outputs
+    views = _bn_views(attrs, [x, dy, dx])
+    if views is None or mean.dtype != x.dtype or invstd.dtype != x.dtype:
+        get_op("batch_norm_train_grad").forward(attrs, inputs, outputs)
+        return
+    x3, dy3, dx3 = views
+    n, c, hw = x3.shape
+    m = max(n * hw, 1)
+    group, rows = bn_channel_group((n, c, hw)), _bn_rows(n, c, hw)
+    cv = _Carve(ws)
+    sums = _Sums(cv, n, group, hw, second=True)
+    tx, plane_buf = cv.take(n * rows * hw, x.dtype), cv.take(rows * hw, x.dtype)
+    sum_dy, sum_dy_xhat = cv.take(c, np.float64), cv.take(c, np.float64)
+    k_xhat, k_dy, k_out = (cv.take(c, x.dtype) for _ in range(3))
+    groups, blocks = _groups(c, group), _groups(c, rows)
+    for a, b in blocks:
+        xhat = dx3[:, a:b]
+        np.subtract(x3[:, a:b], _plane(plane_buf, mean[a:b], hw), out=xhat)
+        np.multiply(xhat, _plane(plane_buf, invstd[a:b], hw), out=xhat)
+    for a, b in groups:
+        dy64 = sums.float64(dy3[:, a:b])  # made float64 once for both sums
+        sums(dy64, sum_dy_xhat[a:b], other=dx3[:, a:b])
+        sums(dy64, sum_dy[a:b])
+    np.copyto(dgamma, sum_dy_xhat)
+    np.copyto(dbeta, sum_dy)
+    np.true_divide(sum_dy_xhat, m, out=sum_dy_xhat)
+    np.copyto(k_xhat, sum_dy_xhat)
+    np.true_divide(sum_dy, m, out=sum_dy)
+    np.copyto(k_dy, sum_dy)
+    np.multiply(gamma, invstd, out=sum_dy, dtype=np.float64)  # gamma * invstd in float64
+    np.copyto(k_out, sum_dy)
+    for a, b in blocks:
+        d = dx3[:, a:b]
+        np.multiply(d, _plane(plane_buf, k_xhat[a:b], hw), out=d)
+        t = _flat(tx[:d.size], d.shape)
+        np.subtract(dy3[:, a:b], _plane(plane_buf, k_dy[a:b], hw), out=t)
+        np.subtract(t, d, out=d)
+        np.multiply(d, _plane(plane_buf, k_out[a:b], hw), out=d)
+
 
 # ---- optimizer ------------------------------------------------------------------------------------
 def sgd_workspace(node: Node, graph: Graph, batch: int) -> int:
@@ -269,12 +546,17 @@ _KERNELS = {
     "max_pool_grad": max_pool_grad, "avg_pool_grad": avg_pool_grad, "relu_grad": relu_grad,
     "reduce_channels": reduce_channels, "sgd_update": sgd_update,
     "dropout_train": dropout.dropout_train,
+    "batch_norm_train": batch_norm_train, "batch_norm_train_grad": batch_norm_train_grad,
 }
 TRAIN_KERNELS = {op: K._small_buffers(fn) for op, fn in _KERNELS.items()}
+for _op in ("batch_norm_train", "batch_norm_train_grad"):  # where a channel split may cut
+    TRAIN_KERNELS[_op].channel_group = bn_channel_group
 TRAIN_WORKSPACES = {
     "conv2d_grad_input": conv_grad.conv_grad_input_workspace,
     "conv2d_grad_weight": conv_grad.conv_grad_weight_workspace,
     "max_pool_grad": max_pool_grad_workspace, "avg_pool_grad": avg_pool_grad_workspace,
     "relu_grad": relu_grad_workspace, "reduce_channels": reduce_channels_workspace,
     "sgd_update": sgd_workspace, "dropout_train": dropout.workspace,
+    "batch_norm_train": batch_norm_train_workspace,
+    "batch_norm_train_grad": batch_norm_train_grad_workspace,
 }
