@@ -395,15 +395,13 @@ def batch_norm_train(attrs, inputs, outputs, ws):
     mean, var, invstd, scale64, w64 = (cv.take(c, np.float64) for _ in range(5))
     mean_x, scale_x, shift_x = (cv.take(c, x.dtype) for _ in range(3))
     w_stat = cv.take(c, inputs[3].dtype)
-    groups, blocks = _groups(c, group), _groups(c, rows)
-    for a, b in groups:
+    for a, b in _groups(c, group):  # each group's x, y and float64 copy stay in cache throughout
         sums(sums.float64(x3[:, a:b]), mean[a:b])
-    np.true_divide(mean, max(m, 1), out=mean)
-    np.copyto(mean_x, mean)
-    for a, b in blocks:
-        np.subtract(x3[:, a:b], _plane(plane_buf, mean_x[a:b], hw), out=y3[:, a:b])
-    for a, b in groups:
-        sums(sums.float64(y3[:, a:b]), var[a:b], square=True)
+        np.true_divide(mean[a:b], max(m, 1), out=mean[a:b])
+        np.copyto(mean_x[a:b], mean[a:b])
+        yb = y3[:, a:b]
+        np.subtract(x3[:, a:b], _plane(plane_buf, mean_x[a:b], hw), out=yb)
+        sums(sums.float64(yb), var[a:b], square=True)
     np.true_divide(var, max(m, 1), out=var)  # biased: what normalization uses
     np.add(var, attrs["eps"], out=invstd)
     np.sqrt(invstd, out=invstd)
@@ -411,7 +409,7 @@ def batch_norm_train(attrs, inputs, outputs, ws):
     np.multiply(invstd, gamma, out=scale64)
     np.copyto(scale_x, scale64)
     np.copyto(shift_x, beta)
-    for a, b in blocks:
+    for a, b in _groups(c, rows):
         yb = y3[:, a:b]
         np.multiply(yb, _plane(plane_buf, scale_x[a:b], hw), out=yb)
         np.add(yb, _plane(plane_buf, shift_x[a:b], hw), out=yb)
@@ -477,14 +475,12 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     tx, plane_buf = cv.take(n * rows * hw, x.dtype), cv.take(rows * hw, x.dtype)
     sum_dy, sum_dy_xhat = cv.take(c, np.float64), cv.take(c, np.float64)
     k_xhat, k_dy, k_out = (cv.take(c, x.dtype) for _ in range(3))
-    groups, blocks = _groups(c, group), _groups(c, rows)
-    for a, b in blocks:
+    for a, b in _groups(c, group):  # each group's x, dy, xhat and float64 copies stay in cache
         xhat = dx3[:, a:b]
         np.subtract(x3[:, a:b], _plane(plane_buf, mean[a:b], hw), out=xhat)
         np.multiply(xhat, _plane(plane_buf, invstd[a:b], hw), out=xhat)
-    for a, b in groups:
         dy64 = sums.float64(dy3[:, a:b])  # made float64 once for both sums
-        sums(dy64, sum_dy_xhat[a:b], other=dx3[:, a:b])
+        sums(dy64, sum_dy_xhat[a:b], other=xhat)
         sums(dy64, sum_dy[a:b])
     np.copyto(dgamma, sum_dy_xhat)
     np.copyto(dbeta, sum_dy)
@@ -494,7 +490,7 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     np.copyto(k_dy, sum_dy)
     np.multiply(gamma, invstd, out=sum_dy, dtype=np.float64)  # gamma * invstd in float64
     np.copyto(k_out, sum_dy)
-    for a, b in blocks:
+    for a, b in _groups(c, rows):
         d = dx3[:, a:b]
         np.multiply(d, _plane(plane_buf, k_xhat[a:b], hw), out=d)
         t = _flat(tx[:d.size], d.shape)
