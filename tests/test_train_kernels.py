@@ -234,8 +234,8 @@ BN_CONVENTIONS = st.sampled_from([{"momentum": 0.1, "unbiased": True},
                                   {"caffe_fraction": 0.999, "unbiased": True},
                                   {"caffe_fraction": 0.5, "unbiased": False}])
 # default sizes; a group (one GEMV) and a block of one channel; a few channels per group and block
-BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 3},
-                              {"BN_CHUNK": 5000, "BN_GROUP": 7}])
+BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 60},
+                              {"BN_CHUNK": 5000, "BN_GROUP": 700}])
 
 
 @contextlib.contextmanager
@@ -420,11 +420,12 @@ def test_batch_norm_kernels_leave_the_rest_to_the_reference():
             assert np.array_equal(a, b), (dtype, attrs, transpose)
 
 
-@given(bn_cases(max_n=5, max_c=40, max_side=7), BN_CONVENTIONS, st.sampled_from([1, 2, 5]))
+@given(bn_cases(max_n=5, max_c=40, max_side=7), BN_CONVENTIONS, st.sampled_from([1, 40, 300]))
 def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group):
     """``batch_norm_train`` (with a step counter) and ``batch_norm_train_grad`` compiled on the
     cpu device with 2 and 3 threads, split by channel blocks however small (groups of ``group``
-    channels): their outputs and the running statistics bit for bit one thread's, over two steps."""
+    elements): their outputs and the running statistics bit for bit one thread's, over two
+    steps."""
     rng, dtype, x = case
     c = x.shape[1]
     count = [np.zeros(1, dtype)]
@@ -439,7 +440,7 @@ def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group):
             gg, gnode, _ = bn_grad_node(x, dy, [params[0], np.ones(c, dtype), np.ones(c, dtype)])
             gg.set_outputs(list(gnode.outputs))
             bwd = graphrt.compile(gg, batch_size=n, opt_level=2, threads=threads)
-            if threads > 1 and c > group:
+            if threads > 1 and c > T.bn_channel_group(x.shape):
                 assert fwd.device.parts.get("node", 1) > 1 and bwd.device.parts.get("node", 1) > 1
             got = []
             for step in range(2):
@@ -570,11 +571,15 @@ def test_training_kernels_allocate_nothing(threads):
     50 KiB to 1 MiB): its temporaries live in the planned workspace."""
     with split_everything():
         _, _, trainer, _ = _train(small_training_graph(48), threads, steps=2)
-    launches = [la for la in trainer.exe.program(6).launches if la.op in T.TRAIN_KERNELS]
-    assert {la.op for la in launches} == set(T.TRAIN_KERNELS)
+    launches = trainer.exe.program(6).launches
+    assert {la.op for la in launches if la.op in T.TRAIN_KERNELS} == set(T.TRAIN_KERNELS)
     tracemalloc.start()
-    try:
+    try:  # every launch in order (each training kernel on the data of the step, not stale arena
+        # bytes: a NaN there takes max_pool_grad's rare path, which allocates)
         for launch in launches:
+            if launch.op not in T.TRAIN_KERNELS:
+                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+                continue
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)

@@ -237,8 +237,10 @@ def reduce_channels(attrs, inputs, outputs, ws):
 BN_CHUNK = 1 << 17  # elements of a block of channels over the whole batch (its float64 copy: 1 MiB):
 # few ufunc calls per launch (each costs about a microsecond, as much as 8K elements of work), and
 # small enough to stay in L2/L3 between the ufuncs that go over it
-BN_GROUP = 32  # channels per group whose sums are one GEMV (see _Sums): a channel split's parts
-# start on a group (bn_channel_group), so small layers still split in a few parts
+BN_GROUP = 1 << 16  # elements of a group of channels whose sums are one GEMV (see _Sums): enough
+# work per call (Inception-BN's batch norms at batch 4, one thread: groups of 2^15 elements took
+# 1.13x the time, 2^17 0.97x, fixed groups of 32 channels 1.5x the reference at 7x7), few enough
+# channels a group (83 at 4x14x14) that a layer large enough to be split has groups to split
 
 
 def _bn_rows(n: int, c: int, hw: int) -> int:
@@ -247,10 +249,12 @@ def _bn_rows(n: int, c: int, hw: int) -> int:
 
 
 def bn_channel_group(shape) -> int:
-    """The channels of one group of sums of a batch norm over x of ``shape`` (N, C, ...): a
-    channel split cuts the channels only between groups (:func:`.split.split_kernel`), so that
-    every part makes the very BLAS calls one thread makes on its channels."""
-    return max(1, min(BN_GROUP, BN_CHUNK // max(shape[0] * math.prod(shape[2:]), 1)))
+    """The channels of one group of sums of a batch norm over x of ``shape`` (N, C, ...), from N
+    and H*W alone (up to :data:`BN_GROUP` elements; not from C, which a part of a channel split
+    has less of): a channel split cuts the channels only between groups
+    (:func:`.split.split_kernel`), so that every part makes the very BLAS calls one thread makes
+    on its channels."""
+    return max(1, min(BN_GROUP, BN_CHUNK) // max(shape[0] * math.prod(shape[2:]), 1))
 
 
 def _bn_planes(a: np.ndarray):
