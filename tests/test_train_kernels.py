@@ -233,9 +233,10 @@ BN_CONVENTIONS = st.sampled_from([{"momentum": 0.1, "unbiased": True},
                                   {"momentum": 1.0, "unbiased": True},
                                   {"caffe_fraction": 0.999, "unbiased": True},
                                   {"caffe_fraction": 0.5, "unbiased": False}])
-# default sizes; a group (one GEMV) and a block of one channel; a few channels per group and block
+# default sizes; a group of sums and a block of one channel; a few channels per group and block
 BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 60},
-                              {"BN_CHUNK": 5000, "BN_GROUP": 700}])
+                              {"BN_CHUNK": 5000, "BN_GROUP": 700, "BN_GEMV_HW": 20},
+                              {"BN_GEMV_HW": 1}])
 
 
 @contextlib.contextmanager
@@ -420,11 +421,12 @@ def test_batch_norm_kernels_leave_the_rest_to_the_reference():
             assert np.array_equal(a, b), (dtype, attrs, transpose)
 
 
-@given(bn_cases(max_n=5, max_c=40, max_side=7), BN_CONVENTIONS, st.sampled_from([1, 40, 300]))
-def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group):
+@given(bn_cases(max_n=5, max_c=40, max_side=7), BN_CONVENTIONS, st.sampled_from([1, 40, 300]),
+       st.sampled_from([2048, 10]))
+def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group, gemv_hw):
     """``batch_norm_train`` (with a step counter) and ``batch_norm_train_grad`` compiled on the
     cpu device with 2 and 3 threads, split by channel blocks however small (groups of ``group``
-    elements): their outputs and the running statistics bit for bit one thread's, over two
+    elements, planes summed by GEMV or by ufuncs): their outputs and the running statistics bit for bit one thread's, over two
     steps."""
     rng, dtype, x = case
     c = x.shape[1]
@@ -433,7 +435,7 @@ def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group):
     dy = rng.standard_normal(x.shape).astype(dtype)
     results = {}
     for threads in (1, 2, 3):
-        with split_everything(), bn_tuned(BN_GROUP=group):
+        with split_everything(), bn_tuned(BN_GROUP=group, BN_GEMV_HW=gemv_hw):
             g, node, n = one_node("batch_norm_train", [x], [p.copy() for p in params], convention)
             g.set_outputs(list(node.outputs))
             fwd = graphrt.compile(g, batch_size=n, opt_level=2, threads=threads)

@@ -21,14 +21,15 @@ a timing — and how many parts each op can be cut into:
   on a block of the channels of x, y, dy and dx (axis 1) and of the per-channel tensors (gamma,
   beta, the saved mean and invstd, the running statistics, dgamma, dbeta): channels
   ``[c*i/k, c*(i+1)/k)``, the cuts moved to the kernel's group boundaries when it has groups
-  (``fn.channel_group(x.shape)`` channels each, whose sums are one BLAS call each: part ``i``
+  (``fn.channel_group(x.shape)`` channels each, whose sums may be one BLAS call each: part ``i``
   starts at group ``g*i/k`` of ``g``, so every part makes the very calls one thread makes and the
   outputs are bit for bit one thread's). Batch norm's ``count`` state is read and written by part
   0; every other part gets a private copy made before the parts start (the same value to read,
   what it writes dropped). Not with a ``group`` attribute (the kernels then run the reference,
   which all-reduces every channel's statistics at once). A part's workspace share is the kernel's
   workspace for the whole launch (its buffers are per group or per channel block, so this is a
-  few per-channel vectors more than the part needs). These launches are never in a segment.
+  few per-channel vectors more than the part needs). These launches are never in a segment, and
+  each part must move at least :data:`CHANNEL_PART_BYTES`.
 
 The training step's data gradients split like their forwards: ``conv2d_grad_input`` (dy sliced,
 the weights whole), ``max_pool_grad``, ``avg_pool_grad`` and ``relu_grad`` (every batched input
@@ -48,6 +49,10 @@ from ...ir import opset
 ALIGN = 64  # bytes: each part's workspace starts on a cache line
 MIN_PART_FLOPS = 4_000_000  # a part must do at least this much arithmetic (about 40-100 us) ...
 MIN_PART_BYTES = 1 << 19  # ... or move at least this much memory (memory-bound ops)
+CHANNEL_PART_BYTES = 4 << 20  # ... and a part of a channel split this much (CHANNEL_OPS: the batch
+# norm kernels make a few dozen small ufunc calls per launch, whose Python and GIL hand-offs the
+# parts contend for; 2 threads on 2 vCPUs, per launch: 0.7x-0.8x the time from 4x192x56x56 (19 MB
+# moved) up, 1.2x-1.3x slower at 4x96x28x28 (2.4 MB))
 
 # ops whose kernel runs image by image (input 0 and the outputs sliced along the batch)
 BATCH_OPS = {"conv2d", "conv2d_split", "max_pool", "avg_pool", "lrn", "batch_norm",
@@ -93,6 +98,8 @@ def parts(node: Node, graph: Graph, batch: int, threads: int, activations=()) ->
                                 [graph.specs[t] for t in node.outputs], batch)
     if node.op in COMPUTE_OPS:
         k = flops // MIN_PART_FLOPS
+    elif node.op in CHANNEL_OPS:
+        k = nbytes // max(MIN_PART_BYTES, CHANNEL_PART_BYTES)
     else:
         k = nbytes // MIN_PART_BYTES
     if node.op in CHANNEL_OPS:

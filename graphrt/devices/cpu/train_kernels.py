@@ -25,9 +25,10 @@ the same order of operations (the numbers differ at most by float rounding: BLAS
 - ``sgd_update``: momentum, weight decay and the learning rate in one pass of blocks over the
   parameter with two block temporaries: no per-step arrays the size of the parameter.
 - ``batch_norm_train``, ``batch_norm_train_grad``: the per-channel sums in float64 (as the
-  reference) by one GEMV per group of channels over the whole batch, the per-channel ufuncs over
-  channel blocks that stay in cache; split across threads by channel blocks (:mod:`.split`). A
-  ``group`` (synchronized batch norm) and other dtypes run the reference.
+  reference) over groups of channels (the whole batch) whose float64 copies stay in cache, by GEMV
+  for small planes, the per-channel ufuncs over channel blocks; split across threads by channel
+  blocks cut between groups (:mod:`.split`).
+  A ``group`` (synchronized batch norm) and other dtypes run the reference.
 
 The device splits these launches across its threads (:mod:`.split`): the data gradients by batch
 slices, ``conv2d_grad_weight`` by batch slices whose partial sums are added at the end, batch norm
@@ -237,10 +238,12 @@ def reduce_channels(attrs, inputs, outputs, ws):
 BN_CHUNK = 1 << 17  # elements of a block of channels over the whole batch (its float64 copy: 1 MiB):
 # few ufunc calls per launch (each costs about a microsecond, as much as 8K elements of work), and
 # small enough to stay in L2/L3 between the ufuncs that go over it
-BN_GROUP = 1 << 16  # elements of a group of channels whose sums are one GEMV (see _Sums): enough
-# work per call (Inception-BN's batch norms at batch 4, one thread: groups of 2^15 elements took
+BN_GROUP = 1 << 16  # elements of a group of channels whose sums are taken together (_Sums): enough
+# work per GEMV (Inception-BN's batch norms at batch 4, one thread: groups of 2^15 elements took
 # 1.13x the time, 2^17 0.97x, fixed groups of 32 channels 1.5x the reference at 7x7), few enough
 # channels a group (83 at 4x14x14) that a layer large enough to be split has groups to split
+BN_GEMV_HW = 2048  # planes of fewer elements are summed by GEMV, larger ones by ufunc reductions
+# (one thread: GEMV 0.9x the time at 4x96x28x28, the same from 56x56 up; see _Sums)
 
 
 def _bn_rows(n: int, c: int, hw: int) -> int:
@@ -304,23 +307,32 @@ def _carved(*pieces) -> int:
 class _Sums:
     """Float64 per-channel sums over (N, H*W), a group of :func:`bn_channel_group` channels at a
     time: the group's (N, g, H*W) values made float64 exactly in ``t64`` (so are the square or the
-    product of two float32 values: one in-place float64 ufunc), one GEMV of the (N*g, H*W) rows
-    with a ones vector (BLAS: no per-row loop), and the N row sums of each channel added. Float64
-    throughout, as the reference accumulates. A GEMV's per-row result depends on the row's place
-    in the call, so the groups are fixed by the channel index (and the shape) alone: a part of a
-    channel split starts on a group boundary and makes one thread's calls, bit for bit."""
+    product of two float32 values: one in-place float64 ufunc), then the sum of each (image,
+    channel) row and each channel's N row sums. Float64 throughout, as the reference accumulates.
+
+    Rows shorter than :data:`BN_GEMV_HW`: one GEMV of the (N*g, H*W) rows with a ones vector (a
+    ufunc reduction would loop per row: 1.5x the time at 7x7), then the N row sums of each channel
+    added in order. A GEMV's per-row result depends on the row's place in the call, so the groups
+    are fixed by the channel index and the shape alone and a channel split cuts only between them
+    (``channel_group``, :mod:`.split`): each part makes one thread's calls, bit for bit. Longer
+    rows: each row's pairwise sum, the row sums moved channel-major and summed pairwise — a
+    channel's sums depend on its own values only, and no BLAS (two threads calling OpenBLAS's GEMV
+    at once ran slower than one thread calling it twice: these are the launches large enough to
+    be split)."""
 
     def __init__(self, cv: _Carve, n: int, group: int, hw: int, second: bool = False):
         self.t64 = cv.take(n * group * hw, np.float64)
         self.u64 = cv.take(n * group * hw, np.float64) if second else None
-        self.ones = cv.take(hw, np.float64)
-        self.ones.fill(1.0)
-        self.rows = cv.take(n * group, np.float64)
+        self.ones = cv.take(hw, np.float64) if hw < BN_GEMV_HW else None
+        if self.ones is not None:
+            self.ones.fill(1.0)
+        self.rows, self.cols = cv.take(n * group, np.float64), cv.take(n * group, np.float64)
 
     @staticmethod
     def size(n: int, group: int, hw: int, second: bool = False) -> list:
         return [(n * group * hw, np.float64)] * (2 if second else 1) + [
-            (hw, np.float64), (n * group, np.float64)]
+            (hw if hw < BN_GEMV_HW else 0, np.float64), (n * group, np.float64),
+            (n * group, np.float64)]
 
     def float64(self, block, buf=None):
         """``block`` (N, g, H*W) in float64, contiguous: an exact copy in the workspace."""
@@ -339,9 +351,16 @@ class _Sums:
             u = self.float64(other, self.u64)
             np.multiply(u, t, out=u)
             t = u
-        rows = _flat(self.rows[:n * g], (n * g,))
-        np.matmul(_flat(t, (n * g, hw)), self.ones, out=rows)
-        np.add.reduce(_flat(rows, (n, g)), axis=0, out=out)
+        if self.ones is not None:
+            rows = _flat(self.rows[:n * g], (n * g,))
+            np.matmul(_flat(t, (n * g, hw)), self.ones, out=rows)
+            np.add.reduce(_flat(rows, (n, g)), axis=0, out=out)
+            return
+        rows = _flat(self.rows[:n * g], (n, g))
+        np.add.reduce(t, axis=-1, out=rows)
+        cols = _flat(self.cols[:n * g], (g, n))
+        np.copyto(cols, rows.T)
+        np.add.reduce(cols, axis=-1, out=out)
 
 
 def _groups(c: int, group: int) -> list:
