@@ -235,8 +235,8 @@ BN_CONVENTIONS = st.sampled_from([{"momentum": 0.1, "unbiased": True},
                                   {"caffe_fraction": 0.5, "unbiased": False}])
 # default sizes; a group of sums and a block of one channel; a few channels per group and block
 BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 60},
-                              {"BN_CHUNK": 5000, "BN_GROUP": 700, "BN_GEMV_HW": 20},
-                              {"BN_GEMV_HW": 1}])
+                              {"BN_CHUNK": 5000, "BN_BIG_GROUP": 700, "BN_GEMV_HW": 20},
+                              {"BN_GEMV_HW": 1}, {"BN_GEMV_HW": 1, "BN_BIG_GROUP": 1}])
 
 
 @contextlib.contextmanager
@@ -435,7 +435,7 @@ def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group, 
     dy = rng.standard_normal(x.shape).astype(dtype)
     results = {}
     for threads in (1, 2, 3):
-        with split_everything(), bn_tuned(BN_GROUP=group, BN_GEMV_HW=gemv_hw):
+        with split_everything(), bn_tuned(BN_GROUP=group, BN_BIG_GROUP=group, BN_GEMV_HW=gemv_hw):
             g, node, n = one_node("batch_norm_train", [x], [p.copy() for p in params], convention)
             g.set_outputs(list(node.outputs))
             fwd = graphrt.compile(g, batch_size=n, opt_level=2, threads=threads)

@@ -242,6 +242,9 @@ BN_GROUP = 1 << 16  # elements of a group of channels whose sums are taken toget
 # work per GEMV (Inception-BN's batch norms at batch 4, one thread: groups of 2^15 elements took
 # 1.13x the time, 2^17 0.97x, fixed groups of 32 channels 1.5x the reference at 7x7), few enough
 # channels a group (83 at 4x14x14) that a layer large enough to be split has groups to split
+BN_BIG_GROUP = 1 << 18  # ... of planes of BN_GEMV_HW elements or more: a few channels a group
+# (5 at 4x112x112) where 2^16 held one — 16 ufunc calls a channel (one thread, 4x64x112x112:
+# 0.71x the time of the forward, 4x192x56x56 0.78x)
 BN_GEMV_HW = 2048  # planes of fewer elements are summed by GEMV, larger ones by ufunc reductions
 # (one thread: GEMV 0.9x the time at 4x96x28x28, the same from 56x56 up; see _Sums)
 
@@ -257,7 +260,9 @@ def bn_channel_group(shape) -> int:
     has less of): a channel split cuts the channels only between groups
     (:func:`.split.split_kernel`), so that every part makes the very BLAS calls one thread makes
     on its channels."""
-    return max(1, min(BN_GROUP, BN_CHUNK) // max(shape[0] * math.prod(shape[2:]), 1))
+    hw = math.prod(shape[2:])
+    size = BN_GROUP if hw < BN_GEMV_HW else BN_BIG_GROUP
+    return max(1, size // max(shape[0] * hw, 1))
 
 
 def _bn_planes(a: np.ndarray):
@@ -389,7 +394,7 @@ def batch_norm_train_workspace(node: Node, graph: Graph, batch: int) -> int:
     n, c, hw, dtype = _bn_shape(graph, node, batch)
     group = bn_channel_group((n, c, hw))
     stat = np.dtype(graph.specs[node.inputs[3]].dtype)
-    return _carved(*_Sums.size(n, group, hw), (_bn_rows(n, c, hw) * hw, dtype),
+    return _carved(*_Sums.size(n, group, hw), (max(_bn_rows(n, c, hw), min(group, c)) * hw, dtype),
                    *[(c, np.float64)] * 5, *[(c, dtype)] * 3, (c, stat))
 
 
@@ -414,17 +419,37 @@ def batch_norm_train(attrs, inputs, outputs, ws):
     group, rows = bn_channel_group((n, c, hw)), _bn_rows(n, c, hw)
     cv = _Carve(ws)
     sums = _Sums(cv, n, group, hw)
-    plane_buf = cv.take(rows * hw, x.dtype)
+    plane_buf = cv.take(max(rows, min(group, c)) * hw, x.dtype)
     mean, var, invstd, scale64, w64 = (cv.take(c, np.float64) for _ in range(5))
     mean_x, scale_x, shift_x = (cv.take(c, x.dtype) for _ in range(3))
     w_stat = cv.take(c, inputs[3].dtype)
+    fused = hw >= BN_GEMV_HW  # large planes: normalize each group while it is in cache
     for a, b in _groups(c, group):  # each group's x, y and float64 copy stay in cache throughout
+        yb = y3[:, a:b]
         sums(sums.float64(x3[:, a:b]), mean[a:b])
         np.true_divide(mean[a:b], max(m, 1), out=mean[a:b])
         np.copyto(mean_x[a:b], mean[a:b])
-        yb = y3[:, a:b]
         np.subtract(x3[:, a:b], _plane(plane_buf, mean_x[a:b], hw), out=yb)
         sums(sums.float64(yb), var[a:b], square=True)
+        if fused:
+            _bn_normalize(attrs, yb, gamma[a:b], beta[a:b], var[a:b], invstd[a:b], scale64[a:b],
+                          scale_x[a:b], shift_x[a:b], m, plane_buf, hw)
+    if not fused:
+        _bn_normalize(attrs, None, gamma, beta, var, invstd, scale64, scale_x, shift_x, m,
+                      plane_buf, hw)
+        for a, b in _groups(c, rows):
+            yb = y3[:, a:b]
+            np.multiply(yb, _plane(plane_buf, scale_x[a:b], hw), out=yb)
+            np.add(yb, _plane(plane_buf, shift_x[a:b], hw), out=yb)
+    np.copyto(saved_mean, mean)
+    np.copyto(saved_invstd, invstd)
+    _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat)
+
+
+def _bn_normalize(attrs, yb, gamma, beta, var, invstd, scale64, scale_x, shift_x, m, plane_buf,
+                  hw):
+    """The variance from the sum of squares, invstd, the scale and shift (in y's dtype) of some
+    channels and — given ``yb``, their block of y — ``yb = yb * scale + shift``."""
     np.true_divide(var, max(m, 1), out=var)  # biased: what normalization uses
     np.add(var, attrs["eps"], out=invstd)
     np.sqrt(invstd, out=invstd)
@@ -432,13 +457,9 @@ def batch_norm_train(attrs, inputs, outputs, ws):
     np.multiply(invstd, gamma, out=scale64)
     np.copyto(scale_x, scale64)
     np.copyto(shift_x, beta)
-    for a, b in _groups(c, rows):
-        yb = y3[:, a:b]
-        np.multiply(yb, _plane(plane_buf, scale_x[a:b], hw), out=yb)
-        np.add(yb, _plane(plane_buf, shift_x[a:b], hw), out=yb)
-    np.copyto(saved_mean, mean)
-    np.copyto(saved_invstd, invstd)
-    _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat)
+    if yb is not None:
+        np.multiply(yb, _plane(plane_buf, scale_x, hw), out=yb)
+        np.add(yb, _plane(plane_buf, shift_x, hw), out=yb)
 
 
 def _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat):
@@ -469,9 +490,9 @@ def batch_norm_train_grad_workspace(node: Node, graph: Graph, batch: int) -> int
     :func:`_plane` in the input's dtype; two per-channel float64 sums and three per-channel factors
     in the input's dtype."""
     n, c, hw, dtype = _bn_shape(graph, node, batch)
-    rows = _bn_rows(n, c, hw)
-    return _carved(*_Sums.size(n, bn_channel_group((n, c, hw)), hw, second=True),
-                   (n * rows * hw, dtype), (rows * hw, dtype), (c, np.float64), (c, np.float64),
+    rows, group = _bn_rows(n, c, hw), bn_channel_group((n, c, hw))
+    return _carved(*_Sums.size(n, group, hw, second=True), (n * rows * hw, dtype),
+                   (max(rows, min(group, c)) * hw, dtype), (c, np.float64), (c, np.float64),
                    *[(c, dtype)] * 3)
 
 
@@ -495,7 +516,8 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     group, rows = bn_channel_group((n, c, hw)), _bn_rows(n, c, hw)
     cv = _Carve(ws)
     sums = _Sums(cv, n, group, hw, second=True)
-    tx, plane_buf = cv.take(n * rows * hw, x.dtype), cv.take(rows * hw, x.dtype)
+    tx = cv.take(n * rows * hw, x.dtype)
+    plane_buf = cv.take(max(rows, min(group, c)) * hw, x.dtype)
     sum_dy, sum_dy_xhat = cv.take(c, np.float64), cv.take(c, np.float64)
     k_xhat, k_dy, k_out = (cv.take(c, x.dtype) for _ in range(3))
     for a, b in _groups(c, group):  # each group's x, dy, xhat and float64 copies stay in cache
