@@ -403,7 +403,8 @@ def batch_norm_train(attrs, inputs, outputs, ws):
     (over the whole batch) that stay in cache: the float64 sum of x per channel (:class:`_Sums`);
     ``y = x - mean`` (the mean rounded to x's dtype, as the reference); the float64 sum of y's
     squares (exact squares, where the reference rounds them to float32 first); ``y = y * (invstd
-    * gamma) + beta``; the per-channel ufuncs over :func:`_plane` s. The running statistics are
+    * gamma) + beta`` (in the same pass, group by group, for planes of :data:`BN_GEMV_HW`
+    elements or more); the per-channel ufuncs over :func:`_plane` s. The running statistics are
     updated as the reference updates them. Left to the reference: a ``group`` (synchronized batch
     norm: the statistics are all-reduced across ranks), a dtype other than float32/float64 (or
     unlike y's, or running statistics of two dtypes), planes not laid out per image."""
@@ -491,8 +492,9 @@ def batch_norm_train_grad_workspace(node: Node, graph: Graph, batch: int) -> int
     in the input's dtype."""
     n, c, hw, dtype = _bn_shape(graph, node, batch)
     rows, group = _bn_rows(n, c, hw), bn_channel_group((n, c, hw))
-    return _carved(*_Sums.size(n, group, hw, second=True), (n * rows * hw, dtype),
-                   (max(rows, min(group, c)) * hw, dtype), (c, np.float64), (c, np.float64),
+    block = max(rows, min(group, c))
+    return _carved(*_Sums.size(n, group, hw, second=True), (n * block * hw, dtype),
+                   (block * hw, dtype), (c, np.float64), (c, np.float64),
                    *[(c, dtype)] * 3)
 
 
@@ -501,7 +503,9 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     in cache: ``xhat = (x - mean) * invstd`` into dx; the float64 sums of dy and of ``dy * xhat``
     per channel (:class:`_Sums`: exact float64 products, where the reference rounds them to
     float32); then, in the reference's order, ``dx = (dy - sum_dy / m - xhat * (sum_dy_xhat /
-    m)) * (gamma * invstd)``, the per-channel ufuncs over :func:`_plane` s. Left to the reference:
+    m)) * (gamma * invstd)`` (in the same pass, group by group, for planes of
+    :data:`BN_GEMV_HW` elements or more), the per-channel ufuncs over :func:`_plane` s. Left to the
+    reference:
     a ``group`` (the sums are all-reduced across ranks), a dtype other than float32/float64 (or
     saved statistics of another dtype), planes not laid out per image."""
     x, gamma, mean, invstd, dy = inputs
@@ -516,10 +520,11 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     group, rows = bn_channel_group((n, c, hw)), _bn_rows(n, c, hw)
     cv = _Carve(ws)
     sums = _Sums(cv, n, group, hw, second=True)
-    tx = cv.take(n * rows * hw, x.dtype)
+    tx = cv.take(n * max(rows, min(group, c)) * hw, x.dtype)
     plane_buf = cv.take(max(rows, min(group, c)) * hw, x.dtype)
     sum_dy, sum_dy_xhat = cv.take(c, np.float64), cv.take(c, np.float64)
     k_xhat, k_dy, k_out = (cv.take(c, x.dtype) for _ in range(3))
+    fused = hw >= BN_GEMV_HW  # large planes: dx of each group while it is in cache
     for a, b in _groups(c, group):  # each group's x, dy, xhat and float64 copies stay in cache
         xhat = dx3[:, a:b]
         np.subtract(x3[:, a:b], _plane(plane_buf, mean[a:b], hw), out=xhat)
@@ -527,6 +532,21 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
         dy64 = sums.float64(dy3[:, a:b])  # made float64 once for both sums
         sums(dy64, sum_dy_xhat[a:b], other=xhat)
         sums(dy64, sum_dy[a:b])
+        if fused:
+            _bn_grad_factors(gamma[a:b], invstd[a:b], sum_dy[a:b], sum_dy_xhat[a:b], dgamma[a:b],
+                             dbeta[a:b], k_xhat[a:b], k_dy[a:b], k_out[a:b], m)
+            _bn_grad_dx(dx3[:, a:b], dy3[:, a:b], k_xhat[a:b], k_dy[a:b], k_out[a:b], tx,
+                        plane_buf, hw)
+    if not fused:
+        _bn_grad_factors(gamma, invstd, sum_dy, sum_dy_xhat, dgamma, dbeta, k_xhat, k_dy, k_out, m)
+        for a, b in _groups(c, rows):
+            _bn_grad_dx(dx3[:, a:b], dy3[:, a:b], k_xhat[a:b], k_dy[a:b], k_out[a:b], tx,
+                        plane_buf, hw)
+
+
+def _bn_grad_factors(gamma, invstd, sum_dy, sum_dy_xhat, dgamma, dbeta, k_xhat, k_dy, k_out, m):
+    """dgamma, dbeta and the per-channel factors of dx (in x's dtype) of some channels, from
+    their sums (overwritten)."""
     np.copyto(dgamma, sum_dy_xhat)
     np.copyto(dbeta, sum_dy)
     np.true_divide(sum_dy_xhat, m, out=sum_dy_xhat)
@@ -535,13 +555,16 @@ def batch_norm_train_grad(attrs, inputs, outputs, ws):
     np.copyto(k_dy, sum_dy)
     np.multiply(gamma, invstd, out=sum_dy, dtype=np.float64)  # gamma * invstd in float64
     np.copyto(k_out, sum_dy)
-    for a, b in _groups(c, rows):
-        d = dx3[:, a:b]
-        np.multiply(d, _plane(plane_buf, k_xhat[a:b], hw), out=d)
-        t = _flat(tx[:d.size], d.shape)
-        np.subtract(dy3[:, a:b], _plane(plane_buf, k_dy[a:b], hw), out=t)
-        np.subtract(t, d, out=d)
-        np.multiply(d, _plane(plane_buf, k_out[a:b], hw), out=d)
+
+
+def _bn_grad_dx(d, dyb, k_xhat, k_dy, k_out, tx, plane_buf, hw):
+    """``d`` (a block of dx holding xhat) = ``(dy - k_dy - xhat * k_xhat) * k_out``, in the
+    reference's order."""
+    np.multiply(d, _plane(plane_buf, k_xhat, hw), out=d)
+    t = _flat(tx[:d.size], d.shape)
+    np.subtract(dyb, _plane(plane_buf, k_dy, hw), out=t)
+    np.subtract(t, d, out=d)
+    np.multiply(d, _plane(plane_buf, k_out, hw), out=d)
 
 
 # ---- optimizer ------------------------------------------------------------------------------------
