@@ -150,8 +150,7 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
     share_elems = share // 4
     reduced = op in REDUCED
     channels = CHANNEL_OPS.get(op)
-
-    grouped = getattr(fn, "channel_group", None)
+    grouped = getattr(fn, "channel_group", None)  # a channel split cuts between these groups
 
     def run(attrs, inputs, outputs, ws):
         out = outputs[0]
