@@ -142,12 +142,12 @@ def conv_graph(x, w, b, attrs):
 @contextlib.contextmanager
 def split_everything():
     """Every splittable launch split, however small (the shapes here are tiny)."""
-    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES
-    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = 1
+    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES, split.CHANNEL_PART_BYTES
+    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = split.CHANNEL_PART_BYTES = 1
     try:
         yield
     finally:
-        split.MIN_PART_FLOPS, split.MIN_PART_BYTES = saved
+        split.MIN_PART_FLOPS, split.MIN_PART_BYTES, split.CHANNEL_PART_BYTES = saved
 
 
 @given(conv_layers(), st.sampled_from(["im2col", "im2col_nhwc", "winograd", "pointwise", "default"]),

@@ -31,13 +31,14 @@ from graphrt.testing.strategies import inception_graphs, sequential_graphs
 @contextlib.contextmanager
 def split_everything(use_segments: bool = True):
     """Every splittable launch split (and every run of them a segment), however small."""
-    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES, segments.ENABLED
-    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = 1
+    saved = split.MIN_PART_FLOPS, split.MIN_PART_BYTES, split.CHANNEL_PART_BYTES, segments.ENABLED
+    split.MIN_PART_FLOPS = split.MIN_PART_BYTES = split.CHANNEL_PART_BYTES = 1
     segments.ENABLED = use_segments
     try:
         yield
     finally:
-        split.MIN_PART_FLOPS, split.MIN_PART_BYTES, segments.ENABLED = saved
+        (split.MIN_PART_FLOPS, split.MIN_PART_BYTES, split.CHANNEL_PART_BYTES,
+         segments.ENABLED) = saved
 
 
 def compiled(graph, batch, threads, use_segments=True):

@@ -6,6 +6,7 @@ Chunk and block sizes are drawn small as well as at their defaults (every chunki
 """
 from __future__ import annotations
 
+import contextlib
 import tracemalloc
 
 import numpy as np
@@ -393,11 +394,243 @@ def test_sgd_update_split(data, dtype, k, parallel):
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)
 
 
+# ---- batch normalization ---------------------------------------------------------------------------
+BN_CONVENTIONS = st.sampled_from([{"momentum": 0.1, "unbiased": True},
+                                  {"momentum": 0.01, "unbiased": False},
+                                  {"momentum": 1.0, "unbiased": True},
+                                  {"caffe_fraction": 0.999, "unbiased": True},
+                                  {"caffe_fraction": 0.5, "unbiased": False}])
+# default sizes; a group of sums and a block of one channel; a few channels per group and block
+BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 60},
+                              {"BN_CHUNK": 5000, "BN_BIG_GROUP": 700, "BN_GEMV_HW": 20},
+                              {"BN_GEMV_HW": 1}, {"BN_GEMV_HW": 1, "BN_BIG_GROUP": 1}])
+
+
+@contextlib.contextmanager
+def bn_tuned(**sizes):
+    saved = {name: getattr(T, name) for name in sizes}
+    for name, value in sizes.items():
+        setattr(T, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(T, name, value)
+
+
+@st.composite
+def bn_cases(draw, max_n=5, max_c=40, max_side=9):
+    """x of (N, C) or (N, C, H, W) with odd sizes, values offset from 0 (a mean to remove) and of
+    any scale."""
+    rng, dtype = rng_of(draw), draw(DTYPES)
+    n, c = draw(st.integers(1, max_n)), draw(st.integers(1, max_c))
+    spatial = draw(st.sampled_from([(), None]))
+    if spatial is None:
+        spatial = (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
+    scale = draw(st.sampled_from([1.0, 1e-3, 50.0]))
+    shift = draw(st.sampled_from([0.0, 3.0, -100.0]))
+    x = (rng.standard_normal((n, c) + spatial) * scale + shift).astype(dtype)
+    return rng, dtype, x
+
+
+def bn_grad_node(x, dy, params, attrs=None):
+    """A one-node ``batch_norm_train_grad`` graph over batched inputs x and dy and the parameters
+    (gamma, saved_mean, saved_invstd), in the op's input order; returns (graph, node, batch)."""
+    g = Graph("batch_norm_train_grad")
+    xi = g.add_input("in0", (None,) + x.shape[1:], str(x.dtype))
+    dyi = g.add_input("in1", (None,) + dy.shape[1:], str(dy.dtype))
+    names = [g.add_param(f"p{i}", a) for i, a in enumerate(params)]
+    g.add_node("batch_norm_train_grad", [xi] + names + [dyi], name="node", attrs=attrs or {})
+    return g, g.node("node"), x.shape[0]
+
+
+def bn_run(op, inputs, params, attrs, parts=1):
+    """``op``'s kernel on channel-slice views (NaN around them) with an exactly sized NaN
+    workspace, in ``parts`` channel blocks as the device's channel split runs them (the parts in
+    turn), and the reference on copies: (kernel outputs, reference outputs, kernel state,
+    reference state) — state: the parameters the op updates in place."""
+    g, node, n = (one_node(op, inputs, params, attrs) if op == "batch_norm_train"
+                  else bn_grad_node(*inputs, params, attrs))
+    specs = [g.specs[t] for t in node.outputs]
+    size = TRAIN_WORKSPACES[op](node, g, n)
+    assert size > 0 and size % 4 == 0
+    share = split.workspace_share(size)
+    ws = np.full(parts * share // 4, np.nan, np.float32)
+    views = [channel_view(a) for a in inputs]
+    state = [p.copy() for p in params]
+    outs = [channel_view(np.full(s.concrete(n), np.nan, s.dtype)) if len(s.shape) > 1
+            else np.full(s.concrete(n), np.nan, s.dtype) for s in specs]
+    kernel = TRAIN_KERNELS[op]
+    if parts > 1:
+        kernel = split.split_kernel(kernel, op, parts, False, share,
+                                    lambda calls: [f(*args) for f, args in calls])
+    if op == "batch_norm_train":
+        args = [views[0]] + state
+    else:
+        args = [views[0]] + state + [views[1]]
+    kernel(node.attrs, args, outs, ws)
+    for out in outs:
+        if out.ndim > 1:
+            assert untouched(out), f"{op} wrote outside its output slice"
+    for view, a in zip(views, inputs):
+        assert np.array_equal(view, a), f"{op} changed an input"
+    expected = [np.zeros(s.concrete(n), s.dtype) for s in specs]
+    ref_state = [p.copy() for p in params]
+    ref_args = [inputs[0].copy()] + ref_state + [a.copy() for a in inputs[1:]]
+    get_op(op).forward(node.attrs, ref_args, expected)
+    return outs, expected, state, ref_state
+
+
+def bn_params(rng, dtype, c, count):
+    gamma = rng.standard_normal(c).astype(dtype)
+    beta = rng.standard_normal(c).astype(dtype)
+    stats = [rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2.0, c).astype(dtype)]
+    return [gamma, beta] + stats + count
+
+
+@given(bn_cases(), BN_CONVENTIONS, st.sampled_from([1e-5, 1e-3]), st.booleans(), BN_TUNINGS,
+       st.integers(2, 4))
+def test_batch_norm_train(case, convention, eps, counted, tuning, parts):
+    """y, the saved mean and invstd, the running statistics (and Caffe's scale factor or the step
+    counter) against the reference forward and (small cases) naive float64 loops; split into 2-4
+    channel blocks the outputs and the state are bit for bit the unsplit kernel's."""
+    rng, dtype, x = case
+    c = x.shape[1]
+    count = [np.array([draw_count], dtype) for draw_count in [3.0]] if (
+        counted or "caffe_fraction" in convention) else []
+    params = bn_params(rng, dtype, c, count)
+    attrs = {"eps": eps, **convention}
+    with bn_tuned(**tuning):
+        outs, expected, state, ref_state = bn_run("batch_norm_train", [x], params, attrs)
+        for got, want in zip(outs + state[2:], expected + ref_state[2:]):
+            assert got.dtype == want.dtype
+            err = relative_error(got, want)
+            assert err < TOL[dtype], f"relative error {err:.3g} against the reference"
+        if x.size <= 4000:
+            naive_out = naive_grad.batch_norm_train(x, *params[:4], *(count or [None]), eps=eps,
+                                                    **convention)
+            # the reference (and the kernel) subtract the mean rounded to x's dtype: an error of
+            # |mean| * eps against a spread of std
+            spread = np.std(x.astype(np.float64), axis=tuple(i for i in range(x.ndim) if i != 1))
+            cond = 1 + float(np.max(np.abs(x)) / max(float(np.min(spread)), 1e-30))
+            for got, want in zip(outs + state[2:4], naive_out[:5]):
+                assert relative_error(got, want) < NAIVE_TOL[dtype] * min(cond, 1e6)
+            if count:  # the counter in the state's dtype
+                assert state[4][0] == np.asarray(naive_out[5], dtype)
+        split_outs, _, split_state, _ = bn_run("batch_norm_train", [x], params, attrs, parts)
+    for a, b in zip(outs + state, split_outs + split_state):
+        assert np.array_equal(a, b), "a channel split changed the result"
+
+
+@given(bn_cases(), BN_TUNINGS, st.integers(2, 4))
+def test_batch_norm_train_grad(case, tuning, parts):
+    """dx, dgamma, dbeta from the statistics the forward saved, against the reference and (small
+    cases) the naive Jacobian; split into 2-4 channel blocks bit for bit the unsplit kernel's."""
+    rng, dtype, x = case
+    c = x.shape[1]
+    gamma = rng.standard_normal(c).astype(dtype)
+    y, mean, invstd = (np.zeros(x.shape, dtype), np.zeros(c, dtype), np.zeros(c, dtype))
+    get_op("batch_norm_train").forward(
+        get_op("batch_norm_train").normalize_attrs({"eps": 1e-3}),
+        [x, gamma, np.zeros(c, dtype), np.zeros(c, dtype), np.ones(c, dtype)], [y, mean, invstd])
+    dy = (rng.standard_normal(x.shape) * data_scale(rng)).astype(dtype)
+    params = [gamma, mean, invstd]
+    with bn_tuned(**tuning):
+        outs, expected, _, _ = bn_run("batch_norm_train_grad", [x, dy], params, {})
+        for got, want in zip(outs, expected):
+            assert got.dtype == want.dtype
+            err = relative_error(got, want)
+            assert err < TOL[dtype], f"relative error {err:.3g} against the reference"
+        if x.size // c <= 60:
+            for got, want in zip(outs, naive_grad.batch_norm_train_grad(x, gamma, mean, invstd, dy)):
+                assert relative_error(got, want) < NAIVE_TOL[dtype] * 10
+        split_outs, _, _, _ = bn_run("batch_norm_train_grad", [x, dy], params, {}, parts)
+    for a, b in zip(outs, split_outs):
+        assert np.array_equal(a, b), "a channel split changed the result"
+
+
+def data_scale(rng):
+    return float(rng.choice([1.0, 1e-2, 30.0]))
+
+
+def test_batch_norm_kernels_leave_the_rest_to_the_reference():
+    """A ``group`` (synchronized batch norm), float16 and a layout without per-image planes run
+    the reference: its results bit for bit."""
+    rng = np.random.default_rng(3)
+    for dtype, attrs, transpose in (("float32", {"group": "g"}, False),
+                                    ("float16", {}, False), ("float32", {}, True)):
+        x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+        if transpose:
+            x = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+        c = x.shape[1]
+        params = bn_params(rng, dtype, c, [])
+        g, node, n = one_node("batch_norm_train", [x], params, attrs)
+        ws = np.full(TRAIN_WORKSPACES["batch_norm_train"](node, g, n) // 4, np.nan, np.float32)
+        outs = [np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)]
+        state = [p.copy() for p in params]
+        TRAIN_KERNELS["batch_norm_train"](node.attrs, [x] + state, outs, ws)
+        want = [np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)]
+        ref_state = [p.copy() for p in params]
+        get_op("batch_norm_train").forward(node.attrs, [x] + ref_state, want)
+        for a, b in zip(outs + state, want + ref_state):
+            assert np.array_equal(a, b), (dtype, attrs, transpose)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        g, node, n = bn_grad_node(x, dy, [params[0], outs[1], outs[2]], attrs)
+        ws = np.full(TRAIN_WORKSPACES["batch_norm_train_grad"](node, g, n) // 4, np.nan,
+                     np.float32)
+        got = [np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)]
+        TRAIN_KERNELS["batch_norm_train_grad"](node.attrs, [x, params[0], outs[1], outs[2], dy],
+                                               got, ws)
+        want = [np.empty(x.shape, dtype), np.empty(c, dtype), np.empty(c, dtype)]
+        get_op("batch_norm_train_grad").forward(node.attrs, [x, params[0], outs[1], outs[2], dy],
+                                                want)
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b), (dtype, attrs, transpose)
+
+
+@given(bn_cases(max_n=5, max_c=40, max_side=7), BN_CONVENTIONS, st.sampled_from([1, 40, 300]),
+       st.sampled_from([2048, 10]))
+def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group, gemv_hw):
+    """``batch_norm_train`` (with a step counter) and ``batch_norm_train_grad`` compiled on the
+    cpu device with 2 and 3 threads, split by channel blocks however small (groups of ``group``
+    elements, planes summed by GEMV or by ufuncs): their outputs and the running statistics bit for bit one thread's, over two
+    steps."""
+    rng, dtype, x = case
+    c = x.shape[1]
+    count = [np.zeros(1, dtype)]
+    params = bn_params(rng, dtype, c, count)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    results = {}
+    for threads in (1, 2, 3):
+        with split_everything(), bn_tuned(BN_GROUP=group, BN_BIG_GROUP=group, BN_GEMV_HW=gemv_hw):
+            g, node, n = one_node("batch_norm_train", [x], [p.copy() for p in params], convention)
+            g.set_outputs(list(node.outputs))
+            fwd = graphrt.compile(g, batch_size=n, opt_level=2, threads=threads)
+            gg, gnode, _ = bn_grad_node(x, dy, [params[0], np.ones(c, dtype), np.ones(c, dtype)])
+            gg.set_outputs(list(gnode.outputs))
+            bwd = graphrt.compile(gg, batch_size=n, opt_level=2, threads=threads)
+            if threads > 1 and c > T.bn_channel_group(x.shape):
+                assert fwd.device.parts.get("node", 1) > 1 and bwd.device.parts.get("node", 1) > 1
+            got = []
+            for step in range(2):
+                out = fwd(x + step)
+                y, mean, invstd = (np.array(out[t]) for t in node.outputs)
+                bwd.params["p1"][...] = mean
+                bwd.params["p2"][...] = invstd
+                grads = bwd((x + step, dy))
+                got += [y, mean, invstd] + [np.array(grads[t]) for t in gnode.outputs]
+            got += [fwd.params[f"p{i}"].copy() for i in (2, 3, 4)]
+            results[threads] = got
+    for threads in (2, 3):
+        for i, (a, b) in enumerate(zip(results[1], results[threads])):
+            assert np.array_equal(a, b), f"{threads} threads: result {i} differs"
+
+
 # ---- the SGD update --------------------------------------------------------------------------------
 def test_every_training_kernel_is_tested():
     tested = {"conv2d_grad_input", "conv2d_grad_weight", "max_pool_grad", "avg_pool_grad",
               "relu_grad", "reduce_channels", "sgd_update", "dropout_train", "dense_grad_input",
-              "dense_grad_weight"}
+              "dense_grad_weight", "batch_norm_train", "batch_norm_train_grad"}
     assert set(TRAIN_KERNELS) == tested == set(TRAIN_WORKSPACES)
     assert not set(TRAIN_KERNELS) & set(K.KERNELS)
 
@@ -445,10 +678,9 @@ def test_sgd_update(data, dtype, convention, tuning):
 
 # ---- whole training steps: kernels and threads against the reference rules ---------------------------
 def small_training_graph(size: int = 13) -> Graph:
-    """Padded, grouped and strided convolutions, leaky relu, overlapping max pooling in ceil mode,
-    dropout,
-    average pooling, dense layers (the hidden one's gradients 32 rows / columns wide: two tiles of
-    :data:`split.TILE`) and a log-softmax output."""
+    """Padded, grouped and strided convolutions, batch norm, leaky relu, overlapping max pooling in
+    ceil mode, dropout, average pooling, dense layers (the hidden one's gradients 32 rows / columns
+    wide: two tiles of :data:`split.TILE`) and a log-softmax output."""
     rng = np.random.default_rng(0)
     g = Graph("small_train")
     x = g.add_input("x", (None, 3, size, size))
@@ -456,6 +688,10 @@ def small_training_graph(size: int = 13) -> Graph:
     def param(name, shape):
         return g.add_param(name, (rng.standard_normal(shape) * 0.3).astype(np.float32))
     y = g.add_node("conv2d", [x, param("w1", (8, 3, 3, 3)), param("b1", (8,))], attrs={"pads": 1})
+    y = g.add_node("batch_norm", [y, param("bn_mean", (8,)),
+                                  g.add_param("bn_var", rng.uniform(0.5, 2.0, 8).astype(np.float32)),
+                                  param("bn_gamma", (8,)), param("bn_beta", (8,))],
+                   attrs={"eps": 1e-3, "momentum": 0.2})
     y = g.add_node("relu", [y], attrs={"negative_slope": 0.1})
     y = g.add_node("max_pool", [y], attrs={"kernel": 3, "stride": 2, "ceil_mode": True})
     y = g.add_node("dropout", [y], attrs={"rate": 0.3})
@@ -546,11 +782,15 @@ def test_training_kernels_allocate_nothing(threads):
     50 KiB to 1 MiB): its temporaries live in the planned workspace."""
     with split_everything():
         _, _, trainer, _ = _train(small_training_graph(48), threads, steps=2)
-    launches = [la for la in trainer.exe.program(6).launches if la.op in T.TRAIN_KERNELS]
-    assert {la.op for la in launches} == set(T.TRAIN_KERNELS)
+    launches = trainer.exe.program(6).launches
+    assert {la.op for la in launches if la.op in T.TRAIN_KERNELS} == set(T.TRAIN_KERNELS)
     tracemalloc.start()
-    try:
+    try:  # every launch in order (each training kernel on the data of the step, not stale arena
+        # bytes: a NaN there takes max_pool_grad's rare path, which allocates)
         for launch in launches:
+            if launch.op not in T.TRAIN_KERNELS:
+                launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)
+                continue
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             launch.fn(launch.attrs, launch.inputs, launch.outputs, launch.workspace)

@@ -130,7 +130,7 @@ class CpuDevice(Device):
         """(per-part batch) workspace of ``node``'s kernel — of the algorithms ``names`` for a
         convolution — as one part of its split runs it."""
         k = self.parts.get(node.name, 1)
-        if k > 1 and not self._by_columns(node):
+        if k > 1 and not self._by_columns(node) and not split.by_channels(node):
             batch = split.part_batch(batch, k)
         if node.op == "conv2d":
             names = names or self._algorithms(node)

@@ -15,9 +15,10 @@ batch first, ``concat``/``split`` along a non-batch axis, and the copies of the 
 columns (its weights outweigh its batch and each thread's slice of the batch is too small to make
 its GEMM compute-bound — :data:`DENSE_ROWS` — so each thread reads its share of the weights, as
 before), a
-weight gradient (a reduction over the batch), a loss, an optimizer update, a host node, and the
-launches that split their own way (:data:`.split.OWN_PARTS`: ``dropout_train``, whose parts draw
-their own rows' counters and whose counter advances once, the dense gradients' tiles).
+weight gradient (a reduction over the batch), batch norm's training forward and gradient
+(statistics over the batch: split by channels on their own), a loss, an optimizer update, a host
+node, and the launches that split their own way (:data:`.split.OWN_PARTS`: ``dropout_train``, whose
+parts draw their own rows' counters and whose counter advances once, the dense gradients' tiles).
 
 Whether a run is worth a dispatch is decided from the ops' own costs (flops, bytes moved) at the
 compiled batch, as :func:`.split.parts` does for one launch — never from a timing: a run is split
@@ -70,7 +71,7 @@ def per_image(node: Node, graph: Graph, batch: int, activations=(), threads: int
             return False
         return node.op in FREE_VIEWS or node.attrs.get("axis", 1) % len(specs[0].shape) != 0
     return (split.splittable(node, graph, activations) and node.op not in split.REDUCED
-            and node.op not in split.OWN_PARTS
+            and node.op not in split.OWN_PARTS and node.op not in split.CHANNEL_OPS
             and (not split.columns(node, graph, batch)
                  or split.part_batch(batch, threads) >= DENSE_ROWS))
 

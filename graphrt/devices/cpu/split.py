@@ -16,7 +16,21 @@ a timing — and how many parts each op can be cut into:
 - batch slices with a reduction for a weight gradient (``conv2d_grad_weight``): part 0 writes the
   output, part ``i > 0`` a partial sum at the end of its own workspace share (the device reports
   the output's bytes on top of each part's workspace: :func:`reduce_bytes`), and the calling
-  thread adds the partial sums into the output once every part is done.
+  thread adds the partial sums into the output once every part is done;
+- channel blocks for batch norm's training forward and gradient (:data:`CHANNEL_OPS`), whose
+  statistics run over the whole batch but each channel on its own: part ``i`` runs the same kernel
+  on a block of the channels of x, y, dy and dx (axis 1) and of the per-channel tensors (gamma,
+  beta, the saved mean and invstd, the running statistics, dgamma, dbeta): channels
+  ``[c*i/k, c*(i+1)/k)``, the cuts moved to the kernel's group boundaries when it has groups
+  (``fn.channel_group(x.shape)`` channels each, whose sums may be one BLAS call each: part ``i``
+  starts at group ``g*i/k`` of ``g``, so every part makes the very calls one thread makes and the
+  outputs are bit for bit one thread's). Batch norm's ``count`` state is read and written by part
+  0; every other part gets a private copy made before the parts start (the same value to read,
+  what it writes dropped). Not with a ``group`` attribute (the kernels then run the reference,
+  which all-reduces every channel's statistics at once). A part's workspace share is the kernel's
+  workspace for the whole launch (its buffers are per group or per channel block, so this is a
+  few per-channel vectors more than the part needs). These launches are never in a segment, and
+  each part must move at least :data:`CHANNEL_PART_BYTES`.
 
 The training step's data gradients split like their forwards: ``conv2d_grad_input`` (dy sliced,
 the weights whole), ``max_pool_grad``, ``avg_pool_grad`` and ``relu_grad`` (every batched input
@@ -65,6 +79,10 @@ TILE_FACTOR = 4  # a dense gradient's tile: at least this many MIN_PART_FLOPS (a
 UPDATE_FACTOR = 16  # an sgd_update part: at least this many MIN_PART_BYTES moved (8 MiB: the update
 # of a parameter that fits in L3 is bound by L3, which the parts share — LeNet's 400K-element ip1
 # weights ran 0.23 ms whole, 0.25 ms in 2 parts; the Keras CNN's 7.9M-element weights 7.2 -> 4.3 ms)
+CHANNEL_PART_BYTES = 4 << 20  # ... and a part of a channel split this much (CHANNEL_OPS: the batch
+# norm kernels make a few dozen small ufunc calls per launch, whose Python and GIL hand-offs the
+# parts contend for; 2 threads on 2 vCPUs, per launch: 0.7x-0.8x the time from 4x192x56x56 (19 MB
+# moved) up, 1.2x-1.3x slower at 4x96x28x28 (2.4 MB))
 
 # ops whose kernel runs image by image (input 0 and the outputs sliced along the batch)
 BATCH_OPS = {"conv2d", "conv2d_split", "max_pool", "avg_pool", "lrn", "batch_norm",
@@ -81,11 +99,18 @@ TILE = 16  # sgd_update's element blocks, the dense gradients' column / row tile
 # of 16 (64 bytes of float32: no two parts write one cache line; whole SIMD panels of the GEMM, so
 # that the tiles' sums are ordered as one launch's — true at the models' shapes, not guaranteed by
 # BLAS in general: test_dense_grads_split_bits)
+# ops split by channel blocks: op -> (inputs sliced along axis 1, inputs sliced along axis 0);
+# output 0 is sliced along axis 1, the others along axis 0; any other input is state (see above)
+CHANNEL_OPS = {"batch_norm_train": ((0,), (1, 2, 3, 4)),
+               "batch_norm_train_grad": ((0, 4), (1, 2, 3))}
 
 
 def splittable(node: Node, graph: Graph, activations=()) -> bool:
     """True when ``node``'s kernel may run on batch slices (or column tiles) independently."""
     op = node.op
+    if op in CHANNEL_OPS:
+        shape = graph.specs[node.inputs[0]].shape
+        return not node.attrs.get("group", "") and len(shape) >= 2 and shape[1] is not None
     if op in OWN_PARTS and op != "dropout_train":
         return _own_splittable(node, graph)
     if op not in BATCH_OPS and op not in activations:
@@ -115,6 +140,8 @@ def parts(node: Node, graph: Graph, batch: int, threads: int, activations=()) ->
         k = nbytes // (UPDATE_FACTOR * MIN_PART_BYTES)
     elif node.op in COMPUTE_OPS:
         k = flops // MIN_PART_FLOPS
+    elif node.op in CHANNEL_OPS:
+        k = nbytes // max(MIN_PART_BYTES, CHANNEL_PART_BYTES)
     else:
         k = nbytes // MIN_PART_BYTES
     return int(max(1, min(threads, k, _limit(node, graph, batch))))
@@ -130,6 +157,8 @@ def _own_splittable(node: Node, graph: Graph) -> bool:
 def _limit(node: Node, graph: Graph, batch: int) -> int:
     """The most parts ``node`` can be cut into: its batch, columns or rows, element blocks."""
     out = graph.specs[node.outputs[0]].shape if node.outputs else None
+    if node.op in CHANNEL_OPS:
+        return graph.specs[node.inputs[0]].shape[1]
     if node.op == "sgd_update":
         return int(np.prod(graph.specs[node.inputs[0]].shape)) // TILE
     if node.op == "dense_grad_input":
@@ -159,6 +188,11 @@ def reduce_bytes(node: Node, graph: Graph) -> int:
     return int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
 
 
+def by_channels(node: Node) -> bool:
+    """``node`` is split by channel blocks (:data:`CHANNEL_OPS`): its parts have the whole batch."""
+    return node.op in CHANNEL_OPS
+
+
 def part_batch(batch: int, k: int) -> int:
     """The largest batch slice of ``batch`` cut into ``k`` parts."""
     return -(-batch // k)
@@ -169,27 +203,41 @@ def workspace_share(nbytes: int) -> int:
 
 
 def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
-    """``fn`` run in ``k`` parts (by batch slices, or by output columns of a dense layer) through
-    ``run_parts(calls)``; each part gets ``share`` bytes of the workspace."""
+    """``fn`` run in ``k`` parts (by batch slices, by output columns of a dense layer, or by
+    channel blocks for :data:`CHANNEL_OPS`) through ``run_parts(calls)``; each part gets ``share``
+    bytes of the workspace."""
     share_elems = share // 4
     reduced = op in REDUCED
     if op in OWN_PARTS:
         return _own_split_kernel(fn, op, k, share_elems, run_parts)
+    channels = CHANNEL_OPS.get(op)
+    grouped = getattr(fn, "channel_group", None)  # a channel split cuts between these groups
 
     def run(attrs, inputs, outputs, ws):
         out = outputs[0]
-        n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
-        step = TILE if by_columns else 1
-        m = min(k, n // step)
+        if channels:  # part i: groups [units*i/m, units*(i+1)/m) of ``unit`` channels
+            n = inputs[0].shape[1]
+            unit = grouped(inputs[0].shape) if grouped else 1
+            units = -(-n // unit)
+            m = min(k, units)
+        else:
+            n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
+            step = TILE if by_columns else 1
+            m = min(k, n // step)
         if m < 2:
             fn(attrs, inputs, outputs, ws)
             return
         calls, partials = [], []
         ndim = inputs[0].ndim if reduced else out.ndim
         for i in range(m):
-            s = _tile(n, i, m, step)
+            if channels:
+                s = slice(unit * (units * i // m), min(n, unit * (units * (i + 1) // m)))
+            else:
+                s = _tile(n, i, m, step)
             part_ws = ws[i * share_elems:(i + 1) * share_elems] if ws is not None else None
-            if by_columns:  # dense: out[:, s] = x @ w[s].T + b[s]
+            if channels:
+                ins, outs = channel_slices(channels, inputs, outputs, s, i)
+            elif by_columns:  # dense: out[:, s] = x @ w[s].T + b[s]
                 ins = [inputs[0], inputs[1][s]] + [b[s] for b in inputs[2:]]
                 outs = [out[:, s]]
             else:
@@ -207,7 +255,8 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
             np.add(out, p, out=out)
     run.__name__ = getattr(fn, "__name__", op)
     run.__wrapped__ = fn
-    run.part_kernel = None if by_columns or reduced else fn  # what a segment runs per batch slice
+    run.part_kernel = None if by_columns or reduced or channels else fn  # what a segment runs per
+    # batch slice
     return run
 
 
@@ -266,6 +315,17 @@ def _seeded_part(part, attrs, inputs, outputs, ws, row: int) -> None:
         part(attrs, inputs, outputs, ws, row)
     finally:
         np.setbufsize(old)
+
+
+def channel_slices(channels: tuple, inputs: list, outputs: list, s: slice, i: int):
+    """The inputs and outputs of part ``i`` (channels ``s``) of a :data:`CHANNEL_OPS` op: the
+    inputs ``channels[0]`` and output 0 sliced along axis 1, the inputs ``channels[1]`` and the
+    other outputs along axis 0, any other input (state) whole for part 0 and a private copy for the
+    others (made before the parts start: a 1-element counter)."""
+    along1, along0 = channels
+    ins = [x[:, s] if j in along1 else x[s] if j in along0 else x if i == 0 else x.copy()
+           for j, x in enumerate(inputs)]
+    return ins, [outputs[0][:, s]] + [o[s] for o in outputs[1:]]
 
 
 def batch_inputs(op: str, inputs: list, s: slice, n: int, ndim: int) -> list:
