@@ -284,6 +284,17 @@ def test_layer_norm_backward_against_differences(case):
     check_gradient("layer_norm", [x, *params], attrs)
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_layer_norm_backward_of_one_element_rows(inside):
+    """Rows of one element: var = 0 and x - mu = 0 whatever x, so layer_norm is 0 and so is its
+    gradient; with eps outside the root d sigma / d var is infinite there and the rule gave
+    0 * inf = NaN (found by hypothesis). (A constant row of several elements is a kink of
+    sqrt(var): no gradient to compare with.)"""
+    attrs = {"axes": (1,), "eps": 1e-5, "eps_inside_sqrt": inside, "normalize_variance": True}
+    for x in (np.array([[0.12573022]]), np.array([[1.5], [-2.0], [0.0]])):
+        check_gradient("layer_norm", [x], attrs)
+
+
 def test_layer_norm_matches_pytorch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)

@@ -116,8 +116,13 @@ def layer_norm_gradient(attrs, dy, x, scale=None) -> np.ndarray:
     dx = (g - g.mean(axis=axes, keepdims=True)) / sigma
     if attrs["normalize_variance"]:
         var = np.mean(centered * centered, axis=axes, keepdims=True)
-        # d sigma / d var: 1 / (2 sigma) inside the root, 1 / (2 sqrt(var)) outside
-        dsig = 0.5 / sigma if attrs["eps_inside_sqrt"] else 0.5 / np.sqrt(var)
+        # d sigma / d var: 1 / (2 sigma) inside the root, 1 / (2 sqrt(var)) outside, where a
+        # constant row (var = 0: x - mu and the mean below are 0) contributes 0, not 0 * inf
+        if attrs["eps_inside_sqrt"]:
+            dsig = 0.5 / sigma
+        else:
+            root = np.sqrt(var)
+            dsig = np.divide(0.5, root, out=np.zeros_like(root), where=root > 0)
         dx -= centered * (2 * dsig / sigma ** 2) * np.mean(g * centered, axis=axes, keepdims=True)
     return dx
 

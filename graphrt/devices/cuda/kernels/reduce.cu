@@ -215,7 +215,8 @@ extern "C" __global__ void ln_rows(
             sgc += gv * ((double)xrow[gr_offset(j, rn, xr)] - mean);
         }
         const double mg = sg / (double)inner, mgc = sgc / (double)inner;
-        const double dsig = inside ? 0.5 / sigma : 0.5 / sqrt(var);
+        // outside the root, var = 0 (a constant row: x - mean and mgc are 0) contributes 0
+        const double dsig = inside ? 0.5 / sigma : var > 0.0 ? 0.5 / sqrt(var) : 0.0;
         const double k = 2.0 * dsig / (sigma * sigma);
         for (long long j = 0; j < inner; ++j) {
             double gv = (double)grow[gr_offset(j, rn, gr)];
