@@ -26,8 +26,8 @@ def _elu(v, alpha):
 
 
 def _gelu(v, approximate):
-    if approximate == "tanh":
-        return 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))
+    if approximate == "tanh":  # 0.5 (1 + tanh(u)) = sigmoid(2u): 1 + tanh(u) cancels for x << 0
+        return v * _sig(2 * math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))
     return v * _phi(v)
 
 
