@@ -176,8 +176,11 @@ def case_zero_pad(data, rng):
     shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4)),
              data.draw(st.integers(1, 4)))
     pads = [data.draw(st.integers(-2, 2)) for _ in range(4)]
-    pads[0] = max(pads[0], 1 - shape[2] - pads[1])
-    pads[2] = max(pads[2], 1 - shape[3] - pads[3])
+    # F.pad crops the input itself before it pads: each axis keeps at least one input element
+    # (graphrt also pads first and crops the padding, e.g. (2, -2) on a width of 1; torch refuses)
+    pads[0], pads[2] = max(pads[0], 1 - shape[2]), max(pads[2], 1 - shape[3])
+    pads[1] = max(pads[1], 1 - shape[2] - min(pads[0], 0))
+    pads[3] = max(pads[3], 1 - shape[3] - min(pads[2], 0))
     top, bottom, left, right = pads
     return ([rng.standard_normal(shape)], {"pads": pads}, (0,), [0],
             lambda t, L, a: [t.nn.functional.pad(L[0], (left, right, top, bottom))])
