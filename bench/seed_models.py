@@ -4,6 +4,7 @@ interleaved in the same process at 1 and at 2 threads, with the spread over repe
     python bench/seed_models.py --quick               # a short run: the numbers mean little
     python bench/seed_models.py                       # the seed models and CIFAR-10 quick, 1 and 2 threads
     python bench/seed_models.py --write               # ... and the first section of bench/RESULTS.md
+    python bench/seed_models.py --update-readme       # the README's speed table from bench/RESULTS.md
     python bench/seed_models.py --models caffe_lenet torch_lenet --threads 2 --repeats 9
     python bench/seed_models.py --all --markdown      # every model in examples/seed_models.py
     python bench/seed_models.py --device cuda         # graphrt on the GPU (torch too if it can)
@@ -37,6 +38,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -393,6 +395,62 @@ def write_results(section: str) -> None:
     RESULTS.write_text(section + ("\n" + rest if rest else ""), encoding="utf-8")
 
 
+README = HERE.parent / "README.md"
+README_BLOCK = ("<!-- speed-table: python bench/seed_models.py --update-readme -->",
+                "<!-- /speed-table -->")
+NAMES = {"keras_simple_ann": "Keras Simple ANN", "keras_simple_cnn": "Keras Simple CNN",
+         "caffe_lenet": "Caffe LeNet", "caffe_cifar10_quick": "Caffe CIFAR-10 quick",
+         "mxnet_alexnet": "MXNet AlexNet", "torch_lenet": "Torch LeNet",
+         "torch_inception_bn": "Torch Inception-BN"}
+
+
+def readme_table(results: str) -> str:
+    """The README's speed table, from bench/RESULTS.md's first section (this script's ``--write``):
+    the median per-round ratios graphrt/PyTorch and graphrt/onnxruntime at every thread count."""
+    section = results.split("\n# ", 1)[0]
+    per_threads = {}  # threads -> {model: (batch, torch ratio, ort ratio)}
+    for threads, body in re.findall(r"^## (\d+) threads? per engine\n(.*?)(?=^## |\Z)", section,
+                                    re.M | re.S):
+        rows = [line.split(" | ") for line in body.splitlines() if line.startswith("| ")]
+        head = [c.strip("| ") for c in rows[0]]
+        at = {c: head.index(c) for c in ("model", "batch", "graphrt/torch", "graphrt/ort")}
+        per_threads[int(threads)] = {
+            r[at["model"]].strip("| "): (r[at["batch"]], r[at["graphrt/torch"]].split(" ")[0],
+                                         r[at["graphrt/ort"]].split(" ")[0].strip(" |"))
+            for r in rows[1:]}
+    counts = sorted(per_threads)
+    models = list(per_threads[counts[0]])
+    head = (["model", "batch"] + [f"graphrt / PyTorch eager, {t} thread{'s' if t > 1 else ''}"
+                                  for t in counts]
+            + [f"graphrt / onnxruntime, {t} thread{'s' if t > 1 else ''}" for t in counts])
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m in models:
+        cells = [NAMES.get(m, m), per_threads[counts[0]][m][0]]
+        cells += [per_threads[t][m][1] for t in counts] + [per_threads[t][m][2] for t in counts]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(readme: str) -> str:
+    """What the README holds between its speed-table markers."""
+    start, end = README_BLOCK
+    return readme.split(start + "\n", 1)[1].split(end, 1)[0]
+
+
+def update_readme() -> None:
+    """Rewrite the README's speed table from bench/RESULTS.md (no benchmark is run)."""
+    readme = README.read_text(encoding="utf-8")
+    old = readme_block(readme)
+    README.write_text(readme.replace(README_BLOCK[0] + "\n" + old, README_BLOCK[0] + "\n"
+                                     + readme_table(RESULTS.read_text(encoding="utf-8"))),
+                      encoding="utf-8")
+
+
+def names_given(args) -> bool:
+    """True when the run covers other models than the default ones (the README lists those)."""
+    return bool(args.all or (args.models and list(args.models) != BENCHMARK))
+
+
 def busy(limit_per_core: float = 0.5) -> bool:
     return os.getloadavg()[0] > limit_per_core * cores()
 
@@ -426,7 +484,12 @@ def main(argv=None) -> int:
                     help="after timing, profile graphrt where it is slower than torch")
     ap.add_argument("--profile-all", action="store_true", help="profile every model")
     ap.add_argument("--profile-top", type=int, default=15, help="functions in the cProfile listing")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="only rewrite the README's speed table from bench/RESULTS.md (no run)")
     args = ap.parse_args(argv)
+    if args.update_readme:
+        update_readme()
+        return 0
     allocator = steady_allocator()
     if args.quick:
         for k, v in QUICK.items():
@@ -478,6 +541,9 @@ def main(argv=None) -> int:
             return 2
         write_results(results_section(argv, machine, tables, notes, loads, args))
         print(f"wrote the first section of {RESULTS}")
+        if set(args.threads) == {1, 2} and not names_given(args):
+            update_readme()
+            print(f"rewrote the speed table of {README}")
     return 0
 
 

@@ -78,3 +78,15 @@ def test_machine_dependent_figures_say_where_they_were_measured():
     for line in ("python bench/soak.py", "python bench/stream_overlap.py"):
         paragraph = next(p for p in README.split("\n\n") if line in p)
         assert "VM" in paragraph, paragraph
+
+
+def test_speed_table_is_bench_results():
+    """The README's speed table is what bench/seed_models.py writes from bench/RESULTS.md."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_seed_models", ROOT / "bench" / "seed_models.py")
+    seed_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed_models)
+    results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    assert seed_models.readme_block(README) == seed_models.readme_table(results), (
+        "the README's speed table is stale: run python bench/seed_models.py --update-readme")
