@@ -148,6 +148,45 @@ def test_max_pool_grad(case, tuning, data):
         assert err < NAIVE_TOL[dtype], f"{attrs}: relative error {err:.3g} against naive loops"
 
 
+@given(pool_cases(), st.integers(6, 24), st.sampled_from([1, 3000, 10**9]), st.data())
+def test_max_pool_grad_in_the_tail_of_dx(case, images, tail, data):
+    """Chunks whose scratch is the part of dx not written yet (many images, the workspace's own
+    chunks as small as can be): the reference's values to the bit, with NaN and infinities too;
+    on a dx that overlaps an input, the workspace alone."""
+    dtype, x, attrs, geometry, rng = case
+    x = np.concatenate([x, rng.standard_normal((images,) + x.shape[1:]).astype(dtype)])
+    x = special_values(data.draw, rng, x, "max")
+    y = naive.max_pool(x, **geometry).astype(dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    if data.draw(st.integers(0, 3)) == 0:
+        dy.flat[rng.integers(0, dy.size)] = np.inf
+    cuts = batch_cuts(data.draw, x.shape[0])
+    with tuned(P, POOL_GRAD_BYTES=1, POOL_TAIL_BYTES=tail):
+        out, ref, _ = run_sliced("max_pool_grad", [x, y, dy], attrs, cuts, TRAIN_KERNELS,
+                                 TRAIN_WORKSPACES)
+    assert np.array_equal(out, ref, equal_nan=True), f"{attrs}: not the reference's values"
+
+
+def test_max_pool_grad_uses_the_tail_of_dx():
+    """The tail path runs (its scratch is in dx: the workspace's NaN filler never reaches it)
+    and gives the reference's values; CIFAR-10 quick's pool1 shape, 12 images."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 4, 32, 32)).astype(np.float32)
+    attrs = {"kernel": 3, "stride": 2, "ceil_mode": True}
+    y = naive.max_pool(x, kernel=(3, 3), stride=(2, 2), pads=(0, 0, 0, 0),
+                       ceil_mode=True).astype(np.float32)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    geo = P.geometry(get_op("max_pool").normalize_attrs(attrs), 32, 32, 16, 16)
+    dx = np.full_like(x, np.nan)
+    with tuned(P, POOL_GRAD_BYTES=1):  # chunks larger than the workspace's: from 1 image on
+        done = P._max_grad_in_tail(geo, x, y, dy, dx, P._max_grad_per_plane(geo, 4))
+        out, ref = run_kernel("max_pool_grad", [x, y, dy], [], attrs)
+        shared = x.copy()  # dx over its own input: no tail
+        none = P._max_grad_in_tail(geo, shared, y, dy, shared, P._max_grad_per_plane(geo, 4))
+    assert 0 < done < 12 and none == 0
+    assert np.array_equal(dx[:done], ref[:done]) and np.array_equal(out, ref)
+
+
 @given(pool_cases(), st.booleans(), POOL_TUNINGS, st.data())
 def test_avg_pool_grad(case, include_pad, tuning, data):
     """On batch slices: the reference's values to the bit, naive loops' within rounding."""
