@@ -48,7 +48,10 @@ Everything lives in the workspace, a chunk of about :data:`POOL_BYTES` (:data:`P
 for ``max_pool_grad``) of planes at a time: whole images, or channels of one image, at least one
 plane. Larger chunks are faster (fewer calls: CIFAR-10 quick's pool1 gradient takes 9.6 ms with
 4 MiB chunks, 13.8 ms with 640 KiB) but ``max_pool_grad`` is live at CIFAR-10 quick's peak step,
-whose arena must stay below PyTorch's step peak at two threads (tests/test_training_memory.py).
+whose arena must stay below PyTorch's step peak at two threads (tests/test_training_memory.py):
+so ``max_pool_grad`` takes its first images in chunks of up to :data:`POOL_TAIL_BYTES` whose
+scratch is the part of dx it has not written yet, and only the last ones in the workspace's
+(:func:`_max_grad_in_tail`).
 
 Measured at one thread (AMD EPYC, numpy 2.4, float32, min of 15 calls over 3 interleaved runs on a
 shared machine; old kernels -> these, forward / backward, ms):
