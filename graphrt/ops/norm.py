@@ -182,19 +182,24 @@ def _bn_train(attrs, inputs, outputs):
     _update_running_stats(attrs, inputs, mean, var, x.size // max(x.shape[1], 1) * group_size(group))
 
 
-def _update_running_stats(attrs, inputs, mean, var, m: int):
-    running_mean, running_var = inputs[3], inputs[4]
+def running_weight(attrs, inputs) -> float:
+    """The weight of this batch's statistics in the running ones (``momentum``, or Caffe's
+    ``1 / (caffe_fraction * count + 1)``), advancing the ``count`` state when there is one."""
     count = inputs[5] if len(inputs) == 6 else None
-    if attrs["unbiased"] and m > 1:
-        var = var * (m / (m - 1))
     if attrs["caffe_fraction"] > 0:
         scale_factor = attrs["caffe_fraction"] * float(count.reshape(-1)[0]) + 1.0
-        w = 1.0 / scale_factor
         count[...] = scale_factor
-    else:
-        w = attrs["momentum"]
-        if count is not None:
-            count += 1
+        return 1.0 / scale_factor
+    if count is not None:
+        count += 1
+    return attrs["momentum"]
+
+
+def _update_running_stats(attrs, inputs, mean, var, m: int):
+    running_mean, running_var = inputs[3], inputs[4]
+    if attrs["unbiased"] and m > 1:
+        var = var * (m / (m - 1))
+    w = running_weight(attrs, inputs)
     running_mean[...] = (1.0 - w) * running_mean + w * mean
     running_var[...] = (1.0 - w) * running_var + w * var
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from ...ir import Graph, Node
 from ...ops import get_op
+from ...ops.norm import running_weight
 from ...ops.optim import learning_rate
 from . import conv_grad, dropout, pool
 from . import kernels as K
@@ -334,17 +335,9 @@ def _update_running_stats(attrs, inputs, mean, var, m, w64, w_stat):
     same ufuncs: ``(1 - w) * stat`` in the statistic's dtype, ``w * batch_stat`` in float64);
     ``var`` is overwritten."""
     running_mean, running_var = inputs[3], inputs[4]
-    count = inputs[5] if len(inputs) == 6 else None
     if attrs["unbiased"] and m > 1:
         np.multiply(var, m / (m - 1), out=var)
-    if attrs["caffe_fraction"] > 0:
-        scale_factor = attrs["caffe_fraction"] * float(count.reshape(-1)[0]) + 1.0
-        w = 1.0 / scale_factor
-        count[...] = scale_factor
-    else:
-        w = attrs["momentum"]
-        if count is not None:
-            count += 1
+    w = running_weight(attrs, inputs)
     for stat, batch_stat in ((running_mean, mean), (running_var, var)):
         np.multiply(stat, 1.0 - w, out=w_stat)
         np.multiply(batch_stat, w, out=w64)
