@@ -6,7 +6,6 @@ Chunk and block sizes are drawn small as well as at their defaults (every chunki
 """
 from __future__ import annotations
 
-import contextlib
 import tracemalloc
 
 import numpy as np
@@ -420,16 +419,13 @@ def test_sgd_update_split(data, dtype, k, parallel):
     g = Graph("sgd")
     names = [g.add_param(f"p{j}", a) for j, a in enumerate([param, grad, velocity])]
     g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
-    saved, T.SGD_BLOCK = T.SGD_BLOCK, block
-    try:
+    with tuned(T, SGD_BLOCK=block):
         per_part = TRAIN_WORKSPACES["sgd_update"](g.node("node"), g, 1)
         want_p, want_v = param.copy(), velocity.copy()
         ws = np.full(per_part // 4, np.nan, np.float32)
         TRAIN_KERNELS["sgd_update"](attrs, [want_p, grad, want_v, it], [], ws)
         p, v = param.copy(), velocity.copy()
         split_run("sgd_update", k, parallel, attrs, [p, grad, v, it], [], per_part)
-    finally:
-        T.SGD_BLOCK = saved
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)
 
 
@@ -443,18 +439,6 @@ BN_CONVENTIONS = st.sampled_from([{"momentum": 0.1, "unbiased": True},
 BN_TUNINGS = st.sampled_from([{}, {"BN_CHUNK": 1, "BN_GROUP": 1}, {"BN_CHUNK": 200, "BN_GROUP": 60},
                               {"BN_CHUNK": 5000, "BN_BIG_GROUP": 700, "BN_GEMV_HW": 20},
                               {"BN_GEMV_HW": 1}, {"BN_GEMV_HW": 1, "BN_BIG_GROUP": 1}])
-
-
-@contextlib.contextmanager
-def bn_tuned(**sizes):
-    saved = {name: getattr(T, name) for name in sizes}
-    for name, value in sizes.items():
-        setattr(T, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(T, name, value)
 
 
 @st.composite
@@ -539,7 +523,7 @@ def test_batch_norm_train(case, convention, eps, counted, tuning, parts):
         counted or "caffe_fraction" in convention) else []
     params = bn_params(rng, dtype, c, count)
     attrs = {"eps": eps, **convention}
-    with bn_tuned(**tuning):
+    with tuned(T, **tuning):
         outs, expected, state, ref_state = bn_run("batch_norm_train", [x], params, attrs)
         for got, want in zip(outs + state[2:], expected + ref_state[2:]):
             assert got.dtype == want.dtype
@@ -574,7 +558,7 @@ def test_batch_norm_train_grad(case, tuning, parts):
         [x, gamma, np.zeros(c, dtype), np.zeros(c, dtype), np.ones(c, dtype)], [y, mean, invstd])
     dy = (rng.standard_normal(x.shape) * data_scale(rng)).astype(dtype)
     params = [gamma, mean, invstd]
-    with bn_tuned(**tuning):
+    with tuned(T, **tuning):
         outs, expected, _, _ = bn_run("batch_norm_train_grad", [x, dy], params, {})
         for got, want in zip(outs, expected):
             assert got.dtype == want.dtype
@@ -641,7 +625,7 @@ def test_batch_norm_compiled_two_threads_bit_equal_one(case, convention, group, 
     dy = rng.standard_normal(x.shape).astype(dtype)
     results = {}
     for threads in (1, 2, 3):
-        with split_everything(), bn_tuned(BN_GROUP=group, BN_BIG_GROUP=group, BN_GEMV_HW=gemv_hw):
+        with split_everything(), tuned(T, BN_GROUP=group, BN_BIG_GROUP=group, BN_GEMV_HW=gemv_hw):
             g, node, n = one_node("batch_norm_train", [x], [p.copy() for p in params], convention)
             g.set_outputs(list(node.outputs))
             fwd = graphrt.compile(g, batch_size=n, opt_level=2, threads=threads)
@@ -695,15 +679,11 @@ def test_sgd_update(data, dtype, convention, tuning):
     names = [g.add_param(f"p{i}", a) for i, a in enumerate([param, grad, velocity])]
     g.add_node("sgd_update", names + [g.add_param("it", it)], name="node", attrs=attrs)
     node = g.node("node")
-    saved = T.SGD_BLOCK
-    T.SGD_BLOCK = tuning.get("BLOCK", saved)  # the update's own block size, small as the others
-    try:
+    with tuned(T, SGD_BLOCK=tuning.get("BLOCK")):  # the update's own block, small as the others
         size = TRAIN_WORKSPACES["sgd_update"](node, g, 1)
         ws = np.full(size // 4, np.nan, np.float32)
         p, v = param.copy(), velocity.copy()
         TRAIN_KERNELS["sgd_update"](node.attrs, [p, grad, v, it], [], ws)
-    finally:
-        T.SGD_BLOCK = saved
     want_p, want_v = sgd_reference(node.attrs, param, grad, velocity, it)
     assert np.array_equal(p, want_p) and np.array_equal(v, want_v)  # the same ufuncs in order
     # independently: torch.optim.SGD's / Caffe's rule written out in float64
