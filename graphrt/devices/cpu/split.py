@@ -21,10 +21,10 @@ a timing — and how many parts each op can be cut into:
   statistics run over the whole batch but each channel on its own: part ``i`` runs the same kernel
   on a block of the channels of x, y, dy and dx (axis 1) and of the per-channel tensors (gamma,
   beta, the saved mean and invstd, the running statistics, dgamma, dbeta): channels
-  ``[c*i/k, c*(i+1)/k)``, the cuts moved to the kernel's group boundaries when it has groups
-  (``fn.channel_group(x.shape)`` channels each, whose sums may be one BLAS call each: part ``i``
-  starts at group ``g*i/k`` of ``g``, so every part makes the very calls one thread makes and the
-  outputs are bit for bit one thread's). Batch norm's ``count`` state is read and written by part
+  ``[c*i/k, c*(i+1)/k)``, the cuts moved down to the kernel's group boundaries when it has groups
+  (``fn.channel_group(x.shape)`` channels each, whose sums may be one BLAS call each: as the
+  tiles of :data:`TILE`, so every part makes the very calls one thread makes and the outputs are
+  bit for bit one thread's). Batch norm's ``count`` state is read and written by part
   0; every other part gets a private copy made before the parts start (the same value to read,
   what it writes dropped). Not with a ``group`` attribute (the kernels then run the reference,
   which all-reduces every channel's statistics at once). A part's workspace share is the kernel's
@@ -215,25 +215,20 @@ def split_kernel(fn, op: str, k: int, by_columns: bool, share: int, run_parts):
 
     def run(attrs, inputs, outputs, ws):
         out = outputs[0]
-        if channels:  # part i: groups [units*i/m, units*(i+1)/m) of ``unit`` channels
+        if channels:  # cut between the kernel's groups of channels
             n = inputs[0].shape[1]
-            unit = grouped(inputs[0].shape) if grouped else 1
-            units = -(-n // unit)
-            m = min(k, units)
+            step = grouped(inputs[0].shape) if grouped else 1
         else:
             n = inputs[0].shape[0] if reduced else out.shape[1] if by_columns else out.shape[0]
             step = TILE if by_columns else 1
-            m = min(k, n // step)
+        m = min(k, n // step)
         if m < 2:
             fn(attrs, inputs, outputs, ws)
             return
         calls, partials = [], []
         ndim = inputs[0].ndim if reduced else out.ndim
         for i in range(m):
-            if channels:
-                s = slice(unit * (units * i // m), min(n, unit * (units * (i + 1) // m)))
-            else:
-                s = _tile(n, i, m, step)
+            s = _tile(n, i, m, step)
             part_ws = ws[i * share_elems:(i + 1) * share_elems] if ws is not None else None
             if channels:
                 ins, outs = channel_slices(channels, inputs, outputs, s, i)
